@@ -1,0 +1,1 @@
+//! Wire protocol between the husk host and the in-guest agent.

@@ -1,0 +1,1 @@
+//! Shared helpers for husk integration and end-to-end tests.

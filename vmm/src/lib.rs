@@ -1,0 +1,2 @@
+//! husk host side: CLI, pod lifecycle and the microVM monitor.
+pub mod devices;
