@@ -1,1 +1,155 @@
-//! Shared helpers for husk integration and end-to-end tests.
+//! Shared helpers for husk's end-to-end tests.
+//!
+//! End-to-end tests run the real `husk` binary on real KVM with the real guest
+//! kernel and agent from `build/` (made by `scripts/build.sh`). On hosts
+//! without hardware virtualization they run inside the nested testbed
+//! (`scripts/testbed.sh`), which runs them directly where hardware KVM
+//! exists. They are `#[ignore]`d so that `cargo test --workspace` stays a
+//! quick unit-test run; `scripts/test.sh` runs them with `--ignored`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository's top directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits inside the repository")
+        .to_path_buf()
+}
+
+/// A file from `build/`; fails the test with the fix when it is missing.
+pub fn artifact(name: &str) -> PathBuf {
+    let path = repo_root().join("build").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build.sh first",
+        path.display()
+    );
+    path
+}
+
+/// What a command printed (stdout and stderr together) and how it ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Exit status; -1 when the process died of a signal.
+    pub status: i32,
+    /// Everything printed, stdout first, then stderr.
+    pub output: String,
+}
+
+impl Outcome {
+    /// Whether any printed line contains `needle`.
+    pub fn has_line(&self, needle: &str) -> bool {
+        self.output.lines().any(|l| l.contains(needle))
+    }
+}
+
+/// Runs `args` as root on real KVM through `scripts/testbed.sh`, making each
+/// of `shares` visible inside at the same path.
+pub fn in_testbed(shares: &[&Path], args: &[&str]) -> Outcome {
+    let mut cmd = Command::new(repo_root().join("scripts/testbed.sh"));
+    for share in shares {
+        cmd.arg("--share").arg(share);
+    }
+    cmd.arg("--").args(args);
+    run(&mut cmd)
+}
+
+/// Runs a command on the host and collects its outcome.
+pub fn run(cmd: &mut Command) -> Outcome {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&out.stderr));
+    Outcome {
+        status: out.status.code().unwrap_or(-1),
+        output,
+    }
+}
+
+/// A fresh scratch directory under the build dir (visible to the testbed,
+/// which shares `build/`), removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// Makes `build/test-scratch/<name>-<pid>`.
+    pub fn new(name: &str) -> Self {
+        let dir = repo_root()
+            .join("build/test-scratch")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Guest-physical address the tiny test kernels load and start at (the same
+/// 16 MiB a Linux vmlinux uses).
+pub const TINY_KERNEL_BASE: u64 = 0x100_0000;
+
+/// A minimal ELF64 x86_64 "kernel": one PT_LOAD segment at
+/// [`TINY_KERNEL_BASE`] holding the headers and `code`, entered at `code`.
+/// Used to drive the VMM's exit paths with a handful of guest instructions.
+pub fn tiny_elf_kernel(code: &[u8]) -> Vec<u8> {
+    const EHDR: u64 = 64;
+    const PHDR: u64 = 56;
+    let total = EHDR + PHDR + code.len() as u64;
+    let mut elf = Vec::with_capacity(total as usize);
+    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    elf.extend_from_slice(&[0; 8]);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(TINY_KERNEL_BASE + EHDR + PHDR).to_le_bytes()); // entry
+    elf.extend_from_slice(&EHDR.to_le_bytes()); // phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    elf.extend_from_slice(&0u32.to_le_bytes()); // flags
+    for half in [EHDR as u16, PHDR as u16, 1, 64, 0, 0] {
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    elf.extend_from_slice(&0u64.to_le_bytes()); // offset
+    elf.extend_from_slice(&TINY_KERNEL_BASE.to_le_bytes()); // vaddr
+    elf.extend_from_slice(&TINY_KERNEL_BASE.to_le_bytes()); // paddr
+    elf.extend_from_slice(&total.to_le_bytes()); // filesz
+    elf.extend_from_slice(&total.to_le_bytes()); // memsz
+    elf.extend_from_slice(&0x1000u64.to_le_bytes()); // align
+    elf.extend_from_slice(code);
+    elf
+}
+
+/// Guest code: pulse the reset line through the i8042 (`out 0x64, 0xfe`),
+/// then halt forever.
+pub const CODE_I8042_RESET: &[u8] = &[0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd];
+
+/// Guest code: `ud2` with no usable IDT, which escalates to a triple fault.
+pub const CODE_TRIPLE_FAULT: &[u8] = &[0x0f, 0x0b];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_kernel_layout() {
+        let elf = tiny_elf_kernel(CODE_TRIPLE_FAULT);
+        assert_eq!(elf.len(), 64 + 56 + 2);
+        assert_eq!(&elf[..4], b"\x7fELF");
+        let entry = u64::from_le_bytes(elf[24..32].try_into().unwrap());
+        assert_eq!(entry, TINY_KERNEL_BASE + 120);
+        assert_eq!(&elf[120..], CODE_TRIPLE_FAULT);
+    }
+}
