@@ -1,2 +1,3 @@
 //! husk host side: CLI, pod lifecycle and the microVM monitor.
+pub mod boot;
 pub mod devices;
