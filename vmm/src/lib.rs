@@ -1,3 +1,4 @@
 //! husk host side: CLI, pod lifecycle and the microVM monitor.
 pub mod boot;
 pub mod devices;
+pub mod fs;
