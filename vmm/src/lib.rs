@@ -1,4 +1,10 @@
 //! husk host side: CLI, pod lifecycle and the microVM monitor.
 pub mod boot;
+pub mod builder;
+pub mod cli;
 pub mod devices;
+pub mod event_loop;
+pub mod exit;
 pub mod fs;
+pub mod trace;
+pub mod vstate;

@@ -1,0 +1,476 @@
+//! The one place that wires a VM together: guest memory, kernel, initramfs,
+//! command line, boot tables, legacy devices, virtio-mmio devices, vCPUs
+//! and the event loop. Every other module receives only what it needs.
+//!
+//! Use: [`VmBuilder::new`] (creates the VM, memory, platform devices and
+//! loads the kernel), any number of [`VmBuilder::add_virtio_mmio_device`]
+//! and [`VmBuilder::add_subscriber`], then [`VmBuilder::start`] (writes the
+//! command line and boot tables, starts the vCPUs) and
+//! [`RunningVm::wait`] on the VMM thread.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use event_manager::SubscriberOps;
+use linux_loader::cmdline::Cmdline;
+use linux_loader::loader::load_cmdline;
+use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::boot::{acpi, cmdline, gdt, layout, loader, mptable, paging, params};
+use crate::devices::acpi_pm::{AcpiPm, ACPI_PM_PORTS};
+use crate::devices::bus::{Bus, BusError, SharedDevice};
+use crate::devices::i8042::{I8042, I8042_BASE, I8042_PORTS};
+use crate::devices::legacy::{Cmos, CMOS_BASE, CMOS_PORTS};
+use crate::devices::serial::{SerialDevice, COM1_BASE, UART_PORTS};
+use crate::event_loop::{ConsoleInput, ExitWatcher, Subscriber, VmmEventManager};
+use crate::exit::{ExitReason, ExitSignal};
+use crate::vstate::vcpu::{self, Vcpu};
+use crate::vstate::vm::Vm;
+use crate::vstate::{cpuid, msr, regs};
+
+/// Errors from building or starting a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// KVM refused something.
+    #[error(transparent)]
+    Vm(#[from] crate::vstate::vm::VmError),
+    /// Guest memory could not be mapped.
+    #[error("cannot map {0} MiB of guest memory")]
+    Memory(u64, #[source] vm_memory::mmap::FromRangesError),
+    /// Kernel or initramfs problem.
+    #[error(transparent)]
+    Loader(#[from] loader::LoaderError),
+    /// Command line problem.
+    #[error(transparent)]
+    Cmdline(#[from] cmdline::CmdlineError),
+    /// Writing the command line into guest memory failed.
+    #[error("cannot write the kernel command line into guest memory")]
+    CmdlineWrite(#[source] linux_loader::loader::Error),
+    /// Zero page.
+    #[error(transparent)]
+    Params(#[from] params::ParamsError),
+    /// GDT/IDT.
+    #[error(transparent)]
+    Gdt(#[from] gdt::GdtError),
+    /// Page tables.
+    #[error(transparent)]
+    Paging(#[from] paging::PagingError),
+    /// MP table.
+    #[error(transparent)]
+    Mptable(#[from] mptable::MptableError),
+    /// ACPI tables.
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
+    /// Device placement.
+    #[error("cannot place a device on the bus")]
+    Bus(#[from] BusError),
+    /// An EventFd could not be created.
+    #[error("cannot create an eventfd")]
+    EventFd(#[source] std::io::Error),
+    /// The console output file.
+    #[error("cannot open console output {path}")]
+    Console {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// More vCPUs than KVM allows.
+    #[error("--vcpus {requested} is more than the {max} vCPUs KVM allows here")]
+    TooManyVcpus {
+        /// Asked for.
+        requested: u32,
+        /// KVM's limit.
+        max: usize,
+    },
+    /// All virtio-mmio slots (one per free IRQ) are taken.
+    #[error("no free virtio-mmio slot: at most {0} devices")]
+    NoVirtioSlot(u32),
+    /// The event loop could not be set up or run.
+    #[error("event loop failure: {0:?}")]
+    EventLoop(event_manager::Error),
+    /// vCPU setup.
+    #[error(transparent)]
+    Vcpu(#[from] vcpu::VcpuError),
+    /// Register setup.
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+    /// MSR setup.
+    #[error(transparent)]
+    Msr(#[from] msr::MsrError),
+    /// KVM_SET_CPUID2 failed.
+    #[error("cannot set CPUID of vCPU {0}")]
+    SetCpuid(u32, #[source] kvm_ioctls::Error),
+}
+
+impl BuildError {
+    /// Whether the error comes from what the user gave us (exit status 2)
+    /// rather than from the host or KVM (exit status 1).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            BuildError::Loader(_)
+                | BuildError::Cmdline(_)
+                | BuildError::Console { .. }
+                | BuildError::TooManyVcpus { .. }
+        )
+    }
+}
+
+/// Where the guest's console output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleOutput {
+    /// The VMM's stdout (and console input from its stdin).
+    Stdio,
+    /// A file, created or truncated (no console input).
+    File(PathBuf),
+}
+
+/// Everything needed to build a VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// Kernel image (ELF vmlinux or bzImage).
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: Option<PathBuf>,
+    /// Added after the default command line.
+    pub cmdline_extra: String,
+    /// Start from [`cmdline::DEFAULT_CMDLINE`].
+    pub default_cmdline: bool,
+    /// Guest RAM in MiB.
+    pub mem_mib: u64,
+    /// vCPU count.
+    pub vcpus: u32,
+    /// Console destination.
+    pub console: ConsoleOutput,
+    /// Print the boot trace line before the first KVM_RUN.
+    pub boot_trace: bool,
+}
+
+/// Where a virtio-mmio device was placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMmioSlot {
+    /// Guest-physical base of its 4 KiB register window.
+    pub base: u64,
+    /// Its interrupt line (GSI).
+    pub irq: u32,
+}
+
+/// Offset of QueueNotify in the virtio-mmio register window.
+pub const VIRTIO_MMIO_QUEUE_NOTIFY: u64 = 0x50;
+
+/// A VM being assembled.
+pub struct VmBuilder {
+    config: VmConfig,
+    vm: Vm,
+    mem: GuestMemoryMmap,
+    pio: Bus,
+    mmio: Bus,
+    exit: Arc<ExitSignal>,
+    cmdline: Cmdline,
+    cmdline_capacity: usize,
+    kernel: loader::LoadedKernel,
+    initrd: Option<(u64, u32)>,
+    event_manager: VmmEventManager,
+    virtio_count: u32,
+}
+
+impl std::fmt::Debug for VmBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn eventfd() -> Result<EventFd, BuildError> {
+    EventFd::new(EFD_NONBLOCK).map_err(BuildError::EventFd)
+}
+
+impl VmBuilder {
+    /// Creates the VM and its memory, loads kernel and initramfs, and puts
+    /// the platform devices (serial, i8042, ACPI PM, CMOS) on the PIO bus.
+    pub fn new(config: VmConfig) -> Result<Self, BuildError> {
+        // Kernel and initramfs are opened first: bad input fails before
+        // any KVM or memory work.
+        let (mut kernel_file, format) = loader::probe_kernel(&config.kernel)?;
+        let initrd_file = config
+            .initrd
+            .as_deref()
+            .map(loader::open_initrd)
+            .transpose()?;
+
+        let vm = Vm::new()?;
+        let max_vcpus = vm.max_vcpus();
+        if config.vcpus as usize > max_vcpus {
+            return Err(BuildError::TooManyVcpus {
+                requested: config.vcpus,
+                max: max_vcpus,
+            });
+        }
+        let mem_bytes = config.mem_mib << 20;
+        let ranges: Vec<(GuestAddress, usize)> = layout::ram_ranges(mem_bytes)
+            .into_iter()
+            .map(|(a, l)| (a, l as usize))
+            .collect();
+        let mem = GuestMemoryMmap::from_ranges(&ranges)
+            .map_err(|e| BuildError::Memory(config.mem_mib, e))?;
+        vm.set_memory(&mem)?;
+        vm.setup_irqchip()?;
+
+        let kernel = loader::load_kernel(&mem, &mut kernel_file, format, &config.kernel)?;
+        let initrd = match (initrd_file, &config.initrd) {
+            (Some((mut f, size)), Some(path)) => Some(loader::load_initrd(
+                &mem,
+                &mut f,
+                size,
+                path,
+                layout::low_mem_end(mem_bytes),
+                &kernel,
+            )?),
+            _ => None,
+        };
+        let cmdline_capacity = kernel.cmdline_capacity.min(layout::CMDLINE_MAX_SIZE);
+        let cmdline = cmdline::build(
+            cmdline_capacity,
+            config.default_cmdline,
+            &config.cmdline_extra,
+        )?;
+
+        let exit = ExitSignal::new().map_err(BuildError::EventFd)?;
+        let mut event_manager = VmmEventManager::new().map_err(BuildError::EventLoop)?;
+        event_manager.add_subscriber(Arc::new(Mutex::new(ExitWatcher(exit.clone()))));
+
+        let mut pio = Bus::new();
+        // Serial console on COM1, IRQ 4 through an irqfd.
+        let serial_irq = eventfd()?;
+        vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)?;
+        let rx_ready = eventfd()?;
+        let (out, input): (Box<dyn Write + Send>, bool) = match &config.console {
+            ConsoleOutput::Stdio => (Box::new(std::io::stdout()), true),
+            ConsoleOutput::File(path) => {
+                let f = File::create(path).map_err(|source| BuildError::Console {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                (Box::new(f), false)
+            }
+        };
+        let serial = Arc::new(Mutex::new(SerialDevice::new(
+            serial_irq,
+            rx_ready.try_clone().map_err(BuildError::EventFd)?,
+            out,
+        )));
+        pio.insert(serial.clone(), COM1_BASE, UART_PORTS)?;
+        if input {
+            event_manager.add_subscriber(Arc::new(Mutex::new(ConsoleInput::new(
+                std::io::stdin(),
+                serial,
+                rx_ready,
+            ))));
+        }
+        pio.insert(
+            Arc::new(Mutex::new(I8042::new(exit.clone()))),
+            I8042_BASE,
+            I8042_PORTS,
+        )?;
+        pio.insert(
+            Arc::new(Mutex::new(AcpiPm::new(exit.clone()))),
+            u64::from(layout::ACPI_SLEEP_PORT),
+            ACPI_PM_PORTS,
+        )?;
+        pio.insert(Arc::new(Mutex::new(Cmos::default())), CMOS_BASE, CMOS_PORTS)?;
+
+        Ok(VmBuilder {
+            config,
+            vm,
+            mem,
+            pio,
+            mmio: Bus::new(),
+            exit,
+            cmdline,
+            cmdline_capacity,
+            kernel,
+            initrd,
+            event_manager,
+            virtio_count: 0,
+        })
+    }
+
+    /// Guest memory, for devices that access queues and buffers.
+    pub fn guest_memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// The VM's exit signal, for devices that must end the VM.
+    pub fn exit_signal(&self) -> Arc<ExitSignal> {
+        self.exit.clone()
+    }
+
+    /// Adds a virtio-mmio transport: puts `device` in the next free 4 KiB
+    /// MMIO slot, makes a guest write of queue index `i` to QueueNotify
+    /// (base + 0x50) signal `queue_notify[i]` (ioeventfd with datamatch, no
+    /// exit to user space), makes a write to `irq` raise the slot's GSI
+    /// (irqfd), and declares the device on the kernel command line
+    /// (`virtio_mmio.device=4K@0x...:IRQ`).
+    pub fn add_virtio_mmio_device(
+        &mut self,
+        device: SharedDevice,
+        queue_notify: &[EventFd],
+        irq: &EventFd,
+    ) -> Result<VirtioMmioSlot, BuildError> {
+        let max = layout::IRQ_MAX - layout::VIRTIO_IRQ_BASE + 1;
+        if self.virtio_count >= max {
+            return Err(BuildError::NoVirtioSlot(max));
+        }
+        let base = layout::virtio_mmio_addr(self.virtio_count);
+        let gsi = layout::VIRTIO_IRQ_BASE + self.virtio_count;
+        cmdline::add_virtio_mmio(
+            &mut self.cmdline,
+            self.cmdline_capacity,
+            base,
+            layout::VIRTIO_MMIO_SLOT_SIZE,
+            gsi,
+        )?;
+        self.mmio
+            .insert(device, base, layout::VIRTIO_MMIO_SLOT_SIZE)?;
+        for (queue, evt) in queue_notify.iter().enumerate() {
+            self.vm
+                .register_ioeventfd(evt, base + VIRTIO_MMIO_QUEUE_NOTIFY, queue as u32)?;
+        }
+        self.vm.register_irqfd(irq, gsi)?;
+        self.virtio_count += 1;
+        Ok(VirtioMmioSlot { base, irq: gsi })
+    }
+
+    /// Adds an event source to the VMM thread's loop.
+    pub fn add_subscriber(&mut self, subscriber: Subscriber) {
+        self.event_manager.add_subscriber(subscriber);
+    }
+
+    /// The command line as it stands (devices included).
+    pub fn cmdline(&self) -> String {
+        cmdline::to_string(&self.cmdline)
+    }
+
+    /// Writes the command line, zero page and boot tables, creates and
+    /// starts the vCPUs.
+    pub fn start(self) -> Result<RunningVm, BuildError> {
+        let mem = &self.mem;
+        let vcpus = self.config.vcpus;
+        let mem_bytes = self.config.mem_mib << 20;
+        load_cmdline(mem, GuestAddress(layout::CMDLINE_ADDR), &self.cmdline)
+            .map_err(BuildError::CmdlineWrite)?;
+        let cmdline_len = cmdline::to_string(&self.cmdline).len() as u32;
+        let tables = gdt::write_descriptor_tables(mem)?;
+        let cr3 = paging::write_identity_map(mem)?;
+        mptable::write_mptable(mem, vcpus)?;
+        let rsdp = acpi::write_acpi_tables(mem, vcpus, layout::ACPI_SLEEP_PORT)?;
+        let zero_page = params::build_zero_page(&params::ZeroPageConfig {
+            mem_bytes,
+            cmdline: (layout::CMDLINE_ADDR, cmdline_len),
+            initrd: self.initrd,
+            setup_header: self.kernel.setup_header,
+            rsdp: Some(rsdp),
+        })?;
+        params::write_zero_page(mem, &zero_page)?;
+
+        vcpu::install_kick_handler()?;
+        let supported = self.vm.supported_cpuid()?;
+        let pio = Arc::new(self.pio);
+        let mmio = Arc::new(self.mmio);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut ready = Vec::with_capacity(vcpus as usize);
+        for id in 0..vcpus {
+            let fd = self.vm.create_vcpu(u64::from(id))?;
+            let mut entries = supported.as_slice().to_vec();
+            cpuid::fixup(&mut entries, id, vcpus);
+            let cpuid = kvm_bindings::CpuId::from_entries(&entries)
+                .map_err(|_| BuildError::SetCpuid(id, kvm_ioctls::Error::new(libc::E2BIG)))?;
+            fd.set_cpuid2(&cpuid)
+                .map_err(|e| BuildError::SetCpuid(id, e))?;
+            msr::set_boot_msrs(&fd)?;
+            regs::setup_common(&fd)?;
+            if id == 0 {
+                regs::setup_boot_cpu(&fd, self.kernel.entry, &tables, cr3)?;
+            }
+            let before_first_run: Option<Box<dyn FnOnce() + Send>> =
+                if id == 0 && self.config.boot_trace {
+                    let guest: Vec<(usize, usize)> = mem
+                        .iter()
+                        .map(|r| (r.as_ptr() as usize, r.len() as usize))
+                        .collect();
+                    Some(Box::new(move || crate::trace::report_first_run(&guest)))
+                } else {
+                    None
+                };
+            ready.push(Vcpu {
+                id,
+                fd,
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                exit: self.exit.clone(),
+                stop: stop.clone(),
+                before_first_run,
+            });
+        }
+        let mut threads = Vec::with_capacity(ready.len());
+        for v in ready {
+            match v.spawn() {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    vcpu::stop_all(&stop, threads);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(RunningVm {
+            _vm: self.vm,
+            _mem: self.mem,
+            event_manager: self.event_manager,
+            exit: self.exit,
+            stop,
+            threads,
+        })
+    }
+}
+
+/// A started VM; [`RunningVm::wait`] runs its event loop until it ends.
+pub struct RunningVm {
+    // Kept alive until the vCPUs are stopped: KVM maps this memory.
+    _vm: Vm,
+    _mem: GuestMemoryMmap,
+    event_manager: VmmEventManager,
+    exit: Arc<ExitSignal>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningVm").finish_non_exhaustive()
+    }
+}
+
+impl RunningVm {
+    /// Runs the event loop on this thread until the VM ends, stops every
+    /// vCPU thread and returns why the VM ended.
+    pub fn wait(mut self) -> ExitReason {
+        let reason = loop {
+            if let Some(r) = self.exit.reason() {
+                break r;
+            }
+            if let Err(e) = self.event_manager.run() {
+                break ExitReason::Error(format!("event loop failure: {e:?}"));
+            }
+        };
+        vcpu::stop_all(&self.stop, std::mem::take(&mut self.threads));
+        reason
+    }
+}

@@ -1,0 +1,123 @@
+//! The `husk` command line. The only place that prints errors and picks
+//! exit statuses; everything below returns typed errors.
+//!
+//! Exit statuses:
+//! - `husk vm`: 0 the guest powered off (ACPI S5), 3 the guest requested a
+//!   reset (reboot, or a panic with `panic=-1`), 4 the guest triple-faulted,
+//!   1 the VMM failed at run time, 2 bad usage or input.
+//! - `husk doctor`: see [`doctor`].
+//!
+//! Every error is one line on stderr, prefixed `husk: `.
+
+pub mod doctor;
+pub mod vm;
+
+use std::ffi::OsString;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for bad usage or input.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status for a VMM failure at run time.
+pub const EXIT_RUNTIME: i32 = 1;
+
+/// husk: run OCI images as pods, each in its own KVM microVM.
+#[derive(Debug, Parser)]
+#[command(name = "husk", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot a raw VM from a kernel and an initramfs (kernel and agent development, tests).
+    Vm(vm::VmArgs),
+    /// Check whether this host can run husk VMs, and how fast.
+    Doctor,
+}
+
+/// Prints `err` and its causes as one line: `husk: what: why: root cause`.
+pub fn print_error(err: &(dyn std::error::Error + 'static)) {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    eprintln!("husk: {}", line.replace('\n', " "));
+}
+
+/// A minimal logger: warnings and errors from library code to stderr when
+/// `HUSK_LOG` asks for them (`error`, `warn`, `info`, `debug`).
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("husk: {}: {}", r.level().as_str().to_lowercase(), r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn init_logging() {
+    static LOGGER: StderrLogger = StderrLogger;
+    let level = match std::env::var("HUSK_LOG").as_deref() {
+        Ok("debug") => log::LevelFilter::Debug,
+        Ok("info") => log::LevelFilter::Info,
+        Ok("warn") => log::LevelFilter::Warn,
+        Ok("off") => log::LevelFilter::Off,
+        _ => log::LevelFilter::Error,
+    };
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// Parses `args` and runs the command; returns the process exit status.
+pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
+    init_logging();
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return 0;
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return EXIT_USAGE;
+            }
+            // clap's message spans several lines (what, usage, hint): keep
+            // what comes before the usage, on one line.
+            let text = e.render().to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let what = what.join(" ");
+            eprintln!(
+                "husk: {} (see husk --help)",
+                what.trim_start_matches("error: ")
+            );
+            return EXIT_USAGE;
+        }
+    };
+    match cli.command {
+        Command::Vm(args) => vm::run(args),
+        Command::Doctor => doctor::run(),
+    }
+}

@@ -1,0 +1,224 @@
+//! `husk vm`: boot a raw VM.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{print_error, EXIT_RUNTIME, EXIT_USAGE};
+use crate::boot::cmdline::DEFAULT_CMDLINE;
+use crate::boot::mptable::MAX_CPUS;
+use crate::builder::{ConsoleOutput, VmBuilder, VmConfig};
+
+/// Smallest guest: a minimal kernel is loaded at 16 MiB and needs its image,
+/// bss and early allocations above that, plus the initramfs and its unpacked
+/// copy; below 64 MiB real guests fail in confusing ways.
+pub const MIN_MEM_MIB: u64 = 64;
+
+/// Arguments of `husk vm`.
+#[derive(Debug, Args)]
+pub struct VmArgs {
+    /// Guest kernel: an uncompressed ELF vmlinux or a bzImage (x86_64).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+    /// Initramfs (newc cpio, optionally compressed if the kernel supports it).
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Appended to the default kernel command line
+    /// "console=ttyS0 reboot=k panic=-1"; " -- " starts init's arguments.
+    #[arg(long, value_name = "STR", default_value = "")]
+    pub cmdline: String,
+    /// Do not start from the default kernel command line: --cmdline is all of it.
+    #[arg(long)]
+    pub no_default_cmdline: bool,
+    /// Guest memory in MiB (at least 64, at most the host's MemTotal).
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub mem: u64,
+    /// Number of vCPUs (1 to 254, and no more than KVM allows).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub vcpus: u32,
+    /// Console: "stdio" (output to stdout, input from stdin) or a file to write the output to.
+    #[arg(long, value_name = "stdio|PATH", default_value = "stdio")]
+    pub console: String,
+    /// Print launch → first KVM_RUN time and resident memory to stderr
+    /// (also enabled by HUSK_BOOT_TRACE=1).
+    #[arg(long)]
+    pub boot_trace: bool,
+}
+
+/// Reasons `husk vm` refuses its arguments before touching KVM.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VmArgsError {
+    /// Too little memory.
+    #[error("--mem {0} MiB is too small: a guest needs at least {MIN_MEM_MIB} MiB")]
+    MemTooSmall(u64),
+    /// More memory than the host has.
+    #[error("--mem {requested} MiB is more than this host's {host} MiB of memory")]
+    MemTooLarge {
+        /// Asked for.
+        requested: u64,
+        /// The host's MemTotal.
+        host: u64,
+    },
+    /// Zero vCPUs.
+    #[error("--vcpus must be at least 1")]
+    NoVcpus,
+    /// Over the VMM's limit.
+    #[error("--vcpus {0} is more than the {MAX_CPUS} vCPUs husk supports")]
+    TooManyVcpus(u32),
+    /// Empty console path.
+    #[error("--console needs \"stdio\" or a file path")]
+    EmptyConsole,
+}
+
+/// The host's MemTotal in MiB.
+pub fn host_mem_mib() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
+/// Checks the arguments that need no file access or KVM.
+pub fn validate(args: &VmArgs, host_mem_mib: Option<u64>) -> Result<VmConfig, VmArgsError> {
+    if args.mem < MIN_MEM_MIB {
+        return Err(VmArgsError::MemTooSmall(args.mem));
+    }
+    if let Some(host) = host_mem_mib.filter(|h| args.mem > *h) {
+        return Err(VmArgsError::MemTooLarge {
+            requested: args.mem,
+            host,
+        });
+    }
+    if args.vcpus == 0 {
+        return Err(VmArgsError::NoVcpus);
+    }
+    if args.vcpus > u32::from(MAX_CPUS) {
+        return Err(VmArgsError::TooManyVcpus(args.vcpus));
+    }
+    let console = match args.console.as_str() {
+        "" => return Err(VmArgsError::EmptyConsole),
+        "stdio" | "-" => ConsoleOutput::Stdio,
+        path => ConsoleOutput::File(PathBuf::from(path)),
+    };
+    Ok(VmConfig {
+        kernel: args.kernel.clone(),
+        initrd: args.initrd.clone(),
+        cmdline_extra: args.cmdline.clone(),
+        default_cmdline: !args.no_default_cmdline,
+        mem_mib: args.mem,
+        vcpus: args.vcpus,
+        console,
+        boot_trace: args.boot_trace || crate::trace::enabled(),
+    })
+}
+
+/// Runs `husk vm`; returns the exit status.
+pub fn run(args: VmArgs) -> i32 {
+    let config = match validate(&args, host_mem_mib()) {
+        Ok(c) => c,
+        Err(e) => {
+            print_error(&e);
+            return EXIT_USAGE;
+        }
+    };
+    let builder = match VmBuilder::new(config) {
+        Ok(b) => b,
+        Err(e) => {
+            print_error(&e);
+            return if e.is_bad_input() {
+                EXIT_USAGE
+            } else {
+                EXIT_RUNTIME
+            };
+        }
+    };
+    log::debug!(
+        "kernel command line: {} (defaults: {DEFAULT_CMDLINE})",
+        builder.cmdline()
+    );
+    let vm = match builder.start() {
+        Ok(vm) => vm,
+        Err(e) => {
+            print_error(&e);
+            return if e.is_bad_input() {
+                EXIT_USAGE
+            } else {
+                EXIT_RUNTIME
+            };
+        }
+    };
+    let reason = vm.wait();
+    eprintln!("husk: {}", reason.message());
+    reason.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> VmArgs {
+        VmArgs {
+            kernel: "k".into(),
+            initrd: None,
+            cmdline: String::new(),
+            no_default_cmdline: false,
+            mem: 256,
+            vcpus: 1,
+            console: "stdio".into(),
+            boot_trace: false,
+        }
+    }
+
+    #[test]
+    fn accepts_defaults() {
+        let c = validate(&args(), Some(1024)).unwrap();
+        assert_eq!((c.mem_mib, c.vcpus, c.default_cmdline), (256, 1, true));
+        assert_eq!(c.console, ConsoleOutput::Stdio);
+    }
+
+    #[test]
+    fn refuses_bad_numbers() {
+        let mut a = args();
+        a.mem = 63;
+        assert_eq!(
+            validate(&a, None).unwrap_err(),
+            VmArgsError::MemTooSmall(63)
+        );
+        a.mem = 2048;
+        assert!(matches!(
+            validate(&a, Some(1024)),
+            Err(VmArgsError::MemTooLarge { .. })
+        ));
+        let mut a = args();
+        a.vcpus = 0;
+        assert_eq!(validate(&a, None).unwrap_err(), VmArgsError::NoVcpus);
+        a.vcpus = 255;
+        assert_eq!(
+            validate(&a, None).unwrap_err(),
+            VmArgsError::TooManyVcpus(255)
+        );
+    }
+
+    #[test]
+    fn console_file() {
+        let mut a = args();
+        a.console = "/tmp/x.log".into();
+        assert_eq!(
+            validate(&a, None).unwrap().console,
+            ConsoleOutput::File("/tmp/x.log".into())
+        );
+        a.console = String::new();
+        assert_eq!(validate(&a, None).unwrap_err(), VmArgsError::EmptyConsole);
+    }
+
+    #[test]
+    fn host_memory_is_readable() {
+        assert!(host_mem_mib().unwrap() > 0);
+    }
+}

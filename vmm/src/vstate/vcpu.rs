@@ -1,0 +1,192 @@
+//! vCPU threads: one per vCPU, each looping on KVM_RUN and dispatching
+//! port I/O and MMIO exits to the buses.
+//!
+//! Stopping: the VMM thread sets the shared stop flag and sends each vCPU
+//! thread [`kick_signal`]. The handler sets `immediate_exit` in that
+//! thread's `kvm_run`, so a vCPU that was about to enter KVM_RUN returns at
+//! once and one inside it returns with EINTR; either way the loop sees the
+//! flag and the thread ends. No thread is left inside KVM_RUN when the VMM
+//! exits.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use kvm_bindings::{
+    kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::devices::bus::Bus;
+use crate::exit::{ExitReason, ExitSignal};
+
+/// Errors from starting vCPU threads.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// The kick signal handler could not be installed.
+    #[error("cannot install the vCPU kick signal handler")]
+    Signal(#[source] vmm_sys_util::errno::Error),
+    /// The thread could not be spawned.
+    #[error("cannot start the thread for vCPU {0}")]
+    Spawn(u32, #[source] std::io::Error),
+}
+
+/// Real-time signal used to kick vCPUs out of KVM_RUN.
+pub fn kick_signal() -> i32 {
+    SIGRTMIN()
+}
+
+thread_local! {
+    // This thread's kvm_run, for the kick signal handler.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    KVM_RUN.with(|p| {
+        let run = p.get();
+        if !run.is_null() {
+            // SAFETY: the pointer is this thread's own kvm_run mapping, set
+            // by the vCPU loop before its first KVM_RUN and valid while the
+            // thread owns its VcpuFd; a signal handler interrupting that
+            // thread may write the flag, which KVM reads on entry.
+            unsafe { (*run).immediate_exit = 1 };
+        }
+    });
+}
+
+/// Installs the kick handler (once per process, before vCPUs start).
+pub fn install_kick_handler() -> Result<(), VcpuError> {
+    register_signal_handler(kick_signal(), handle_kick).map_err(VcpuError::Signal)
+}
+
+/// A vCPU ready to run in its own thread.
+pub struct Vcpu {
+    /// Index (= APIC ID).
+    pub id: u32,
+    /// The KVM vCPU.
+    pub fd: VcpuFd,
+    /// Port I/O devices.
+    pub pio: Arc<Bus>,
+    /// MMIO devices.
+    pub mmio: Arc<Bus>,
+    /// Where the end of the VM is reported.
+    pub exit: Arc<ExitSignal>,
+    /// Set by the VMM thread to stop the loop.
+    pub stop: Arc<AtomicBool>,
+    /// Run once right before the first KVM_RUN (the boot trace).
+    pub before_first_run: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// What one exit means for the loop.
+enum Next {
+    Continue,
+    Exit(ExitReason),
+}
+
+fn handle_exit(exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus, id: u32) -> Next {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            if !pio.read(u64::from(port), data) {
+                // Nothing there: an open bus reads as all ones.
+                data.fill(0xff);
+            }
+            Next::Continue
+        }
+        VcpuExit::IoOut(port, data) => {
+            pio.write(u64::from(port), data);
+            Next::Continue
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if !mmio.read(addr, data) {
+                data.fill(0);
+            }
+            Next::Continue
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            mmio.write(addr, data);
+            Next::Continue
+        }
+        // With the in-kernel LAPIC, HLT is handled inside KVM; if it ever
+        // reaches us there is nothing to do but enter again.
+        VcpuExit::Hlt => Next::Continue,
+        VcpuExit::Shutdown => Next::Exit(ExitReason::TripleFault),
+        VcpuExit::SystemEvent(kind, _) => match kind {
+            KVM_SYSTEM_EVENT_SHUTDOWN => Next::Exit(ExitReason::PowerOff),
+            KVM_SYSTEM_EVENT_RESET => Next::Exit(ExitReason::Reset),
+            KVM_SYSTEM_EVENT_CRASH => {
+                Next::Exit(ExitReason::Error(format!("vCPU {id}: guest crashed")))
+            }
+            other => Next::Exit(ExitReason::Error(format!(
+                "vCPU {id}: unexpected system event {other}"
+            ))),
+        },
+        VcpuExit::FailEntry(reason, cpu) => Next::Exit(ExitReason::Error(format!(
+            "vCPU {id}: KVM could not enter the guest (hardware reason {reason:#x} on host CPU {cpu})"
+        ))),
+        VcpuExit::InternalError => Next::Exit(ExitReason::Error(format!(
+            "vCPU {id}: KVM internal error (emulation failure)"
+        ))),
+        other => Next::Exit(ExitReason::Error(format!(
+            "vCPU {id}: unhandled exit {other:?}"
+        ))),
+    }
+}
+
+impl Vcpu {
+    /// Starts the vCPU's thread.
+    pub fn spawn(self) -> Result<JoinHandle<()>, VcpuError> {
+        let id = self.id;
+        std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .spawn(move || self.run())
+            .map_err(|e| VcpuError::Spawn(id, e))
+    }
+
+    fn run(mut self) {
+        let run_ptr: *mut kvm_run = self.fd.get_kvm_run();
+        KVM_RUN.with(|p| p.set(run_ptr));
+        if let Some(hook) = self.before_first_run.take() {
+            hook();
+        }
+        let reason = loop {
+            if self.stop.load(Ordering::Acquire) {
+                break None;
+            }
+            match self.fd.run() {
+                Ok(exit) => match handle_exit(exit, &self.pio, &self.mmio, self.id) {
+                    Next::Continue => {}
+                    Next::Exit(r) => break Some(r),
+                },
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    // Kicked (or a spurious signal): clear immediate_exit so
+                    // a spurious kick does not keep us out of the guest.
+                    self.fd.set_kvm_immediate_exit(0);
+                }
+                Err(e) => {
+                    break Some(ExitReason::Error(format!(
+                        "vCPU {}: KVM_RUN failed: {e}",
+                        self.id
+                    )))
+                }
+            }
+        };
+        KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
+        if let Some(r) = reason {
+            self.exit.request(r);
+        }
+    }
+}
+
+/// Stops all vCPU threads and waits for them.
+pub fn stop_all(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
+    stop.store(true, Ordering::Release);
+    for t in &threads {
+        // A thread that already ended cannot be signalled; that is fine.
+        let _ = t.kill(kick_signal());
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
