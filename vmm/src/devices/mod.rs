@@ -7,3 +7,4 @@ pub mod bus;
 pub mod i8042;
 pub mod legacy;
 pub mod serial;
+pub mod virtio;
