@@ -122,7 +122,10 @@ esac
 if [ "$mode" = direct ]; then
     for kv in "${envs[@]}"; do export "${kv?}"; done
     export PATH="$BUILD:$PATH"
-    exec "$@" </dev/null
+    rc=0
+    timeout --kill-after=10 "$timeout" "$@" </dev/null || rc=$?
+    [ "$rc" != 124 ] || echo "testbed: timed out after ${timeout}s (direct run)" >&2
+    exit "$rc"
 fi
 
 [ "$(id -u)" = 0 ] || die "the nested testbed needs root (virtiofsd); run as root"
@@ -271,14 +274,30 @@ trap 'exit 143' TERM
 mapfile -t rw < <(printf '%s\n' "$BUILD" "${shares[@]}" | sort -u)
 : >"$T/mounts"
 vfs_args=()
-start_virtiofsd() { # tag source cache-mode
-    "$VIRTIOFSD" --socket-path="$T/$1.sock" -o source="$2" -o cache="$3" \
+# sandbox=chroot: the default (namespace) cannot pivot_root when the source is `/`.
+start_virtiofsd() { # tag source cache-mode [wrapper...]
+    local tag=$1 src=$2 cache=$3
+    shift 3
+    "$@" "$VIRTIOFSD" --socket-path="$T/$tag.sock" -o source="$src" -o cache="$cache" \
         -o sandbox=chroot >>"$T/virtiofsd.log" 2>&1 &
     pids+=($!)
-    vfs_args+=(-chardev "socket,id=$1,path=$T/$1.sock"
-        -device "vhost-user-fs-pci,chardev=$1,tag=$1,queue-size=1024")
+    vfs_args+=(-chardev "socket,id=$tag,path=$T/$tag.sock"
+        -device "vhost-user-fs-pci,chardev=$tag,tag=$tag,queue-size=1024")
 }
-start_virtiofsd hostroot / always
+# The host root is served from a read-only recursive bind of / made in a private mount namespace,
+# so the host stays safe even from a guest that remounts its view read-write.
+ro_root() { # ROOT VIRTIOFSD ARGS...
+    unshare -m --propagation private -- bash -c '
+        root=$1
+        shift
+        mount --rbind / "$root" || exit 1
+        findmnt -R -n -r -o TARGET "$root" | while read -r m; do
+            mount -o remount,bind,ro "$m" 2>/dev/null || true
+        done
+        exec "$@"' ro_root "$@"
+}
+mkdir "$T/hostroot"
+start_virtiofsd hostroot "$T/hostroot" always ro_root "$T/hostroot"
 i=0
 for d in "${rw[@]}"; do
     start_virtiofsd "share$i" "$d" auto
@@ -349,7 +368,12 @@ if [ -n "$fail_line" ]; then
     exit 125
 fi
 if [ -z "$exit_line" ]; then
-    echo "testbed: the testbed stopped before the command finished (qemu exit status $qrc)" >&2
+    panic=$(grep -m1 -o 'Kernel panic - .*' "$T/console.log" 2>/dev/null || true)
+    if [ -n "$panic" ]; then
+        echo "testbed: the testbed kernel panicked before the command finished: $panic" >&2
+    else
+        echo "testbed: the testbed stopped before the command finished (qemu exit status $qrc)" >&2
+    fi
     console_tail
     exit 125
 fi
