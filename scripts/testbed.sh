@@ -22,7 +22,10 @@
 # Environment:
 #   HUSK_TESTBED=force|direct   force the nested testbed, or run CMD directly (default: direct when
 #                               /dev/kvm comes from kvm_intel/kvm_amd with vmx/svm, else the testbed)
-#   HUSK_TESTBED_TIMING=1       print "testbed: boot ... s, cmd ... s, total ... s" on stderr
+#   HUSK_TESTBED_TIMING=1       print on stderr: "testbed: prep P s, boot B s (kernel+init K s),
+#                               cmd C s, shutdown S s, total T s" (prep: script start to QEMU
+#                               launch; boot: QEMU launch to CMD start, of which K is the testbed's
+#                               own uptime; total: script start to end)
 #   HUSK_TESTBED_KEEP=1         keep the run's temp dir (console.log, qemu.log, virtiofsd.log)
 #   HUSK_TESTBED_APPEND=...     extra testbed kernel command-line arguments (debugging)
 #   HUSK_CACHE_DIR              cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/husk); the
@@ -40,6 +43,7 @@
 #     (`quiet`), kept in a log that is shown when the testbed fails.
 # Needs root (virtiofsd). Installs qemu-system-x86, busybox-static and kmod with apt-get if missing.
 set -euo pipefail
+t_script=$EPOCHREALTIME
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$SCRIPT_DIR/.." && pwd)
@@ -102,6 +106,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ $# -ge 1 ] || usage
+for d in "${shares[@]}"; do
+    [ "$d" != / ] || die "--share /: the host root is always visible (read-only); share a subdirectory"
+done
 
 mkdir -p "$BUILD"
 
@@ -165,7 +172,8 @@ kernel_pkg() {
 }
 # A kernel already in the cache is used as is: runs stay reproducible and need no apt query
 # (apt-cache alone costs ~1 s). Delete $CACHE to pick up a newer Debian kernel.
-key=$(ls -1 "$CACHE" 2>/dev/null | grep -E '^[0-9][^_]*-cloud-amd64_' | sort -V | tail -n1 || true)
+key=$(for d in "$CACHE"/[0-9]*-cloud-amd64_*/vmlinuz; do [ -f "$d" ] && basename "$(dirname "$d")"; done |
+    sort -V | tail -n1 || true)
 pkg=
 if [ -z "$key" ]; then
     pkg=$(kernel_pkg)
@@ -336,7 +344,7 @@ timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
     -chardev "file,id=status,path=$T/status" -device virtserialport,chardev=status,name=status \
     "${vfs_args[@]}" </dev/null >"$T/qemu.log" 2>&1 &
 qpid=$!
-pids+=($qpid)
+pids+=("$qpid")
 qrc=0
 wait "$qpid" || qrc=$?
 t1=$EPOCHREALTIME
@@ -356,7 +364,7 @@ console_tail() {
 }
 exit_line=$(grep -m1 ' exit ' "$T/status.log" || true)
 fail_line=$(grep -m1 ' fail ' "$T/status.log" || true)
-start_line=$(grep -m1 ' start$' "$T/status.log" || true)
+start_line=$(grep -m1 ' start ' "$T/status.log" || true)
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
     echo "testbed: timed out after ${timeout}s (command $([ -n "$start_line" ] && echo started || echo 'never started'))" >&2
     console_tail
@@ -380,8 +388,10 @@ fi
 rc=${exit_line##* }
 if [ -n "${HUSK_TESTBED_TIMING:-}" ]; then
     ts=${start_line%% *}
+    up=${start_line##* }
     te=${exit_line%% *}
-    awk -v a="$t0" -v s="$ts" -v e="$te" -v b="$t1" 'BEGIN {
-        printf "testbed: boot %.2f s, cmd %.2f s, shutdown %.2f s, total %.2f s\n", s-a, e-s, b-e, b-a }' >&2
+    awk -v p="$t_script" -v a="$t0" -v s="$ts" -v u="$up" -v e="$te" -v b="$t1" 'BEGIN {
+        printf "testbed: prep %.2f s, boot %.2f s (kernel+init %.2f s), cmd %.2f s, shutdown %.2f s, total %.2f s\n",
+            a-p, s-a, u, e-s, b-e, b-p }' >&2
 fi
 exit "$rc"

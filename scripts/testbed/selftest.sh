@@ -87,6 +87,6 @@ check "concurrent runs ($r1, $r2)" bash -c "[ $r1 = 3 ] && [ $r2 = 4 ] && grep -
 start=$EPOCHREALTIME
 HUSK_TESTBED_TIMING=1 "$TB" -- true 2>"$W/e"
 end=$EPOCHREALTIME
-echo "time $(grep '^testbed: boot' "$W/e" || echo 'direct run:') wall $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f s", b - a }')"
+echo "time $(grep '^testbed: prep' "$W/e" || echo 'direct run:') wall $(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f s", b - a }')"
 
 exit $failed
