@@ -69,3 +69,97 @@ pub fn enable_controllers(dir: &Path, wanted: &[&str]) -> Result<Vec<String>, Cg
     }
     Ok(missing)
 }
+
+/// The parent of every container's group.
+const PARENT: &str = "husk";
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Why container limits cannot be applied here, or `None` if they can:
+/// `ROOT` must be a cgroup2 mount offering every controller in `CONTROLLERS`
+/// to its children.
+pub fn unusable_reason() -> Option<String> {
+    let root = crate::sys::cstr(Path::new(ROOT)).ok()?;
+    // SAFETY: statfs is plain data, fully written by a successful call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `root` is a valid C string and `st` a valid out-pointer.
+    if unsafe { libc::statfs(root.as_ptr(), &mut st) } < 0
+        || st.f_type as i64 != CGROUP2_SUPER_MAGIC
+    {
+        return Some(format!("{ROOT} is not a cgroup2 mount"));
+    }
+    let enabled = match read(Path::new(ROOT).join("cgroup.subtree_control")) {
+        Ok(s) => s,
+        Err(e) => return Some(crate::console::chain(&e)),
+    };
+    let missing: Vec<&str> = CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|c| !enabled.split_ascii_whitespace().any(|e| e == *c))
+        .collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "controllers not enabled in {ROOT}: {}",
+            missing.join(" ")
+        ))
+    }
+}
+
+/// Creates the group of container `id` with its limits; returns its path.
+pub fn create_group(id: &str, res: &husk_proto::Resources) -> Result<PathBuf, CgroupError> {
+    let parent = Path::new(ROOT).join(PARENT);
+    if !parent.exists() {
+        fs::create_dir(&parent).map_err(|source| CgroupError::Write {
+            path: parent.clone(),
+            value: "(mkdir)".into(),
+            source,
+        })?;
+    }
+    // The parent holds no processes, so its children may use controllers.
+    let missing = enable_controllers(&parent, &CONTROLLERS)?;
+    if let Some(name) = missing.first() {
+        return Err(CgroupError::Write {
+            path: parent.join("cgroup.subtree_control"),
+            value: format!("+{name}"),
+            source: io::Error::from(io::ErrorKind::Unsupported),
+        });
+    }
+    let dir = parent.join(id);
+    fs::create_dir(&dir).map_err(|source| CgroupError::Write {
+        path: dir.clone(),
+        value: "(mkdir)".into(),
+        source,
+    })?;
+    let limits = [
+        ("memory.max", res.memory_max.map(|m| m.to_string())),
+        (
+            "cpu.max",
+            res.cpu_quota_us
+                .map(|q| format!("{q} {}", res.cpu_period_us.unwrap_or(100_000))),
+        ),
+        ("pids.max", res.pids_max.map(|p| p.to_string())),
+    ];
+    for (file, value) in limits {
+        if let Some(value) = value {
+            if let Err(e) = write(dir.join(file), &value) {
+                let _ = fs::remove_dir(&dir);
+                return Err(e);
+            }
+        }
+    }
+    Ok(dir)
+}
+
+/// Removes a container's (empty) group.
+pub fn remove_group(dir: &Path) -> Result<(), CgroupError> {
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CgroupError::Write {
+            path: dir.to_owned(),
+            value: "(rmdir)".into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}

@@ -138,6 +138,17 @@ impl SigSet {
         Ok(())
     }
 
+    /// Makes the set the calling thread's whole mask (async-signal-safe).
+    pub fn set_mask(&self) -> io::Result<()> {
+        // SAFETY: both pointers are valid for the call (old mask not wanted).
+        let ret =
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        Ok(())
+    }
+
     /// Waits for one signal of the set (which must be blocked) and returns it.
     pub fn wait(&self) -> io::Result<libc::c_int> {
         loop {
@@ -180,4 +191,17 @@ pub fn signal_name(sig: libc::c_int) -> String {
     unsafe { CStr::from_ptr(ptr) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded: both are fresh descriptors owned by nobody else.
+    let read = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as above.
+    let write = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[1]) };
+    Ok((read, write))
 }

@@ -15,6 +15,9 @@ pub struct Flags {
     pub poweroff: bool,
     /// `husk.panic`: print the readiness line, then exit PID 1 (kernel panic).
     pub panic: bool,
+    /// `husk.reboot`: print the readiness line, then reset the guest (boot
+    /// benchmarks end every VMM's run the same way with it).
+    pub reboot: bool,
     /// `husk.vsock_port=N`: the vsock port to listen on (default 1024).
     pub vsock_port: Option<u32>,
 }
@@ -27,6 +30,7 @@ impl Flags {
             match word.split_once('=') {
                 None if word == "husk.poweroff" => flags.poweroff = true,
                 None if word == "husk.panic" => flags.panic = true,
+                None if word == "husk.reboot" => flags.reboot = true,
                 Some(("husk.vsock_port", port)) => flags.vsock_port = port.parse().ok(),
                 _ => {}
             }
@@ -60,6 +64,7 @@ mod tests {
             }
         );
         assert!(Flags::parse("husk.panic").panic);
+        assert!(Flags::parse("quiet husk.reboot").reboot);
         assert!(!Flags::parse("xhusk.poweroff husk.poweroffx").poweroff);
         assert_eq!(Flags::parse("husk.vsock_port=5000").vsock_port, Some(5000));
         assert_eq!(Flags::parse("husk.vsock_port=nope").vsock_port, None);

@@ -3,15 +3,16 @@
 //! Boot: take over signals, move onto a tmpfs root, mount the pseudo file
 //! systems and cgroup2, attach stdio to /dev/console, print the readiness line
 //! `husk-agent: ready cpus=<N> mem_mib=<MiB>`, then act on the command-line
-//! flags (`husk.poweroff`, `husk.panic`) or serve requests on vsock.
+//! flags (`husk.poweroff`, `husk.reboot`, `husk.panic`) or serve requests on vsock.
 //!
 //! A boot step that fails is printed as one line and the guest is *reset*
 //! rather than powered off: the VMM then exits with status 3 ("guest
 //! requested a reset") instead of 0, which is the only failure signal there is
 //! until the agent can report over vsock.
 //!
-//! Signals: SIGCHLD reaps; SIGTERM, SIGINT (Ctrl-Alt-Del) and SIGPWR stop every
-//! process (SIGTERM, grace period, SIGKILL), sync and power off.
+//! Signals (see `crate::signals`): SIGCHLD reaps; SIGTERM, SIGINT
+//! (Ctrl-Alt-Del) and SIGPWR stop every process (SIGTERM, grace period,
+//! SIGKILL), sync and power off.
 
 mod cmdline;
 mod mounts;
@@ -26,20 +27,10 @@ pub use cmdline::Flags;
 pub use mounts::MountError;
 
 use crate::reaper::Reaper;
-use crate::{cgroup, console, shutdown, sys};
+use crate::{cgroup, console, shutdown, signals, sys};
 
 /// The vsock port the agent listens on unless `husk.vsock_port=` says otherwise.
 pub const DEFAULT_VSOCK_PORT: u32 = 1024;
-
-/// Signals PID 1 handles itself, on a dedicated thread.
-const HANDLED: [libc::c_int; 6] = [
-    libc::SIGCHLD,
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGPWR,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-];
 
 /// A boot step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +47,6 @@ pub enum InitError {
     Cpus(#[source] io::Error),
     #[error("cannot read MemTotal from /proc/meminfo")]
     Meminfo(#[source] io::Error),
-    #[error("cannot start the signal thread")]
-    Thread(#[source] io::Error),
 }
 
 /// Runs the agent as PID 1. Never returns: the guest ends by power-off, reset
@@ -80,6 +69,11 @@ pub fn run() -> ! {
         console::line(format_args!("husk.poweroff: powering off"));
         shutdown::stop_all_processes(&reaper, shutdown::DEFAULT_GRACE);
         shutdown::power_off();
+    }
+    if flags.reboot {
+        console::line(format_args!("husk.reboot: resetting"));
+        shutdown::stop_all_processes(&reaper, shutdown::DEFAULT_GRACE);
+        shutdown::reset();
     }
     let port = flags.vsock_port.unwrap_or(DEFAULT_VSOCK_PORT);
     crate::server::serve_guest(reaper.clone(), port);
@@ -115,48 +109,17 @@ fn boot(reaper: &Arc<Reaper>) -> Result<Flags, InitError> {
     Ok(flags)
 }
 
-/// Blocks the handled signals (threads spawned later inherit the mask; child
-/// processes get a clean mask from `std::process::Command`) and starts the
-/// thread that waits for them.
 fn take_signals(reaper: &Arc<Reaper>) -> Result<(), InitError> {
-    let set = sys::SigSet::of(&HANDLED);
-    set.block().map_err(InitError::Signals)?;
-    for sig in HANDLED {
-        sys::install_noop_handler(sig).map_err(InitError::Signals)?;
-    }
-    let reaper = reaper.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || signal_loop(&set, &reaper))
-        .map_err(InitError::Thread)?;
-    Ok(())
-}
-
-fn signal_loop(set: &sys::SigSet, reaper: &Reaper) {
-    loop {
-        let sig = match set.wait() {
-            Ok(sig) => sig,
-            Err(e) => {
-                console::line(format_args!("sigwaitinfo failed: {e}"));
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                continue;
-            }
-        };
-        match sig {
-            libc::SIGCHLD => {
-                reaper.reap();
-            }
-            libc::SIGTERM | libc::SIGINT | libc::SIGPWR => {
-                console::line(format_args!(
-                    "{}: stopping all processes and powering off",
-                    sys::signal_name(sig)
-                ));
-                shutdown::stop_all_processes(reaper, shutdown::DEFAULT_GRACE);
-                shutdown::power_off();
-            }
-            other => console::line(format_args!("ignoring {}", sys::signal_name(other))),
-        }
-    }
+    let stop_reaper = reaper.clone();
+    signals::start(reaper, move |sig| {
+        console::line(format_args!(
+            "{}: stopping all processes and powering off",
+            sys::signal_name(sig)
+        ));
+        shutdown::stop_all_processes(&stop_reaper, shutdown::DEFAULT_GRACE);
+        shutdown::power_off();
+    })
+    .map_err(InitError::Signals)
 }
 
 /// Points stdin, stdout and stderr at /dev/console unless they are open

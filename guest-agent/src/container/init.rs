@@ -1,0 +1,304 @@
+//! The container init: `husk-agent container-init`, PID 1 of a container.
+//!
+//! The agent starts it (a fresh exec of its own binary, so it runs
+//! single-threaded) in new mount, PID, UTS and IPC namespaces and the
+//! container's cgroup. It reads its [`InitConfig`] from fd 3, switches to the
+//! container's root with `pivot_root`, mounts /proc, /sys, /dev (a tmpfs
+//! with the usual nodes), /dev/pts, /dev/shm and /tmp, sets the hostname,
+//! then starts the app and stays as a minimal init: it forwards signals to
+//! the app and reaps every orphan of the container, so no zombie survives.
+//! When the app exits it writes `code N` / `signal N` to fd 4 and exits; the
+//! kernel then kills whatever is left in the namespace.
+//!
+//! Protocol on fd 4 (one line each): `started <pid>` once the app runs, or
+//! `error <message>` if setup failed; later the final status line.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::path::Path;
+use std::process::Stdio;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reaper::{Exit, Reaper};
+use crate::supervise::{spawn, Ids, Launch};
+use crate::sys;
+
+/// Descriptor the agent passes the configuration on.
+pub const CONFIG_FD: i32 = 3;
+/// Descriptor the init reports on.
+pub const STATUS_FD: i32 = 4;
+
+/// What the agent tells the container init.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitConfig {
+    pub rootfs: String,
+    pub hostname: Option<String>,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub rlimits: Vec<(i32, u64, u64)>,
+    pub tty: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum InitError {
+    #[error("cannot read the configuration")]
+    Config(#[source] io::Error),
+    #[error("malformed configuration")]
+    ConfigJson(#[source] serde_json::Error),
+    #[error("{what}")]
+    Setup {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Spawn(#[from] spawn::SpawnError),
+}
+
+fn setup_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> InitError {
+    let what = what.into();
+    move |source| InitError::Setup { what, source }
+}
+
+/// Entry point of `husk-agent container-init`; returns the exit code.
+pub fn main() -> i32 {
+    // SAFETY: fd 4 was placed by the agent for us; we take ownership once.
+    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+    for fd in [CONFIG_FD, STATUS_FD] {
+        // SAFETY: F_SETFD on our own descriptors: keep them from the app.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    let signals = forwardable_signals();
+    let set = sys::SigSet::of(&signals);
+    let reaper = Reaper::new();
+    let app = match set
+        .block()
+        .map_err(setup_err("cannot block signals"))
+        .and_then(|()| setup_and_start(&reaper))
+    {
+        Ok(app) => app,
+        Err(e) => {
+            let _ = writeln!(status, "error {}", crate::console::chain(&e));
+            return 127;
+        }
+    };
+    let (pid, exit) = app;
+    let _ = writeln!(status, "started {pid}");
+    detach_stdio();
+    for &sig in &signals {
+        let _ = sys::install_noop_handler(sig);
+    }
+    loop {
+        let sig = match set.wait() {
+            Ok(sig) => sig,
+            Err(_) => continue,
+        };
+        if sig == libc::SIGCHLD {
+            reaper.reap();
+            if let Ok(e) = exit.try_recv() {
+                let line = match e {
+                    Exit::Code(c) => format!("code {c}"),
+                    Exit::Signal(s) => format!("signal {s}"),
+                };
+                let _ = writeln!(status, "{line}");
+                return 0;
+            }
+        } else {
+            let _ = sys::kill(pid, sig);
+        }
+    }
+}
+
+/// Signals the init catches: everything but SIGKILL and SIGSTOP (which
+/// cannot be caught) in the classic range.
+fn forwardable_signals() -> Vec<libc::c_int> {
+    (1..32)
+        .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
+        .collect()
+}
+
+fn setup_and_start(reaper: &Reaper) -> Result<(i32, std::sync::mpsc::Receiver<Exit>), InitError> {
+    // SAFETY: fd 3 was placed by the agent for us; we take ownership once.
+    let config_file = unsafe { File::from_raw_fd(CONFIG_FD) };
+    let mut text = Vec::new();
+    config_file
+        .take(1 << 20)
+        .read_to_end(&mut text)
+        .map_err(InitError::Config)?;
+    let cfg: InitConfig = serde_json::from_slice(&text).map_err(InitError::ConfigJson)?;
+    enter_root(Path::new(&cfg.rootfs))?;
+    mount_inside()?;
+    if let Some(name) = &cfg.hostname {
+        // SAFETY: `name` is valid for `len` bytes.
+        if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } < 0 {
+            return Err(setup_err("cannot set the hostname")(
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    let launch = Launch {
+        args: cfg.args,
+        env: cfg.env,
+        cwd: Some(cfg.cwd),
+        ids: Ids {
+            uid: cfg.uid,
+            gid: cfg.gid,
+            groups: cfg.groups,
+        },
+        rlimits: cfg.rlimits,
+        ctty: cfg.tty,
+        ..Launch::default()
+    };
+    let stdio = [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()];
+    Ok(spawn::spawn(launch, stdio, reaper)?)
+}
+
+/// Makes `rootfs` the root of this mount namespace (`pivot_root`), with the
+/// old root detached: nothing outside stays reachable.
+fn enter_root(rootfs: &Path) -> Result<(), InitError> {
+    // Nothing we mount may propagate back to the guest.
+    sys::mount(
+        "none",
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(setup_err("cannot make mounts private"))?;
+    // pivot_root needs the new root to be a mount point.
+    sys::mount(
+        &rootfs.to_string_lossy(),
+        rootfs,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(setup_err(format!("cannot bind {}", rootfs.display())))?;
+    std::env::set_current_dir(rootfs).map_err(setup_err("cannot enter the root"))?;
+    let dot =
+        CString::new(".").map_err(|_| setup_err("nul")(io::ErrorKind::InvalidInput.into()))?;
+    // SAFETY: pivot_root with two valid C strings; "." for both stacks the
+    // old root on top of the new one, to be detached next.
+    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } < 0 {
+        return Err(setup_err("pivot_root failed")(io::Error::last_os_error()));
+    }
+    // SAFETY: umount2 with a valid C string and flags.
+    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } < 0 {
+        return Err(setup_err("cannot detach the old root")(
+            io::Error::last_os_error(),
+        ));
+    }
+    std::env::set_current_dir("/").map_err(setup_err("cannot enter /"))?;
+    Ok(())
+}
+
+const DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// The container's pseudo file systems, inside its (already pivoted) root.
+fn mount_inside() -> Result<(), InitError> {
+    let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    let noexec = nosuid_nodev | libc::MS_NOEXEC;
+    let mounts: [(&str, &str, libc::c_ulong, Option<&str>); 7] = [
+        ("proc", "/proc", noexec, None),
+        ("sysfs", "/sys", noexec | libc::MS_RDONLY, None),
+        (
+            "tmpfs",
+            "/dev",
+            libc::MS_NOSUID | libc::MS_STRICTATIME,
+            Some("mode=755,size=65536k"),
+        ),
+        (
+            "devpts",
+            "/dev/pts",
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        ),
+        ("tmpfs", "/dev/shm", noexec, Some("mode=1777,size=65536k")),
+        ("mqueue", "/dev/mqueue", noexec, None),
+        ("tmpfs", "/tmp", nosuid_nodev, Some("mode=1777")),
+    ];
+    for (fstype, target, flags, data) in mounts {
+        let _ = fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(target);
+        let res = sys::mount(fstype, Path::new(target), Some(fstype), flags, data);
+        if let Err(e) = res {
+            // A kernel without POSIX message queues still runs containers.
+            if fstype == "mqueue" {
+                continue;
+            }
+            return Err(setup_err(format!("cannot mount {fstype} on {target}"))(e));
+        }
+        if target == "/dev" {
+            make_devices()?;
+        }
+    }
+    Ok(())
+}
+
+fn make_devices() -> Result<(), InitError> {
+    for (name, major, minor) in DEVICES {
+        let path = CString::new(format!("/dev/{name}"))
+            .map_err(|_| setup_err("nul")(io::ErrorKind::InvalidInput.into()))?;
+        // SAFETY: mknod with a valid C string and integer mode/device.
+        let ret = unsafe {
+            libc::mknod(
+                path.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        };
+        if ret < 0 {
+            return Err(setup_err(format!("cannot create /dev/{name}"))(
+                io::Error::last_os_error(),
+            ));
+        }
+        // mknod honours the umask; the nodes must be usable by every user.
+        let _ = fs::set_permissions(
+            format!("/dev/{name}"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        );
+    }
+    for (link, target) in [
+        ("/dev/ptmx", "pts/ptmx"),
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, link).map_err(setup_err(format!("cannot create {link}")))?;
+    }
+    Ok(())
+}
+
+/// After the app started: let go of its stdio, so the pipes reach end of
+/// file as soon as the app and its descendants close them.
+fn detach_stdio() {
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..=2 {
+            // SAFETY: dup2 onto our standard descriptors.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
