@@ -246,6 +246,16 @@ impl Containers {
             ExitSource::ContainerInit(status_rest),
             oom_watch(cgroup),
         )?;
+        // The init is blocked reading its configuration, so it is alive and
+        // already in its namespaces: open them now, before it can exit.
+        let pid = pending.proc.pid;
+        let ns_err = |e| ContainerError::Namespaces(spec.id.clone(), e);
+        let ns = Namespaces {
+            pid: open_ns(pid, "pid").map_err(ns_err)?,
+            mnt: open_ns(pid, "mnt").map_err(ns_err)?,
+            uts: open_ns(pid, "uts").map_err(ns_err)?,
+            ipc: open_ns(pid, "ipc").map_err(ns_err)?,
+        };
         let config = InitConfig {
             rootfs: rootfs.to_string_lossy().into_owned(),
             hostname: spec.hostname.clone(),
@@ -267,14 +277,6 @@ impl Containers {
             Some(("error", msg)) => return Err(ContainerError::Init(msg.to_owned())),
             _ => return Err(ContainerError::Init(format!("unexpected report {first:?}"))),
         }
-        let pid = pending.proc.pid;
-        let ns_err = |e| ContainerError::Namespaces(spec.id.clone(), e);
-        let ns = Namespaces {
-            pid: open_ns(pid, "pid").map_err(ns_err)?,
-            mnt: open_ns(pid, "mnt").map_err(ns_err)?,
-            uts: open_ns(pid, "uts").map_err(ns_err)?,
-            ipc: open_ns(pid, "ipc").map_err(ns_err)?,
-        };
         Ok((pending, ns))
     }
 

@@ -33,6 +33,8 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 pub enum ApplyError {
     #[error("{reason}")]
     Hostile { reason: &'static str },
+    #[error("cannot read the archive")]
+    Read(#[source] io::Error),
     #[error("cannot {op}")]
     Io {
         op: &'static str,
@@ -202,13 +204,16 @@ impl Applier {
         }
     }
 
+    /// Creates the missing directories of `parts` one level at a time,
+    /// resolving each level from the root (so a symlink met on the way is
+    /// followed exactly as a later lookup would follow it).
     fn make_dirs(&mut self, parts: &[&[u8]]) -> Result<OwnedFd, ApplyError> {
         let mut fd = self
             .root
             .open_dir(Path::new(""))
             .map_err(io_err("open the root"))?;
-        for c in parts {
-            let name = cname(c)?;
+        for i in 0..parts.len() {
+            let name = cname(parts[i])?;
             // SAFETY: valid fd and C string.
             let r = unsafe { libc::mkdirat(fd.as_raw_fd(), name.as_ptr(), 0o755) };
             if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::AlreadyExists {
@@ -216,20 +221,15 @@ impl Applier {
                     io::Error::last_os_error(),
                 ));
             }
-            fd = crate::rooted::openat2(
-                &fd,
-                Path::new(std::ffi::OsStr::from_bytes(c)),
-                libc::O_PATH | libc::O_DIRECTORY,
-                0,
-                crate::rooted::IN_ROOT,
-            )
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::ENOTDIR) {
-                    hostile("a parent directory is not a directory")
-                } else {
-                    io_err("open a parent directory")(e)
-                }
-            })?;
+            fd = self
+                .root
+                .open_dir(&join(&parts[..=i]))
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ENOTDIR) => hostile("a parent directory is not a directory"),
+                    // It exists (mkdirat said so) but does not resolve.
+                    Some(libc::ENOENT) => hostile("a parent directory is a dangling symlink"),
+                    _ => io_err("open a parent directory")(e),
+                })?;
         }
         Ok(fd)
     }
@@ -389,13 +389,9 @@ impl Applier {
         let mut left = h.size;
         while left > 0 {
             let want = (left.min(self.buf.len() as u64)) as usize;
-            let n = body
-                .read(&mut self.buf[..want])
-                .map_err(io_err("read the archive"))?;
+            let n = body.read(&mut self.buf[..want]).map_err(ApplyError::Read)?;
             if n == 0 {
-                return Err(io_err("read the archive")(
-                    io::ErrorKind::UnexpectedEof.into(),
-                ));
+                return Err(ApplyError::Read(io::ErrorKind::UnexpectedEof.into()));
             }
             file.write_all(&self.buf[..n])
                 .map_err(io_err("write a file"))?;

@@ -417,13 +417,14 @@ fn unpack_layers(spec: &UnpackSpec) -> Result<UnpackReport, UnpackError> {
         let unpacked = match applied {
             Ok(()) => reader.verdict().map_err(|e| fill_digest(e, &digest))?,
             // A stream cut short by the producer (bad digest, corrupt
-            // compression, too large) shows up here as a tar error: the
-            // producer's verdict is the real cause.
-            Err(e @ UnpackError::Tar { .. }) => match reader.verdict() {
+            // compression, too large) shows up here as a tar or read error:
+            // the producer's verdict is then the real cause. (A refused
+            // member needs no verdict: the layer is hostile either way.)
+            Err(e @ UnpackError::Hostile { .. }) => return Err(e),
+            Err(e) => match reader.verdict() {
                 Err(v) => return Err(fill_digest(v, &digest)),
                 Ok(_) => return Err(e),
             },
-            Err(e) => return Err(e),
         };
         applier.end_layer().map_err(|source| UnpackError::Apply {
             digest: digest.clone(),
@@ -470,6 +471,14 @@ fn apply_layer(
         if let Err(e) = applier.apply(&header, &mut body) {
             let path = String::from_utf8_lossy(&header.path).into_owned();
             return Err(match e {
+                ApplyError::Read(source) => UnpackError::Tar {
+                    digest: digest.to_owned(),
+                    source: if source.kind() == io::ErrorKind::UnexpectedEof {
+                        TarError::Truncated
+                    } else {
+                        TarError::Io(source)
+                    },
+                },
                 ApplyError::Hostile { reason } => UnpackError::Hostile {
                     digest: digest.to_owned(),
                     path,

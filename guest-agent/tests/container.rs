@@ -1,0 +1,263 @@
+//! Containers on the host, as root, through the real agent server: a
+//! busybox root file system, new mount/PID/UTS/IPC namespaces, pivot_root,
+//! the image config with overrides, users, rlimits, exec into a running
+//! container, signal forwarding and reaping by the container init.
+//! (cgroup v2 limits and OOM need a pure-v2 kernel: tested in the guest.)
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use common::{args, Server};
+use husk_proto::client::{ClientError, Process, Session};
+use husk_proto::{
+    ContainerSpec, ErrorKind, ExitStatus, ImageConfig, ProcessSpec, Reply, Request, Rlimit,
+};
+
+const BUSYBOX: &str = "/usr/bin/busybox";
+
+/// A busybox root file system with a passwd database.
+fn rootfs() -> Option<PathBuf> {
+    if !Path::new(BUSYBOX).exists() {
+        eprintln!("skipped: {BUSYBOX} (busybox-static) is not installed");
+        return None;
+    }
+    let dir = common::scratch("rootfs");
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "home/app"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
+    for tool in [
+        "sh", "echo", "cat", "hostname", "id", "ls", "sleep", "ps", "pwd", "grep", "wc", "kill",
+        "env", "true",
+    ] {
+        symlink("busybox", dir.join("bin").join(tool)).unwrap();
+    }
+    fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
+    )
+    .unwrap();
+    Some(dir)
+}
+
+fn spec(id: &str, rootfs: &Path, script: &str) -> ContainerSpec {
+    ContainerSpec {
+        id: id.into(),
+        rootfs: rootfs.display().to_string(),
+        hostname: Some("box".into()),
+        image: ImageConfig {
+            entrypoint: vec!["/bin/sh".into(), "-c".into()],
+            cmd: vec!["echo default".into()],
+            env: vec!["FROM_IMAGE=1".into(), "PATH=/bin".into()],
+            working_dir: "/tmp".into(),
+            user: String::new(),
+        },
+        process: ProcessSpec {
+            args: args(&[script]),
+            ..Default::default()
+        },
+        resources: Default::default(),
+    }
+}
+
+fn create(s: &Session, spec: ContainerSpec) -> Result<Process, ClientError> {
+    s.start_process(Request::CreateContainer(Box::new(spec)))
+}
+
+fn output(p: &Process) -> (String, String, ExitStatus) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (status, _) = p.wait_with_output(&mut out, &mut err).unwrap();
+    (
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+        status,
+    )
+}
+
+#[test]
+fn container_runs_isolated_with_image_config_and_user() {
+    need_root!();
+    let Some(root) = rootfs() else { return };
+    let srv = Server::start();
+    let s = srv.session();
+    let mut sp = spec(
+        "c1",
+        &root,
+        "echo pid=$$; hostname; id -u; id -g; id -G; pwd; echo $FROM_IMAGE $EXTRA; ls /proc | grep -c '^[0-9]'; ulimit -n; exit 42",
+    );
+    sp.process.user = Some("app".into());
+    sp.process.env = vec!["EXTRA=2".into()];
+    sp.process.rlimits = vec![Rlimit {
+        resource: "nofile".into(),
+        soft: 100,
+        hard: 200,
+    }];
+    let p = create(&s, sp).unwrap();
+    let (out, err, status) = output(&p);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        // /proc lists the container init, sh, ls and grep: nothing else.
+        vec!["pid=2", "box", "1000", "1000", "1000 50", "/tmp", "1 2", "4", "100"],
+        "stderr: {err}"
+    );
+    assert_eq!(status, ExitStatus::Code(42));
+    // The agent's view of the host is untouched: its hostname did not change.
+    assert_ne!(
+        fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim(),
+        "box"
+    );
+    s.call(Request::RemoveContainer { id: "c1".into() })
+        .unwrap();
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn exec_joins_a_running_container() {
+    need_root!();
+    let Some(root) = rootfs() else { return };
+    let srv = Server::start();
+    let s = srv.session();
+    let p = create(
+        &s,
+        spec(
+            "c2",
+            &root,
+            "echo hi > /tmp/marker; echo ready; exec sleep 60",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        p.next_event().unwrap(),
+        husk_proto::client::ProcEvent::Stdout(b"ready\n".to_vec())
+    );
+    let exec = |argv: &[&str]| {
+        let e = s
+            .start_process(Request::Exec {
+                container: Some("c2".into()),
+                process: Box::new(ProcessSpec {
+                    args: args(argv),
+                    ..Default::default()
+                }),
+            })
+            .unwrap();
+        output(&e)
+    };
+    let (out, err, status) = exec(&[
+        "/bin/sh",
+        "-c",
+        "cat /tmp/marker; hostname; echo $FROM_IMAGE; ps -o pid,comm | grep -c sleep",
+    ]);
+    assert_eq!(out, "hi\nbox\n1\n1\n", "stderr: {err}");
+    assert_eq!(status, ExitStatus::Code(0));
+    // Removing a running container is refused.
+    match s.call(Request::RemoveContainer { id: "c2".into() }) {
+        Err(ClientError::Agent(e)) => assert_eq!(e.kind, ErrorKind::BadRequest),
+        other => panic!("{other:?}"),
+    }
+    // SIGTERM reaches the app through the container init.
+    let reply = s
+        .call(Request::Stop {
+            proc: p.proc,
+            grace_ms: 5000,
+        })
+        .unwrap();
+    assert_eq!(
+        reply,
+        Reply::Stopped {
+            status: ExitStatus::Signal(libc::SIGTERM)
+        }
+    );
+    s.call(Request::RemoveContainer { id: "c2".into() })
+        .unwrap();
+    // Exec into a removed container fails cleanly.
+    let e = s.start_process(Request::Exec {
+        container: Some("c2".into()),
+        process: Box::new(ProcessSpec {
+            args: args(&["true"]),
+            ..Default::default()
+        }),
+    });
+    assert!(matches!(e, Err(ClientError::Agent(ref r)) if r.kind == ErrorKind::NotFound));
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn container_init_reaps_orphans_and_reports_signals() {
+    need_root!();
+    let Some(root) = rootfs() else { return };
+    let srv = Server::start();
+    let s = srv.session();
+    let p = create(
+        &s,
+        spec(
+            "c3",
+            &root,
+            "sh -c 'sleep 0.2 & sleep 0.2 & exit 0'; sleep 1; ps -o stat | grep -c Z; kill -9 $$",
+        ),
+    )
+    .unwrap();
+    let (out, err, status) = output(&p);
+    assert_eq!(out, "0\n", "zombies left in the container; stderr: {err}");
+    assert_eq!(status, ExitStatus::Signal(libc::SIGKILL));
+}
+
+#[test]
+fn bad_container_requests_fail_cleanly() {
+    need_root!();
+    let Some(root) = rootfs() else { return };
+    let srv = Server::start();
+    let s = srv.session();
+    let err = |r: Result<Process, ClientError>| match r {
+        Err(ClientError::Agent(e)) => e,
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started"),
+    };
+    let mut sp = spec("bad", &root, "true");
+    sp.process.entrypoint = Some(vec!["/nonexistent".into()]);
+    let e = err(create(&s, sp));
+    assert_eq!(e.kind, ErrorKind::Spawn);
+    assert!(e.message.contains("/nonexistent"), "{}", e.message);
+    // The id is free again after a failed start.
+    let p = create(&s, spec("bad", &root, "exit 0")).unwrap();
+    assert_eq!(output(&p).2, ExitStatus::Code(0));
+    let e = err(create(&s, spec("bad", &root, "true")));
+    assert_eq!(e.kind, ErrorKind::AlreadyExists);
+    let e = err(create(&s, spec("../x", &root, "true")));
+    assert_eq!(e.kind, ErrorKind::BadRequest);
+    let e = err(create(
+        &s,
+        spec("nofs", Path::new("/nonexistent/rootfs"), "true"),
+    ));
+    assert_eq!(e.kind, ErrorKind::BadRequest);
+    let mut sp = spec("nouser", &root, "true");
+    sp.process.user = Some("nobody-here".into());
+    let e = err(create(&s, sp));
+    assert_eq!(e.kind, ErrorKind::BadRequest);
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn tty_in_a_container() {
+    need_root!();
+    let Some(root) = rootfs() else { return };
+    let srv = Server::start();
+    let s = srv.session();
+    let mut sp = spec("tty", &root, "[ -t 0 ] && [ -t 1 ] && echo is-a-tty");
+    sp.process.tty = true;
+    let p = create(&s, sp).unwrap();
+    let (out, _, status) = output(&p);
+    assert!(out.contains("is-a-tty"), "{out:?}");
+    assert_eq!(status, ExitStatus::Code(0));
+    let _ = fs::remove_dir_all(&root);
+}
