@@ -383,6 +383,7 @@ impl VmBuilder {
 
         vcpu::install_kick_handler()?;
         let supported = self.vm.supported_cpuid()?;
+        let caps = self.vm.cpuid_caps();
         let pio = Arc::new(self.pio);
         let mmio = Arc::new(self.mmio);
         let stop = Arc::new(AtomicBool::new(false));
@@ -390,7 +391,7 @@ impl VmBuilder {
         for id in 0..vcpus {
             let fd = self.vm.create_vcpu(u64::from(id))?;
             let mut entries = supported.as_slice().to_vec();
-            cpuid::fixup(&mut entries, id, vcpus);
+            cpuid::fixup(&mut entries, id, vcpus, caps);
             let cpuid = kvm_bindings::CpuId::from_entries(&entries)
                 .map_err(|_| BuildError::SetCpuid(id, kvm_ioctls::Error::new(libc::E2BIG)))?;
             fd.set_cpuid2(&cpuid)

@@ -1,15 +1,31 @@
-//! ACPI tables: RSDP → XSDT → {FADT → DSDT, MADT}.
+//! ACPI tables: RSDP → XSDT → {FADT → {DSDT, FACS}, MADT}.
 //!
 //! The guest learns its CPUs and interrupt controllers from the MADT, and
-//! how to power itself off from the FADT: the platform is hardware-reduced
-//! ACPI (no PM1 blocks, no SCI, no legacy PIC or PIT timer), so `poweroff`
-//! writes SLP_TYP|SLP_EN for the `\_S5_` state found in the DSDT to the
-//! sleep control register, an I/O port that the VMM's ACPI PM device turns
-//! into "guest powered off". The tables are built with rust-vmm's
-//! `acpi_tables` crate; only the two MADT entries it lacks for x86
-//! (interrupt source override, local APIC NMI) are declared here.
+//! how to power itself off from the FADT and the `\_S5_` object in the
+//! DSDT: `poweroff` writes SLP_TYP|SLP_EN to the PM1a control register, an
+//! I/O port that the VMM's ACPI PM device turns into "guest powered off".
+//!
+//! Why not hardware-reduced ACPI (what Firecracker and Cloud Hypervisor
+//! use): on x86 Linux drops the legacy PIC in that mode, so ISA IRQs are no
+//! longer mapped, and every device interrupt must then be declared as an
+//! ACPI device in the DSDT. husk declares its serial port by convention
+//! (COM1, IRQ 4) and its virtio-mmio devices on the kernel command line,
+//! which only works with legacy IRQ routing. So the platform keeps the PIC
+//! (in KVM) and exposes the minimal fixed ACPI hardware instead: PM1a
+//! event (status/enable) and control registers, an SCI line that never
+//! fires, and a reset register. No SMI command port: the platform is always
+//! in ACPI mode.
+//!
+//! The tables are built with rust-vmm's `acpi_tables` crate; only the two
+//! MADT entries it lacks for x86 (interrupt source override, local APIC
+//! NMI) are declared here.
+//!
+//! Guest kernels need CONFIG_PCI for ACPI to load the DSDT at all (without
+//! it ACPICA fails "During Region initialization" and poweroff is not
+//! available); see kernel-config/.
 
 use acpi_tables::aml::{Name, Package, Path};
+use acpi_tables::facs::FACS;
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{
@@ -44,12 +60,28 @@ const OEM_REVISION: u32 = 1;
 
 /// SLP_TYP value of `\_S5_` (soft off); the value is ours to choose.
 pub const S5_SLEEP_TYPE: u8 = 5;
-/// Bit position of SLP_TYP in the sleep control register.
-pub const SLEEP_TYPE_SHIFT: u8 = 2;
-/// SLP_EN bit of the sleep control register.
-pub const SLEEP_ENABLE: u8 = 1 << 5;
-/// Value the guest writes to the reset register (offset 1 of the PM port).
+/// Bit position of SLP_TYP in PM1 control.
+pub const SLP_TYP_SHIFT: u16 = 10;
+/// SLP_EN bit of PM1 control.
+pub const SLP_EN: u16 = 1 << 13;
+/// SCI_EN bit of PM1 control: the platform is in ACPI mode.
+pub const SCI_EN: u16 = 1;
+/// Value the guest writes to the reset register.
 pub const RESET_VALUE: u8 = 1;
+/// Offsets in the PM I/O block (see devices::acpi_pm).
+pub const PM1_EVT_OFFSET: u16 = 0;
+/// PM1 event block length: status and enable, 16 bits each.
+pub const PM1_EVT_LEN: u8 = 4;
+/// PM1a control register offset.
+pub const PM1_CNT_OFFSET: u16 = 4;
+/// PM1 control block length.
+pub const PM1_CNT_LEN: u8 = 2;
+/// Reset register offset.
+pub const RESET_OFFSET: u16 = 6;
+/// Ports the PM block spans.
+pub const PM_BLOCK_LEN: u16 = 8;
+/// The SCI: ISA IRQ 9 as on a PC (level, active low). Nothing raises it.
+pub const SCI_IRQ: u16 = 9;
 
 // IA-PC boot architecture flags: no VGA, no MSI, no CMOS RTC (the guest
 // takes wall-clock time from kvmclock).
@@ -98,36 +130,40 @@ fn bytes(aml: &dyn Aml) -> Vec<u8> {
     v
 }
 
-/// The DSDT: just `Name (\_S5_, Package () { 5 })`. Devices are declared on
-/// the kernel command line, so nothing else needs AML.
+/// The DSDT: just `Name (\_S5_, Package () { 5, 5 })`. Devices are declared
+/// on the kernel command line, so nothing else needs AML.
 pub fn dsdt() -> Vec<u8> {
     let mut sdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    let s5 = Name::new(Path::new("_S5_"), &Package::new(vec![&S5_SLEEP_TYPE]));
+    let s5 = Name::new(
+        Path::new("_S5_"),
+        &Package::new(vec![&S5_SLEEP_TYPE, &S5_SLEEP_TYPE]),
+    );
     sdt.append_slice(&bytes(&s5));
     sdt.as_slice().to_vec()
 }
 
-/// The FADT of a hardware-reduced platform whose sleep control/status and
-/// reset registers are at `pm_port` (sleep) and `pm_port + 1` (reset).
-pub fn fadt(dsdt_addr: u64, pm_port: u16) -> Vec<u8> {
-    let io = |port: u16| {
-        GAS::new(
-            AddressSpace::SystemIo,
-            8,
-            0,
-            AccessSize::ByteAccess,
-            port.into(),
-        )
-    };
+/// The FADT: PM1a event and control blocks and the reset register in the
+/// I/O block at `pm_port`, SCI on IRQ 9, no SMI command port.
+pub fn fadt(dsdt_addr: u64, facs_addr: u64, pm_port: u16) -> Vec<u8> {
     let mut b = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
         .dsdt_64(dsdt_addr)
-        .flag(Flags::HwReducedAcpi)
+        .firmware_ctrl_64(facs_addr)
+        .flag(Flags::Wbinvd)
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton)
         .flag(Flags::ResetRegSup);
-    b.sleep_control_reg = io(pm_port);
-    b.sleep_status_reg = io(pm_port);
-    b.reset_reg = io(pm_port + 1);
+    b.sci_int = SCI_IRQ.into();
+    b.pm1a_evt_blk = u32::from(pm_port + PM1_EVT_OFFSET).into();
+    b.pm1_evt_len = PM1_EVT_LEN;
+    b.pm1a_cnt_blk = u32::from(pm_port + PM1_CNT_OFFSET).into();
+    b.pm1_cnt_len = PM1_CNT_LEN;
+    b.reset_reg = GAS::new(
+        AddressSpace::SystemIo,
+        8,
+        0,
+        AccessSize::ByteAccess,
+        (pm_port + RESET_OFFSET).into(),
+    );
     b.reset_value = RESET_VALUE;
     b.iapc_boot_arch =
         (IAPC_VGA_NOT_PRESENT | IAPC_MSI_NOT_SUPPORTED | IAPC_CMOS_RTC_NOT_PRESENT).into();
@@ -166,7 +202,12 @@ pub fn madt(num_cpus: u32) -> Result<Vec<u8>, AcpiError> {
         flags: 0,
         lint: 1,
     });
-    Ok(bytes(&madt))
+    let mut table = bytes(&madt);
+    // Flags: PCAT_COMPAT (a dual 8259 PIC is present: KVM's). The crate
+    // leaves the field 0, so set it and fix the checksum.
+    table[40] |= 1;
+    table[9] = table[9].wrapping_sub(1);
+    Ok(table)
 }
 
 /// Builds all tables for placement at `base`; returns (offset, bytes) pairs,
@@ -178,10 +219,13 @@ pub fn build(num_cpus: u32, pm_port: u16, base: u64) -> Result<Vec<(u64, Vec<u8>
     let xsdt_off = next;
     // XSDT with two entries: header + 2 × 8 bytes.
     next = align(next + 36 + 16);
+    let facs_off = (next + 63) & !63; // FACS must be 64-byte aligned
+    let facs = bytes(&FACS::new());
+    next = align(facs_off + facs.len() as u64);
     let dsdt = dsdt();
     let dsdt_off = next;
     next = align(next + dsdt.len() as u64);
-    let fadt = fadt(base + dsdt_off, pm_port);
+    let fadt = fadt(base + dsdt_off, base + facs_off, pm_port);
     let fadt_off = next;
     next = align(next + fadt.len() as u64);
     let madt = madt(num_cpus)?;
@@ -195,6 +239,7 @@ pub fn build(num_cpus: u32, pm_port: u16, base: u64) -> Result<Vec<(u64, Vec<u8>
     xsdt.add_entry(base + madt_off);
     tables.push((0, bytes(&Rsdp::new(OEM_ID, base + xsdt_off))));
     tables.push((xsdt_off, bytes(&xsdt)));
+    tables.push((facs_off, facs));
     tables.push((dsdt_off, dsdt));
     tables.push((fadt_off, fadt));
     tables.push((madt_off, madt));
@@ -237,6 +282,9 @@ mod tests {
             assert_eq!(sum(rsdp), 0);
             for (_, t) in &tables[1..] {
                 assert_eq!(len_field(t), t.len(), "{:?}", &t[..4]);
+                if &t[..4] == b"FACS" {
+                    continue; // the one table without a checksum
+                }
                 assert_eq!(sum(t), 0, "{:?}", std::str::from_utf8(&t[..4]));
             }
         }
@@ -270,31 +318,45 @@ mod tests {
             find(b"DSDT").0
         );
         let flags = u32::from_le_bytes(fadt[112..116].try_into().unwrap());
-        assert_ne!(flags & (1 << 20), 0, "HW_REDUCED_ACPI");
-        assert_eq!(fadt[244], 1, "sleep control register is in I/O space");
         assert_eq!(
-            u64::from_le_bytes(fadt[248..256].try_into().unwrap()),
-            0x600
+            flags & (1 << 20),
+            0,
+            "not hardware-reduced: legacy IRQs stay"
         );
+        let u32_at = |o: usize| u32::from_le_bytes(fadt[o..o + 4].try_into().unwrap());
+        assert_eq!(u16::from_le_bytes([fadt[46], fadt[47]]), 9, "SCI");
+        assert_eq!(u32_at(48), 0, "no SMI command port: always in ACPI mode");
+        assert_eq!((u32_at(56), fadt[88]), (0x600, 4), "PM1a event block");
+        assert_eq!((u32_at(64), fadt[89]), (0x604, 2), "PM1a control block");
+        assert_eq!(fadt[116], 1, "reset register in I/O space");
         assert_eq!(
-            u64::from_le_bytes(fadt[260..268].try_into().unwrap()),
-            0x600
+            u64::from_le_bytes(fadt[120..128].try_into().unwrap()),
+            0x606
         );
+        assert_eq!(fadt[128], RESET_VALUE);
+        let facs = find(b"FACS").0;
+        assert_eq!(facs % 64, 0);
+        assert_eq!(u64::from_le_bytes(fadt[132..140].try_into().unwrap()), facs);
     }
 
     #[test]
     fn dsdt_declares_s5() {
         let d = dsdt();
         let pos = d.windows(4).position(|w| w == b"_S5_").unwrap();
-        // NameOp, "_S5_", PackageOp, PkgLength, NumElements=1, BytePrefix, 5
         assert_eq!(d[pos - 1], 0x08);
-        assert_eq!(&d[pos + 4..pos + 9], &[0x12, 4, 1, 0x0a, S5_SLEEP_TYPE]);
+        // NameOp, "_S5_", PackageOp, PkgLength, NumElements=2, 2 × (BytePrefix, 5)
+        assert_eq!(
+            &d[pos + 4..pos + 11],
+            &[0x12, 6, 2, 0x0a, S5_SLEEP_TYPE, 0x0a, S5_SLEEP_TYPE]
+        );
     }
 
     #[test]
     fn madt_lists_cpus_ioapic_and_override() {
         let m = madt(3).unwrap();
         assert_eq!(&m[..4], b"APIC");
+        assert_eq!(m[40] & 1, 1, "PCAT_COMPAT");
+        assert_eq!(m.iter().fold(0u8, |a, x| a.wrapping_add(*x)), 0);
         assert_eq!(
             u32::from_le_bytes(m[36..40].try_into().unwrap()),
             LAPIC_ADDR as u32

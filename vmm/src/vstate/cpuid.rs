@@ -10,6 +10,8 @@ use kvm_bindings::kvm_cpuid_entry2;
 
 /// Leaf 1 ECX: running under a hypervisor.
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// Leaf 1 ECX: the local APIC timer has TSC-deadline mode.
+const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 /// Leaf 1 EDX: multi-threading (more than one logical processor per package).
 const LEAF1_EDX_HTT: u32 = 1 << 28;
 /// KVM's hypervisor signature leaf.
@@ -36,8 +38,19 @@ fn is_amd(entries: &[kvm_cpuid_entry2]) -> bool {
         .is_some_and(|e| [e.ebx, e.edx, e.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163])
 }
 
+/// What the host's KVM offers beyond its supported CPUID list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostCaps {
+    /// KVM_CAP_TSC_DEADLINE_TIMER: the in-kernel LAPIC emulates TSC-deadline
+    /// mode. KVM does not list it in KVM_GET_SUPPORTED_CPUID; without it the
+    /// guest calibrates its LAPIC timer against the PIT, which is unreliable
+    /// under nested virtualization ("APIC timer disabled due to verification
+    /// failure") and slow everywhere.
+    pub tsc_deadline: bool,
+}
+
 /// Rewrites `entries` (KVM's supported list) for vCPU `cpu` of `count`.
-pub fn fixup(entries: &mut Vec<kvm_cpuid_entry2>, cpu: u32, count: u32) {
+pub fn fixup(entries: &mut Vec<kvm_cpuid_entry2>, cpu: u32, count: u32, caps: HostCaps) {
     let apic_id = cpu;
     let core_bits = bits_for(count);
     let amd = is_amd(entries);
@@ -47,6 +60,9 @@ pub fn fixup(entries: &mut Vec<kvm_cpuid_entry2>, cpu: u32, count: u32) {
             1 => {
                 e.ebx = (e.ebx & 0x0000_ffff) | (apic_id << 24) | (count.min(255) << 16);
                 e.ecx |= LEAF1_ECX_HYPERVISOR;
+                if caps.tsc_deadline {
+                    e.ecx |= LEAF1_ECX_TSC_DEADLINE;
+                }
                 if count > 1 {
                     e.edx |= LEAF1_EDX_HTT;
                 } else {
@@ -163,7 +179,7 @@ mod tests {
     #[test]
     fn leaf1_carries_apic_id_count_and_hypervisor_bit() {
         let mut e = intel();
-        fixup(&mut e, 3, 4);
+        fixup(&mut e, 3, 4, HostCaps { tsc_deadline: true });
         let l1 = find(&e, 1, 0);
         assert_eq!(l1.ebx >> 24, 3);
         assert_eq!((l1.ebx >> 16) & 0xff, 4);
@@ -171,18 +187,20 @@ mod tests {
         assert_ne!(l1.ecx & LEAF1_ECX_HYPERVISOR, 0);
         assert_ne!(l1.edx & LEAF1_EDX_HTT, 0);
         assert_eq!(l1.ecx & 1, 1, "supported features kept");
+        assert_ne!(l1.ecx & LEAF1_ECX_TSC_DEADLINE, 0);
 
         let mut e = intel();
-        fixup(&mut e, 0, 1);
+        fixup(&mut e, 0, 1, HostCaps::default());
         let l1 = find(&e, 1, 0);
         assert_eq!(l1.ebx >> 24, 0);
         assert_eq!(l1.edx & LEAF1_EDX_HTT, 0);
+        assert_eq!(l1.ecx & LEAF1_ECX_TSC_DEADLINE, 0, "only when KVM has it");
     }
 
     #[test]
     fn topology_leaves_describe_n_cores() {
         let mut e = intel();
-        fixup(&mut e, 2, 3);
+        fixup(&mut e, 2, 3, HostCaps::default());
         let smt = find(&e, 0xb, 0);
         assert_eq!((smt.eax, smt.ebx, smt.ecx, smt.edx), (0, 1, 0x100, 2));
         let core = find(&e, 0xb, 1);
@@ -200,7 +218,7 @@ mod tests {
     #[test]
     fn pmu_is_hidden_and_signature_present() {
         let mut e = intel();
-        fixup(&mut e, 0, 1);
+        fixup(&mut e, 0, 1, HostCaps::default());
         let pmu = find(&e, 0xa, 0);
         assert_eq!([pmu.eax, pmu.ebx, pmu.ecx, pmu.edx], [0; 4]);
         let sig = find(&e, KVM_SIGNATURE_LEAF, 0);
@@ -211,7 +229,7 @@ mod tests {
         assert_eq!(&name, b"KVMKVMKVM\0\0\0");
         assert!(sig.eax > KVM_SIGNATURE_LEAF);
         // Not duplicated when KVM already lists it.
-        fixup(&mut e, 0, 1);
+        fixup(&mut e, 0, 1, HostCaps::default());
         assert_eq!(
             e.iter()
                 .filter(|x| x.function == KVM_SIGNATURE_LEAF)
@@ -223,7 +241,7 @@ mod tests {
     #[test]
     fn intel_leaves_reserved_on_amd_stay_untouched() {
         let mut e = intel();
-        fixup(&mut e, 1, 2);
+        fixup(&mut e, 1, 2, HostCaps::default());
         assert_eq!(find(&e, 0x8000_0008, 0).ecx, 0xabcd);
     }
 
@@ -233,7 +251,7 @@ mod tests {
         // "AuthenticAMD"
         e[0] = entry(0, 0, [0x10, 0x6874_7541, 0x444d_4163, 0x6974_6e65]);
         e.push(entry(0x8000_001e, 0, [0, 0x100, 0x0, 0]));
-        fixup(&mut e, 5, 6);
+        fixup(&mut e, 5, 6, HostCaps::default());
         let ext = find(&e, 0x8000_0008, 0);
         assert_eq!(ext.ecx & 0xff, 5);
         assert_eq!((ext.ecx >> 12) & 0xf, 3);

@@ -114,6 +114,13 @@ impl Vm {
         Ok(Vm { kvm, fd })
     }
 
+    /// Capabilities that change the guest's CPUID.
+    pub fn cpuid_caps(&self) -> crate::vstate::cpuid::HostCaps {
+        crate::vstate::cpuid::HostCaps {
+            tsc_deadline: self.kvm.check_extension(Cap::TscDeadlineTimer),
+        }
+    }
+
     /// Most vCPUs KVM supports in one VM.
     pub fn max_vcpus(&self) -> usize {
         self.kvm.get_max_vcpus()
