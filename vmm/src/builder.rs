@@ -197,14 +197,20 @@ impl VmBuilder {
     /// Creates the VM and its memory, loads kernel and initramfs, and puts
     /// the platform devices (serial, i8042, ACPI PM, CMOS) on the PIO bus.
     pub fn new(config: VmConfig) -> Result<Self, BuildError> {
-        // Kernel and initramfs are opened first: bad input fails before
-        // any KVM or memory work.
-        let (mut kernel_file, format) = loader::probe_kernel(&config.kernel)?;
+        // Kernel, initramfs and command line are checked first: bad input
+        // fails before any KVM or memory work.
+        let probe = loader::probe_kernel(&config.kernel)?;
         let initrd_file = config
             .initrd
             .as_deref()
             .map(loader::open_initrd)
             .transpose()?;
+        let cmdline_capacity = probe.cmdline_capacity.min(layout::CMDLINE_MAX_SIZE);
+        let cmdline = cmdline::build(
+            cmdline_capacity,
+            config.default_cmdline,
+            &config.cmdline_extra,
+        )?;
 
         let vm = Vm::new()?;
         let max_vcpus = vm.max_vcpus();
@@ -224,7 +230,8 @@ impl VmBuilder {
         vm.set_memory(&mem)?;
         vm.setup_irqchip()?;
 
-        let kernel = loader::load_kernel(&mem, &mut kernel_file, format, &config.kernel)?;
+        let mut kernel_file = probe.file;
+        let kernel = loader::load_kernel(&mem, &mut kernel_file, probe.format, &config.kernel)?;
         let initrd = match (initrd_file, &config.initrd) {
             (Some((mut f, size)), Some(path)) => Some(loader::load_initrd(
                 &mem,
@@ -236,13 +243,6 @@ impl VmBuilder {
             )?),
             _ => None,
         };
-        let cmdline_capacity = kernel.cmdline_capacity.min(layout::CMDLINE_MAX_SIZE);
-        let cmdline = cmdline::build(
-            cmdline_capacity,
-            config.default_cmdline,
-            &config.cmdline_extra,
-        )?;
-
         let exit = ExitSignal::new().map_err(BuildError::EventFd)?;
         let mut event_manager = VmmEventManager::new().map_err(BuildError::EventLoop)?;
         event_manager.add_subscriber(Arc::new(Mutex::new(ExitWatcher(exit.clone()))));

@@ -140,15 +140,42 @@ pub struct LoadedKernel {
     pub end: u64,
     /// The bzImage setup header, for the zero page.
     pub setup_header: Option<setup_header>,
-    /// Command line capacity including the NUL.
-    pub cmdline_capacity: usize,
     /// Highest address the initramfs may end at (inclusive).
     pub initrd_addr_max: u64,
 }
 
-/// Opens the kernel and checks its format without loading it: what the CLI
-/// validates before creating a VM.
-pub fn probe_kernel(path: &Path) -> Result<(File, KernelFormat), LoaderError> {
+/// Command line capacity (with the NUL) a kernel accepts, from its first
+/// bytes: a bzImage's setup header says (`cmdline_size`, protocol 2.06+),
+/// an ELF vmlinux has none and gets x86's COMMAND_LINE_SIZE.
+pub fn cmdline_capacity(head: &[u8], format: KernelFormat) -> usize {
+    match format {
+        KernelFormat::Elf => ELF_CMDLINE_CAPACITY,
+        KernelFormat::BzImage => {
+            let version = u16::from_le_bytes([head[0x206], head[0x207]]);
+            if version >= 0x0206 && head.len() >= 0x23c {
+                u32::from_le_bytes([head[0x238], head[0x239], head[0x23a], head[0x23b]]) as usize
+                    + 1
+            } else {
+                256
+            }
+        }
+    }
+}
+
+/// A kernel file, opened and recognized but not loaded yet.
+#[derive(Debug)]
+pub struct KernelProbe {
+    /// The open file, rewound.
+    pub file: File,
+    /// Its format.
+    pub format: KernelFormat,
+    /// Command line capacity including the NUL.
+    pub cmdline_capacity: usize,
+}
+
+/// Opens the kernel and checks its format without loading it, so bad input
+/// is refused before a VM exists.
+pub fn probe_kernel(path: &Path) -> Result<KernelProbe, LoaderError> {
     let name = path.display().to_string();
     let read_err = |source| LoaderError::KernelRead {
         path: name.clone(),
@@ -164,8 +191,13 @@ pub fn probe_kernel(path: &Path) -> Result<(File, KernelFormat), LoaderError> {
         }
     }
     let format = detect_format(&head[..n], &name)?;
+    let cmdline_capacity = cmdline_capacity(&head[..n], format);
     file.seek(SeekFrom::Start(0)).map_err(read_err)?;
-    Ok((file, format))
+    Ok(KernelProbe {
+        file,
+        format,
+        cmdline_capacity,
+    })
 }
 
 /// Loads the kernel into guest memory.
@@ -188,7 +220,6 @@ pub fn load_kernel<M: GuestMemory>(
                 entry: res.kernel_load.0,
                 end: res.kernel_end,
                 setup_header: None,
-                cmdline_capacity: ELF_CMDLINE_CAPACITY,
                 initrd_addr_max: u64::from(u32::MAX),
             })
         }
@@ -197,11 +228,6 @@ pub fn load_kernel<M: GuestMemory>(
             let hdr = res.setup_header.unwrap_or_default();
             let load = res.kernel_load.0;
             let init_end = load + u64::from(hdr.init_size);
-            let cmdline_capacity = if hdr.version >= 0x0206 {
-                hdr.cmdline_size as usize + 1
-            } else {
-                256
-            };
             let initrd_addr_max = if hdr.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G != 0 {
                 u64::MAX
             } else if hdr.version >= 0x0203 {
@@ -214,7 +240,6 @@ pub fn load_kernel<M: GuestMemory>(
                 entry: load + BZ_ENTRY_64_OFFSET,
                 end: res.kernel_end.max(init_end),
                 setup_header: Some(hdr),
-                cmdline_capacity,
                 initrd_addr_max,
             })
         }
@@ -283,6 +308,18 @@ mod tests {
     }
 
     #[test]
+    fn cmdline_capacity_from_the_header() {
+        let mut h = bz_head(0x020f, 3);
+        h[0x238..0x23c].copy_from_slice(&2047u32.to_le_bytes());
+        assert_eq!(cmdline_capacity(&h, KernelFormat::BzImage), 2048);
+        assert_eq!(
+            cmdline_capacity(&bz_head(0x0205, 3), KernelFormat::BzImage),
+            256
+        );
+        assert_eq!(cmdline_capacity(&[], KernelFormat::Elf), 2048);
+    }
+
+    #[test]
     fn recognizes_formats() {
         let mut elf = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
         elf.resize(20, 0);
@@ -324,7 +361,6 @@ mod tests {
             entry: 0x100_0000,
             end,
             setup_header: None,
-            cmdline_capacity: 2048,
             initrd_addr_max,
         }
     }

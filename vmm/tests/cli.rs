@@ -1,0 +1,175 @@
+//! `husk` command-line behaviour that needs no /dev/kvm: every bad flag or
+//! input ends with exit status 2 and exactly one line on stderr, never a
+//! panic. Runs the real binary.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn husk(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_husk"))
+        .args(args)
+        .output()
+        .expect("run husk")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("husk-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// A minimal x86_64 ELF "kernel" (one PT_LOAD at 16 MiB): enough to pass
+/// the format check; these tests never run it.
+fn tiny_elf() -> PathBuf {
+    let path = scratch("tiny.elf");
+    let base: u64 = 0x100_0000;
+    let mut e = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
+    e.extend_from_slice(&[0; 8]);
+    e.extend_from_slice(&2u16.to_le_bytes());
+    e.extend_from_slice(&0x3eu16.to_le_bytes());
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&(base + 120).to_le_bytes());
+    e.extend_from_slice(&64u64.to_le_bytes());
+    e.extend_from_slice(&0u64.to_le_bytes());
+    e.extend_from_slice(&0u32.to_le_bytes());
+    for h in [64u16, 56, 1, 64, 0, 0] {
+        e.extend_from_slice(&h.to_le_bytes());
+    }
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&5u32.to_le_bytes());
+    for q in [0u64, base, base, 122, 122, 0x1000] {
+        e.extend_from_slice(&q.to_le_bytes());
+    }
+    e.extend_from_slice(&[0xf4, 0xf4]);
+    std::fs::write(&path, e).unwrap();
+    path
+}
+
+/// Exit status 2 and one line on stderr that contains `needle`.
+fn assert_usage_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.starts_with("husk: "), "{stderr}");
+    assert!(stderr.contains(needle), "{needle:?} not in {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn no_arguments() {
+    let out = husk(&[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn unknown_flag() {
+    assert_usage_error(&husk(&["vm", "--kernel", "k", "--bogus"]), "--bogus");
+}
+
+#[test]
+fn kernel_is_required() {
+    assert_usage_error(&husk(&["vm"]), "--kernel");
+}
+
+#[test]
+fn missing_kernel() {
+    assert_usage_error(
+        &husk(&["vm", "--kernel", "/nonexistent/vmlinux"]),
+        "cannot read kernel /nonexistent/vmlinux",
+    );
+}
+
+#[test]
+fn kernel_that_is_not_a_kernel() {
+    let path = scratch("script.sh");
+    std::fs::write(&path, "#!/bin/sh\necho not a kernel\n").unwrap();
+    assert_usage_error(
+        &husk(&["vm", "--kernel", path.to_str().unwrap()]),
+        "neither an x86_64 ELF vmlinux nor a bzImage",
+    );
+    let empty = scratch("empty");
+    std::fs::write(&empty, "").unwrap();
+    assert_usage_error(
+        &husk(&["vm", "--kernel", empty.to_str().unwrap()]),
+        "neither",
+    );
+    // A directory cannot be read as a kernel either.
+    assert_usage_error(&husk(&["vm", "--kernel", "/"]), "kernel /");
+}
+
+#[test]
+fn missing_initrd() {
+    let k = tiny_elf();
+    assert_usage_error(
+        &husk(&[
+            "vm",
+            "--kernel",
+            k.to_str().unwrap(),
+            "--initrd",
+            "/nonexistent.cpio",
+        ]),
+        "cannot read initramfs /nonexistent.cpio",
+    );
+}
+
+#[test]
+fn memory_bounds() {
+    let k = tiny_elf();
+    let k = k.to_str().unwrap();
+    assert_usage_error(
+        &husk(&["vm", "--kernel", k, "--mem", "16"]),
+        "at least 64 MiB",
+    );
+    assert_usage_error(
+        &husk(&["vm", "--kernel", k, "--mem", "100000000"]),
+        "more than this host's",
+    );
+    assert_usage_error(&husk(&["vm", "--kernel", k, "--mem", "-1"]), "-1");
+    assert_usage_error(&husk(&["vm", "--kernel", k, "--mem", "lots"]), "--mem");
+}
+
+#[test]
+fn vcpu_bounds() {
+    let k = tiny_elf();
+    let k = k.to_str().unwrap();
+    assert_usage_error(&husk(&["vm", "--kernel", k, "--vcpus", "0"]), "at least 1");
+    assert_usage_error(&husk(&["vm", "--kernel", k, "--vcpus", "255"]), "254");
+}
+
+#[test]
+fn over_long_command_line() {
+    let k = tiny_elf();
+    let long = "x".repeat(3000);
+    assert_usage_error(
+        &husk(&["vm", "--kernel", k.to_str().unwrap(), "--cmdline", &long]),
+        "kernel command line too long",
+    );
+}
+
+#[test]
+fn empty_console() {
+    let k = tiny_elf();
+    let out = husk(&["vm", "--kernel", k.to_str().unwrap(), "--console", ""]);
+    assert_usage_error(&out, "--console");
+}
+
+#[test]
+fn help_and_version_succeed() {
+    let out = husk(&["vm", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("console=ttyS0 reboot=k panic=-1"), "{text}");
+    assert_eq!(husk(&["--version"]).status.code(), Some(0));
+}
+
+#[test]
+fn doctor_gives_a_verdict() {
+    let out = husk(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("verdict:"), "{text}");
+    assert!(
+        matches!(out.status.code(), Some(0 | 1 | 3)),
+        "{:?}",
+        out.status
+    );
+}
