@@ -1,13 +1,17 @@
 //! `husk vm`: boot a raw VM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use clap::Args;
 
 use super::{print_error, EXIT_RUNTIME, EXIT_USAGE};
 use crate::boot::cmdline::DEFAULT_CMDLINE;
 use crate::boot::mptable::MAX_CPUS;
-use crate::builder::{ConsoleOutput, VmBuilder, VmConfig};
+use crate::builder::{ConsoleOutput, VirtioMmioSlot, VmBuilder, VmConfig};
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::vsock::unix::MuxerError;
+use crate::devices::virtio::vsock::{Vsock, VsockMuxer, DEFAULT_GUEST_CID};
 
 /// Smallest guest: a minimal kernel is loaded at 16 MiB and needs its image,
 /// bss and early allocations above that, plus the initramfs and its unpacked
@@ -43,6 +47,14 @@ pub struct VmArgs {
     /// (also enabled by HUSK_BOOT_TRACE=1).
     #[arg(long)]
     pub boot_trace: bool,
+    /// Add a virtio-vsock device whose host side is this Unix socket path:
+    /// host clients connect and send "CONNECT <port>\n"; guest connections
+    /// to CID 2 port P go to PATH_P.
+    #[arg(long, value_name = "PATH")]
+    pub vsock: Option<PathBuf>,
+    /// The guest's vsock CID (3 to 4294967294).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_GUEST_CID, requires = "vsock")]
+    pub cid: u64,
 }
 
 /// Reasons `husk vm` refuses its arguments before touching KVM.
@@ -68,6 +80,9 @@ pub enum VmArgsError {
     /// Empty console path.
     #[error("--console needs \"stdio\" or a file path")]
     EmptyConsole,
+    /// Reserved or out-of-range vsock CID.
+    #[error("--cid {0} is reserved or out of range: use 3 to 4294967294")]
+    InvalidCid(u64),
 }
 
 /// The host's MemTotal in MiB.
@@ -101,6 +116,9 @@ pub fn validate(args: &VmArgs, host_mem_mib: Option<u64>) -> Result<VmConfig, Vm
     if args.vcpus > u32::from(MAX_CPUS) {
         return Err(VmArgsError::TooManyVcpus(args.vcpus));
     }
+    if args.cid < 3 || args.cid >= u64::from(u32::MAX) {
+        return Err(VmArgsError::InvalidCid(args.cid));
+    }
     let console = match args.console.as_str() {
         "" => return Err(VmArgsError::EmptyConsole),
         "stdio" | "-" => ConsoleOutput::Stdio,
@@ -127,7 +145,7 @@ pub fn run(args: VmArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let builder = match VmBuilder::new(config) {
+    let mut builder = match VmBuilder::new(config) {
         Ok(b) => b,
         Err(e) => {
             print_error(&e);
@@ -138,6 +156,16 @@ pub fn run(args: VmArgs) -> i32 {
             };
         }
     };
+    if let Some(path) = &args.vsock {
+        if let Err(e) = add_vsock(&mut builder, path, args.cid) {
+            print_error(e.as_ref());
+            return if e.is::<MuxerError>() {
+                EXIT_USAGE
+            } else {
+                EXIT_RUNTIME
+            };
+        }
+    }
     log::debug!(
         "kernel command line: {} (defaults: {DEFAULT_CMDLINE})",
         builder.cmdline()
@@ -158,6 +186,18 @@ pub fn run(args: VmArgs) -> i32 {
     reason.exit_code()
 }
 
+/// Adds the vsock device, bridged to Unix sockets at `path`, in the next
+/// virtio-mmio slot, with its event handler on the VMM thread's loop.
+fn add_vsock(builder: &mut VmBuilder, path: &Path, cid: u64) -> anyhow::Result<VirtioMmioSlot> {
+    let muxer = VsockMuxer::new(cid, path)?;
+    let vsock = Arc::new(Mutex::new(Vsock::new(cid, muxer)?));
+    let wiring =
+        MmioTransport::new(builder.guest_memory().clone(), vsock.clone())?.into_wiring()?;
+    let slot = builder.add_virtio_mmio_device(wiring.device, &wiring.queue_evts, &wiring.irq)?;
+    builder.add_subscriber(vsock);
+    Ok(slot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +212,8 @@ mod tests {
             vcpus: 1,
             console: "stdio".into(),
             boot_trace: false,
+            vsock: None,
+            cid: DEFAULT_GUEST_CID,
         }
     }
 
@@ -215,6 +257,20 @@ mod tests {
         );
         a.console = String::new();
         assert_eq!(validate(&a, None).unwrap_err(), VmArgsError::EmptyConsole);
+    }
+
+    #[test]
+    fn vsock_cid_range() {
+        let mut a = args();
+        for cid in [0, 1, 2, u64::from(u32::MAX)] {
+            a.cid = cid;
+            assert_eq!(
+                validate(&a, None).unwrap_err(),
+                VmArgsError::InvalidCid(cid)
+            );
+        }
+        a.cid = 3;
+        assert!(validate(&a, None).is_ok());
     }
 
     #[test]

@@ -62,6 +62,25 @@ pub enum MmioError {
     EventFd(#[source] io::Error),
 }
 
+/// What the builder registers for one transport: the bus device, one
+/// ioeventfd per queue (datamatch = queue index on QueueNotify) and the irqfd.
+pub struct MmioWiring {
+    /// Goes on the MMIO bus.
+    pub device: crate::devices::bus::SharedDevice,
+    /// Queue notification eventfds, in queue order.
+    pub queue_evts: Vec<EventFd>,
+    /// The interrupt eventfd.
+    pub irq: EventFd,
+}
+
+impl std::fmt::Debug for MmioWiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmioWiring")
+            .field("queues", &self.queue_evts.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A virtio device behind virtio-mmio registers.
 pub struct MmioTransport {
     device: Arc<Mutex<dyn VirtioDevice>>,
@@ -130,6 +149,22 @@ impl MmioTransport {
     /// `base + NOTIFY_REG_OFFSET` with datamatch = its index.
     pub fn queue_evts(&self) -> &[EventFd] {
         &self.queue_evts
+    }
+
+    /// Puts the transport behind a lock for the bus and hands out the
+    /// eventfds the builder registers with KVM.
+    pub fn into_wiring(self) -> io::Result<MmioWiring> {
+        let queue_evts = self
+            .queue_evts
+            .iter()
+            .map(EventFd::try_clone)
+            .collect::<io::Result<Vec<_>>>()?;
+        let irq = self.interrupt.eventfd().try_clone()?;
+        Ok(MmioWiring {
+            device: Arc::new(Mutex::new(self)),
+            queue_evts,
+            irq,
+        })
     }
 
     /// The eventfd to register as the device's irqfd.
