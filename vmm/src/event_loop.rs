@@ -164,6 +164,9 @@ mod tests {
             rx.try_clone().unwrap(),
             Box::new(std::io::sink()),
         )));
+        // The guest driver enables the received-data interrupt.
+        use crate::devices::bus::BusDevice;
+        serial.lock().unwrap().write(1, &[0x01]);
         let cap = serial.lock().unwrap().input_capacity();
         let mut em = VmmEventManager::new().unwrap();
         em.add_subscriber(Arc::new(Mutex::new(ConsoleInput::new(
@@ -182,7 +185,6 @@ mod tests {
         // The guest drains the FIFO; the rest arrives.
         let mut got = Vec::new();
         let mut b = [0u8];
-        use crate::devices::bus::BusDevice;
         for _ in 0..cap {
             serial.lock().unwrap().read(0, &mut b);
             got.push(b[0]);

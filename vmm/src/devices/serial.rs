@@ -3,7 +3,10 @@
 //!
 //! Output goes to any writer (stdout or a file). Input is pushed by the
 //! event loop with [`SerialDevice::enqueue_input`], only as much as the
-//! receive FIFO has room for; when the guest drains the FIFO the
+//! receive FIFO has room for, and only once the guest driver has enabled
+//! the received-data interrupt: before that, the kernel's port probing and
+//! set-up read and flush the receive register, and early input would be
+//! lost. When the guest enables that interrupt or drains the FIFO, the
 //! `rx_ready` EventFd fires so the loop reads more from stdin. The interrupt
 //! line is an EventFd the builder registers as an irqfd for GSI 4.
 
@@ -19,6 +22,10 @@ use super::bus::BusDevice;
 pub const COM1_BASE: u64 = 0x3f8;
 /// Registers per UART.
 pub const UART_PORTS: u64 = 8;
+/// Interrupt enable register offset.
+const IER_OFFSET: u8 = 1;
+/// IER bit: received data available interrupt.
+const IER_RDA: u8 = 1;
 
 /// Errors from the serial device.
 #[derive(Debug, thiserror::Error)]
@@ -72,14 +79,24 @@ impl SerialDevice {
         }
     }
 
-    /// Free room in the receive FIFO.
+    /// Whether the guest driver listens for input (IER "received data
+    /// available" set).
+    fn rx_enabled(&self) -> bool {
+        self.serial.state().interrupt_enable & IER_RDA != 0
+    }
+
+    /// Room for input: free FIFO space once the guest listens, else 0.
     pub fn input_capacity(&self) -> usize {
-        self.serial.fifo_capacity()
+        if self.rx_enabled() {
+            self.serial.fifo_capacity()
+        } else {
+            0
+        }
     }
 
     /// Queues console input for the guest; returns how many bytes fit.
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> Result<usize, SerialError> {
-        let n = bytes.len().min(self.serial.fifo_capacity());
+        let n = bytes.len().min(self.input_capacity());
         if n == 0 {
             return Ok(0);
         }
@@ -99,9 +116,14 @@ impl BusDevice for SerialDevice {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         if let (Some(&byte), Ok(off)) = (data.first(), u8::try_from(offset)) {
+            let listening = off == IER_OFFSET && self.rx_enabled();
             // A full or closed console loses the byte, as a real UART with
             // nothing attached would; the guest must not stall on it.
             let _ = self.serial.write(off, byte);
+            if off == IER_OFFSET && !listening && self.rx_enabled() {
+                // The driver starts listening: let pending input in.
+                let _ = self.serial.events().0.write(1);
+            }
         }
     }
 }
@@ -159,9 +181,22 @@ mod tests {
     }
 
     #[test]
+    fn no_input_until_the_driver_listens() {
+        let (mut d, _, _, rx) = device();
+        assert_eq!(d.input_capacity(), 0);
+        assert_eq!(d.enqueue_input(b"early").unwrap(), 0);
+        d.write(IER, &[0x01]);
+        assert_eq!(rx.read().unwrap(), 1, "enabling RX wakes the input loop");
+        assert!(d.input_capacity() > 0);
+        d.write(IER, &[0x03]);
+        assert!(rx.read().is_err(), "only the transition signals");
+    }
+
+    #[test]
     fn input_respects_fifo_capacity_and_interrupts() {
         let (mut d, _, irq, rx) = device();
         d.write(IER, &[0x01]); // received-data interrupt
+        let _ = rx.read();
         let cap = d.input_capacity();
         assert!(cap > 0);
         let big = vec![b'x'; cap + 10];
