@@ -12,7 +12,7 @@ if [ ${#packages[@]} -eq 0 ]; then
     qemu-system-x86 busybox-static          # the nested testbed and test userlands
     linux-source-6.12 flex bison bc         # the guest kernel build
     libelf-dev libssl-dev cpio xz-utils
-    python3                                 # initramfs packing
+    python3 time                            # initramfs packing, benchmarks
   )
 fi
 
