@@ -8,6 +8,8 @@
 //! - PID 1: the guest's init (see `husk_agent::init`).
 //! - `husk-agent serve --unix PATH`: serve requests on a Unix socket, as a
 //!   child subreaper (host integration tests).
+//! - `husk-agent unpack SPEC.json`: run one unpack (an `UnpackSpec` as JSON)
+//!   and print its report as JSON (benchmarks, debugging in a guest shell).
 //! - `husk-agent --version`.
 
 use std::path::Path;
@@ -18,8 +20,7 @@ use husk_agent::reaper::Reaper;
 use husk_agent::server::{Agent, Listener, Mode};
 use husk_agent::{console, signals, sys};
 
-const USAGE: &str =
-    "usage: husk-agent serve --unix PATH | husk-agent --version (as PID 1 it is the guest's init)";
+const USAGE: &str = "usage: husk-agent serve --unix PATH | husk-agent unpack SPEC.json | husk-agent --version (as PID 1 it is the guest's init)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,6 +38,16 @@ fn main() -> ExitCode {
         }
         ["serve", "--unix", path] => match serve_unix(Path::new(path)) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                console::line(format_args!("{e}"));
+                ExitCode::FAILURE
+            }
+        },
+        ["unpack", spec] => match unpack_file(Path::new(spec)) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 console::line(format_args!("{e}"));
                 ExitCode::FAILURE
@@ -65,4 +76,13 @@ fn serve_unix(path: &Path) -> Result<(), String> {
     agent
         .serve(&listener)
         .map_err(|e| format!("listener failed: {e}"))
+}
+
+/// One unpack from a JSON spec file; the report as JSON.
+fn unpack_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let spec: husk_proto::UnpackSpec = serde_json::from_slice(&text)
+        .map_err(|e| format!("{} is not an unpack spec: {e}", path.display()))?;
+    let report = husk_agent::unpack::unpack(&spec).map_err(|e| console::chain(&e))?;
+    serde_json::to_string(&report).map_err(|e| e.to_string())
 }

@@ -18,7 +18,7 @@ pub mod tar;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
 use husk_proto::{LayerSpec, UnpackReport, UnpackSpec};
 use sha2::{Digest, Sha256};
@@ -156,8 +156,14 @@ enum Chunk {
 }
 
 /// Produces one layer's tar stream into `tx` (see the module doc).
-fn produce(layer: LayerSpec, blob: PathBuf, limit: Option<u64>, tx: SyncSender<Chunk>) {
-    let result = produce_inner(&layer, &blob, limit, &tx);
+fn produce(
+    layer: LayerSpec,
+    blob: PathBuf,
+    limit: Option<u64>,
+    tx: SyncSender<Chunk>,
+    recycled: Receiver<Vec<u8>>,
+) {
+    let result = produce_inner(&layer, &blob, limit, &tx, &recycled);
     let _ = tx.send(Chunk::End(result));
 }
 
@@ -166,6 +172,7 @@ fn produce_inner(
     blob: &Path,
     limit: Option<u64>,
     tx: &SyncSender<Chunk>,
+    recycled: &Receiver<Vec<u8>>,
 ) -> Result<u64, UnpackError> {
     let digest = layer.digest.clone();
     let blob_err = |source| UnpackError::Blob {
@@ -199,7 +206,10 @@ fn produce_inner(
             ),
         };
         loop {
-            let mut buf = vec![0u8; CHUNK];
+            // Chunks come back from the applier once consumed: no
+            // allocation or zeroing per chunk in the steady state.
+            let mut buf = recycled.try_recv().unwrap_or_default();
+            buf.resize(CHUNK, 0);
             let mut filled = 0;
             while filled < CHUNK {
                 match decoder.read(&mut buf[filled..]) {
@@ -252,6 +262,8 @@ fn produce_inner(
 /// The consumer end of a layer's channel, as a `Read` of its tar stream.
 struct ChannelReader {
     rx: Receiver<Chunk>,
+    /// Consumed chunks go back to the producer for reuse.
+    recycle: Sender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
     end: Option<Result<u64, UnpackError>>,
@@ -265,7 +277,8 @@ impl Read for ChannelReader {
             }
             match self.rx.recv() {
                 Ok(Chunk::Data(v)) => {
-                    self.cur = v;
+                    let used = std::mem::replace(&mut self.cur, v);
+                    let _ = self.recycle.send(used);
                     self.pos = 0;
                 }
                 Ok(Chunk::End(r)) => self.end = Some(r),
@@ -382,8 +395,9 @@ fn unpack_layers(spec: &UnpackSpec) -> Result<UnpackReport, UnpackError> {
     })?;
     let mut applier = Applier::new(root, spec.special_files);
     let mut report = UnpackReport::default();
-    let mut started: Vec<Option<Receiver<Chunk>>> = Vec::new();
-    let start = |i: usize, started: &mut Vec<Option<Receiver<Chunk>>>| {
+    type Started = Option<(Receiver<Chunk>, Sender<Vec<u8>>)>;
+    let mut started: Vec<Started> = Vec::new();
+    let start = |i: usize, started: &mut Vec<Started>| {
         let layer = spec.layers[i].clone();
         let hex = digest_hex(&layer.digest).unwrap_or_default();
         let blob = Path::new(&spec.blob_dir).join("sha256").join(hex);
@@ -392,22 +406,24 @@ fn unpack_layers(spec: &UnpackSpec) -> Result<UnpackReport, UnpackError> {
             (a, b) => a.or(b),
         };
         let (tx, rx) = sync_channel(CHANNEL_CHUNKS);
+        let (recycle, recycled) = channel();
         let spawned = std::thread::Builder::new()
             .name(format!("layer-{i}"))
-            .spawn(move || produce(layer, blob, limit, tx));
-        started.push(spawned.ok().map(|_| rx));
+            .spawn(move || produce(layer, blob, limit, tx, recycled));
+        started.push(spawned.ok().map(|_| (rx, recycle)));
     };
     for i in 0..spec.layers.len() {
         while started.len() < spec.layers.len() && started.len() < i + LOOKAHEAD {
             start(started.len(), &mut started);
         }
         let digest = spec.layers[i].digest.clone();
-        let rx = started[i].take().ok_or_else(|| UnpackError::Decompress {
+        let (rx, recycle) = started[i].take().ok_or_else(|| UnpackError::Decompress {
             digest: digest.clone(),
             source: io::Error::other("cannot start a decompression thread"),
         })?;
         let mut reader = ChannelReader {
             rx,
+            recycle,
             cur: Vec::new(),
             pos: 0,
             end: None,
