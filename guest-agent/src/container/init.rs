@@ -119,7 +119,7 @@ pub fn main() -> i32 {
 
 /// Signals the init catches: everything but SIGKILL and SIGSTOP (which
 /// cannot be caught) in the classic range.
-fn forwardable_signals() -> Vec<libc::c_int> {
+pub fn forwardable_signals() -> Vec<libc::c_int> {
     (1..32)
         .filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
         .collect()

@@ -230,6 +230,7 @@ impl Containers {
                 None => None,
             },
             extra_fds: vec![(cfg_r, init::CONFIG_FD), (status_w, init::STATUS_FD)],
+            blocked_signals: init::forwardable_signals(),
             ..Launch::default()
         };
         let plan = StdioPlan {

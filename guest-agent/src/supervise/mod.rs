@@ -382,9 +382,11 @@ fn watch(
         let _ = pump.join();
     }
     let oom_killed = oom.is_some_and(|o| oom_kills(&o.events) > o.baseline);
+    // Out of the table first: whoever waits on `done` (a stop request) may
+    // act on the process being gone as soon as it wakes.
+    supervisor.table().remove(&proc.id);
     *proc.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
     proc.done_cv.notify_all();
-    supervisor.table().remove(&proc.id);
     outbox.send_msg(Message::Event {
         event: Event::Exited {
             proc: proc.id,

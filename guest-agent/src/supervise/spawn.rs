@@ -64,6 +64,9 @@ pub struct Launch {
     pub ctty: bool,
     /// Extra descriptors for the child, as (fd, number it gets).
     pub extra_fds: Vec<(OwnedFd, RawFd)>,
+    /// Signals the child starts with blocked (otherwise none): a container
+    /// init must not lose a signal between its exec and its own setup.
+    pub blocked_signals: Vec<libc::c_int>,
 }
 
 /// A process that could not be started.
@@ -146,11 +149,11 @@ pub fn spawn(
         ..
     } = launch;
     let groups: Vec<libc::gid_t> = ids.groups.clone();
-    let empty_mask = crate::sys::SigSet::of(&[]);
+    let child_mask = crate::sys::SigSet::of(&launch.blocked_signals);
     let hook = move || -> io::Result<()> {
         // The agent blocks the signals it waits for; children must start
-        // with a clean mask (std does not reset it).
-        empty_mask.set_mask()?;
+        // with their own mask (std does not reset it).
+        child_mask.set_mask()?;
         for (fd, nstype) in &setns {
             // SAFETY: setns on an open namespace fd we own.
             check(unsafe { libc::setns(fd.as_raw_fd(), *nstype) })?;
