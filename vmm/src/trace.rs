@@ -6,9 +6,10 @@
 //! KVM_RUN, which prints one line to stderr with: time since `main`, time
 //! since the process was created (from /proc/self/stat, clock-tick
 //! resolution), CLOCK_REALTIME in ns (so a launcher can subtract its own
-//! launch timestamp exactly), VmRSS, how much of it is guest RAM (pages of
-//! the guest mapping that are resident, via mincore) and the difference:
-//! the VMM's own memory.
+//! launch timestamp exactly), VmRSS, how much of it is guest RAM (the Rss
+//! of the mappings inside guest memory, from /proc/self/smaps: mincore
+//! would also count page-cache pages of file-mapped kernel segments that
+//! the process never touched) and the difference: the VMM's own memory.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -61,27 +62,32 @@ fn vm_rss_kib() -> Option<u64> {
         .ok()
 }
 
-/// Resident bytes of the host mappings `ranges` (address, length).
-pub fn resident_bytes(ranges: &[(usize, usize)]) -> u64 {
-    const PAGE: usize = 4096;
-    let mut total = 0u64;
-    let mut vec = vec![0u8; 4096];
-    for &(addr, len) in ranges {
-        let mut off = 0;
-        while off < len {
-            let chunk = (len - off).min(vec.len() * PAGE);
-            // SAFETY: [addr+off, addr+off+chunk) lies inside a live mapping
-            // (guest memory owned by the caller) and `vec` has one byte per
-            // page of the chunk.
-            let rc = unsafe {
-                libc::mincore((addr + off) as *mut libc::c_void, chunk, vec.as_mut_ptr())
-            };
-            if rc != 0 {
-                return total;
+/// Resident KiB of the mappings that lie inside `ranges` (address,
+/// length), summed from smaps-format text.
+pub fn resident_kib_in(smaps: &str, ranges: &[(usize, usize)]) -> u64 {
+    let mut total = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) =
+                (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            {
+                inside = ranges
+                    .iter()
+                    .any(|&(base, len)| start >= base && end <= base + len);
+                continue;
             }
-            let pages = chunk.div_ceil(PAGE);
-            total += vec[..pages].iter().filter(|b| *b & 1 != 0).count() as u64 * PAGE as u64;
-            off += chunk;
+        }
+        if inside {
+            if let Some(v) = line.strip_prefix("Rss:") {
+                total += v
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(0);
+            }
         }
     }
     total
@@ -94,7 +100,9 @@ pub fn report_first_run(guest: &[(usize, usize)]) {
     let main_ms = (now - MAIN_START_NS.load(Ordering::Relaxed)) as f64 / 1e6;
     let proc_ms = since_process_start_ms();
     let rss_kib = vm_rss_kib().unwrap_or(0);
-    let guest_kib = resident_bytes(guest) / 1024;
+    let guest_kib = std::fs::read_to_string("/proc/self/smaps")
+        .map(|t| resident_kib_in(&t, guest))
+        .unwrap_or(0);
     eprintln!(
         "husk: boot-trace first_kvm_run main_ms={main_ms:.3} process_ms={} realtime_ns={realtime} \
          vm_rss_kib={rss_kib} guest_resident_kib={guest_kib} vmm_own_kib={}",
@@ -108,29 +116,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resident_counts_touched_pages_only() {
-        let len = 64 * 4096;
-        // SAFETY: anonymous private mapping, checked for failure below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        assert_eq!(resident_bytes(&[(p as usize, len)]), 0);
-        // SAFETY: the mapping made above is `len` bytes, readable and writable.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(p as *mut u8, len) };
-        for i in [0usize, 5, 63] {
-            bytes[i * 4096] = 1;
-        }
-        assert_eq!(resident_bytes(&[(p as usize, len)]), 3 * 4096);
-        // SAFETY: unmapping what was mapped above.
-        unsafe { libc::munmap(p, len) };
+    fn sums_rss_of_guest_mappings_only() {
+        let smaps = "\
+7f0000000000-7f0000100000 rw-p 00000000 00:00 0
+Size:               1024 kB
+Rss:                  12 kB
+7f0000100000-7f0000200000 rw-p 00000000 08:01 1234   /boot/vmlinux
+Rss:                   8 kB
+7f0000200000-7f0000300000 rw-p 00000000 00:00 0
+Rss:                 100 kB
+";
+        let guest = [(0x7f00_0000_0000, 0x20_0000)];
+        assert_eq!(resident_kib_in(smaps, &guest), 20);
+        assert_eq!(resident_kib_in(smaps, &[]), 0);
+    }
+
+    #[test]
+    fn this_process_has_a_resident_set() {
         assert!(vm_rss_kib().unwrap() > 0);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        assert!(resident_kib_in(&smaps, &[(0, usize::MAX)]) > 0);
     }
 }
