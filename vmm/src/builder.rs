@@ -325,12 +325,11 @@ impl VmBuilder {
         queue_notify: &[EventFd],
         irq: &EventFd,
     ) -> Result<VirtioMmioSlot, BuildError> {
-        let max = layout::IRQ_MAX - layout::VIRTIO_IRQ_BASE + 1;
-        if self.virtio_count >= max {
-            return Err(BuildError::NoVirtioSlot(max));
-        }
+        let max = layout::VIRTIO_IRQS.len() as u32;
+        let gsi = *layout::VIRTIO_IRQS
+            .get(self.virtio_count as usize)
+            .ok_or(BuildError::NoVirtioSlot(max))?;
         let base = layout::virtio_mmio_addr(self.virtio_count);
-        let gsi = layout::VIRTIO_IRQ_BASE + self.virtio_count;
         cmdline::add_virtio_mmio(
             &mut self.cmdline,
             self.cmdline_capacity,

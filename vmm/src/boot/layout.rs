@@ -16,7 +16,7 @@
 //! 0x0010_0000  high memory: bzImage protected-mode code at code32_start,
 //!              vmlinux at its own physical address (16 MiB)
 //!   ...        initramfs at the top of low memory
-//! 0xd000_0000  32-bit MMIO gap: virtio-mmio devices, 4 KiB each
+//! 0xd000_0000  32-bit MMIO gap: virtio-mmio devices, 4 KiB each (IRQs 5-8, 10-15)
 //! 0xfec0_0000  IOAPIC;  0xfee0_0000 local APIC
 //! 0x1_0000_0000  RAM above 4 GiB when the guest has more than the gap allows
 //! ```
@@ -68,9 +68,13 @@ pub const VIRTIO_MMIO_BASE: u64 = MMIO_GAP_START;
 pub const VIRTIO_MMIO_SLOT_SIZE: u64 = 0x1000;
 /// Legacy IRQs used by the platform: serial on 4.
 pub const SERIAL_IRQ: u32 = 4;
-/// First IRQ for virtio-mmio devices.
-pub const VIRTIO_IRQ_BASE: u32 = 5;
-/// Last IRQ usable for devices: the in-kernel IOAPIC has 24 pins.
+/// IRQs for virtio-mmio devices, in slot order. Devices declared on the
+/// kernel command line name a Linux IRQ number, and only the ISA range
+/// 0..=15 is identity-mapped to IOAPIC pins (higher GSIs get dynamic
+/// numbers), so the free ISA lines are used: not 0-2 (timer, keyboard,
+/// cascade), 3-4 (serial ports) or 9 (the ACPI SCI).
+pub const VIRTIO_IRQS: [u32; 10] = [5, 6, 7, 8, 10, 11, 12, 13, 14, 15];
+/// Last IOAPIC pin (the in-kernel IOAPIC has 24).
 pub const IRQ_MAX: u32 = 23;
 /// TSS for KVM's real-mode emulation on Intel (three pages below the BIOS).
 pub const KVM_TSS_ADDR: u64 = 0xfffb_d000;
@@ -141,6 +145,8 @@ mod tests {
             assert!(CMDLINE_ADDR + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
             assert!(MPTABLE_START + MPTABLE_SIZE <= HIMEM_START);
         }
-        assert!(virtio_mmio_addr(IRQ_MAX - VIRTIO_IRQ_BASE) < IOAPIC_ADDR);
+        assert!(virtio_mmio_addr(VIRTIO_IRQS.len() as u32) < IOAPIC_ADDR);
+        assert!(!VIRTIO_IRQS.contains(&SERIAL_IRQ));
+        assert!(VIRTIO_IRQS.iter().all(|i| (5..16).contains(i) && *i != 9));
     }
 }
