@@ -144,20 +144,33 @@ def host(build, work, runs):
     print("  targets: husk <= 5 ms and <= 3 MiB; reference Firecracker 1.16: 10.6 ms, 4.2 MiB")
 
 
-def guest_ram_rss_kib(pid, mem_mib):
-    """Rss of the largest anonymous mapping at least mem_mib large (guest RAM)."""
-    best, size, rss = 0, 0, 0
+def guest_ram_rss_kib(pid, mem_mib, backing_files=()):
+    """Resident KiB of the guest's RAM in a VMM process, read from smaps.
+
+    Guest RAM is one run of adjacent mappings at least mem_mib long, each
+    anonymous or (husk maps the kernel and initramfs copy-on-write from their
+    files) backed by one of backing_files. The largest such run is taken.
+    """
+    runs, cur, prev_end = [], None, None
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
-            if "-" in line.split()[0] and ":" not in line.split()[0]:
-                size = rss = 0
-            elif line.startswith("Size:"):
-                size = int(line.split()[1])
-            elif line.startswith("Rss:"):
-                rss = int(line.split()[1])
-                if size >= mem_mib * 1024 and rss > best:
-                    best = rss
-    return best
+            head = line.split()
+            if "-" in head[0] and not head[0].endswith(":"):
+                start, end = (int(x, 16) for x in head[0].split("-"))
+                path = head[5] if len(head) > 5 else ""
+                eligible = path == "" or path in backing_files
+                if eligible and cur is not None and start == prev_end:
+                    cur[1] = end
+                elif eligible:
+                    cur = [start, end, 0]
+                    runs.append(cur)
+                else:
+                    cur = None
+                prev_end = end
+            elif line.startswith("Rss:") and cur is not None:
+                cur[2] += int(head[1])
+    big = [r for r in runs if r[1] - r[0] >= mem_mib << 20]
+    return max((r[2] for r in big), default=0)
 
 
 def vm_rss_kib(pid):
@@ -168,7 +181,7 @@ def vm_rss_kib(pid):
     return 0
 
 
-def boot_once(argv):
+def boot_once(argv, backing_files):
     """Returns (ready s, exit s, own RSS KiB, status, tail of output)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -179,7 +192,7 @@ def boot_once(argv):
         if ready is None and READY in line:
             ready = time.perf_counter() - t0
             try:
-                own = vm_rss_kib(proc.pid) - guest_ram_rss_kib(proc.pid, MEM_MIB)
+                own = vm_rss_kib(proc.pid) - guest_ram_rss_kib(proc.pid, MEM_MIB, backing_files)
             except OSError:
                 own = None
     status = proc.wait()
@@ -207,7 +220,7 @@ def testbed(build, runs):
     for name, (argv, want) in vmms.items():
         readies, exits, owns = [], [], []
         for _ in range(runs):
-            ready, done, own, status, tail = boot_once(argv)
+            ready, done, own, status, tail = boot_once(argv, (os.path.realpath(kernel), os.path.realpath(initrd)))
             if ready is None or status != want:
                 print(f"  {name}: run failed (status {status}, ready={ready}); last output:\n{tail}")
                 break
