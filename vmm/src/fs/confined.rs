@@ -156,6 +156,11 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        // A second INIT (a driver reset, or a hostile guest) starts from scratch: dropping the
+        // passthrough's inodes and handles together with our accounting keeps the budget
+        // equal to the descriptors really held, instead of letting INIT reset the count
+        // while the descriptors stay open.
+        self.inner.destroy();
         self.budget.clear();
         // No DAX window exists, so never advertise per-file DAX.
         self.inner.init(capable - FsOptions::PERFILE_DAX)

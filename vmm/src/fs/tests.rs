@@ -386,3 +386,28 @@ fn bad_open_flags_are_refused() {
     assert_eq!(errno(fs.open(&c, ROOT, tmp, 0)), libc::EINVAL);
     assert_eq!(fs.budget().used(), 1);
 }
+
+#[test]
+fn repeated_init_drops_inodes_and_handles_with_the_budget() {
+    let dir = TempDir::new().unwrap();
+    fs::write(dir.as_path().join("f"), b"x").unwrap();
+    let s = share(dir.as_path(), false, 4);
+    let (fs, c) = (s.fs(), ctx());
+    let f = fs.lookup(&c, ROOT, &cs("f")).unwrap().inode;
+    let (h, _, _) = fs.open(&c, f, libc::O_RDONLY as u32, 0).unwrap();
+    assert_eq!(fs.budget().used(), 2);
+    // A second INIT resets the accounting, so it must also close what was accounted: otherwise
+    // a guest could repeat lookups + INIT to hold any number of host descriptors.
+    fs.init(FsOptions::empty()).unwrap();
+    assert_eq!(fs.budget().used(), 0);
+    assert_eq!(errno(fs.getattr(&c, f, None)), libc::EBADF);
+    assert_eq!(
+        errno(fs.release(&c, f, 0, h.unwrap(), false, false, None)),
+        libc::EBADF
+    );
+    assert!(
+        fs.getattr(&c, ROOT, None).is_ok(),
+        "the root is imported again"
+    );
+    assert!(fs.lookup(&c, ROOT, &cs("f")).is_ok());
+}
