@@ -14,6 +14,7 @@
 //! as an irqfd, so devices run on the event loop thread and their tests need
 //! no `/dev/kvm`.
 
+pub mod fs;
 pub mod mmio;
 pub mod ratelimit;
 #[doc(hidden)]
