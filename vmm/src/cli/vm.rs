@@ -8,10 +8,12 @@ use clap::Args;
 use super::{print_error, EXIT_RUNTIME, EXIT_USAGE};
 use crate::boot::cmdline::DEFAULT_CMDLINE;
 use crate::boot::mptable::MAX_CPUS;
-use crate::builder::{ConsoleOutput, VirtioMmioSlot, VmBuilder, VmConfig};
+use crate::builder::{BuildError, ConsoleOutput, VirtioMmioSlot, VmBuilder, VmConfig};
+use crate::devices::virtio::fs::VirtioFs;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::vsock::unix::MuxerError;
 use crate::devices::virtio::vsock::{Vsock, VsockMuxer, DEFAULT_GUEST_CID};
+use crate::fs::{default_fd_budget, ShareError, ShareServer, ShareSpec};
 
 /// Smallest guest: a minimal kernel is loaded at 16 MiB and needs its image,
 /// bss and early allocations above that, plus the initramfs and its unpacked
@@ -55,6 +57,11 @@ pub struct VmArgs {
     /// The guest's vsock CID (3 to 4294967294).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_GUEST_CID, requires = "vsock")]
     pub cid: u64,
+    /// Share a host directory over virtio-fs (repeatable):
+    /// TAG=HOSTDIR[:ro][:cache=never|auto|always]. The guest mounts it with
+    /// "mount -t virtiofs TAG DIR"; :ro refuses every write with EROFS.
+    #[arg(long = "share", value_name = "TAG=HOSTDIR[:ro][:cache=MODE]")]
+    pub shares: Vec<String>,
 }
 
 /// Reasons `husk vm` refuses its arguments before touching KVM.
@@ -145,6 +152,13 @@ pub fn run(args: VmArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    let shares = match resolve_shares(&args.shares) {
+        Ok(s) => s,
+        Err(e) => {
+            print_error(&e);
+            return EXIT_USAGE;
+        }
+    };
     let mut builder = match VmBuilder::new(config) {
         Ok(b) => b,
         Err(e) => {
@@ -164,6 +178,14 @@ pub fn run(args: VmArgs) -> i32 {
             } else {
                 EXIT_RUNTIME
             };
+        }
+    }
+    let fd_budget = default_fd_budget(shares.len());
+    for spec in &shares {
+        if let Err(e) = add_share(&mut builder, spec, fd_budget) {
+            print_error(e.as_ref());
+            let no_slot = matches!(e.downcast_ref(), Some(BuildError::NoVirtioSlot(_)));
+            return if no_slot { EXIT_USAGE } else { EXIT_RUNTIME };
         }
     }
     log::debug!(
@@ -198,6 +220,28 @@ fn add_vsock(builder: &mut VmBuilder, path: &Path, cid: u64) -> anyhow::Result<V
     Ok(slot)
 }
 
+/// Parses and checks every `--share` before any KVM work, so bad input
+/// (malformed or duplicate tag, missing directory) fails first.
+fn resolve_shares(args: &[String]) -> Result<Vec<ShareSpec>, ShareError> {
+    ShareSpec::parse_all(args)?
+        .into_iter()
+        .map(ShareSpec::resolve)
+        .collect()
+}
+
+/// Adds one virtio-fs device serving `spec` in the next virtio-mmio slot. Its
+/// requests are served on the device's own thread, not on the event loop.
+fn add_share(
+    builder: &mut VmBuilder,
+    spec: &ShareSpec,
+    max_fds: usize,
+) -> anyhow::Result<VirtioMmioSlot> {
+    let server = ShareServer::new(spec, max_fds)?;
+    let fs = Arc::new(Mutex::new(VirtioFs::new(server)?));
+    let wiring = MmioTransport::new(builder.guest_memory().clone(), fs)?.into_wiring()?;
+    Ok(builder.add_virtio_mmio_device(wiring.device, &wiring.queue_evts, &wiring.irq)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +258,7 @@ mod tests {
             boot_trace: false,
             vsock: None,
             cid: DEFAULT_GUEST_CID,
+            shares: Vec::new(),
         }
     }
 
@@ -271,6 +316,29 @@ mod tests {
         }
         a.cid = 3;
         assert!(validate(&a, None).is_ok());
+    }
+
+    #[test]
+    fn shares_are_checked_before_the_vm_exists() {
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let d = dir.as_path().display().to_string();
+        let ok = resolve_shares(&[format!("a={d}:ro"), format!("b={d}/./:cache=never")]).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(ok[0].read_only && !ok[1].read_only);
+        assert_eq!(ok[1].host_dir, dir.as_path().canonicalize().unwrap());
+        let bad = |args: &[String]| resolve_shares(args).unwrap_err();
+        assert!(matches!(
+            bad(&[format!("t={d}/missing")]),
+            ShareError::HostDir { .. }
+        ));
+        assert_eq!(
+            bad(&[format!("t={d}"), format!("t={d}:ro")]),
+            ShareError::DuplicateTag("t".into())
+        );
+        assert!(matches!(
+            bad(&[format!("a/b={d}")]),
+            ShareError::BadTagChar(_)
+        ));
     }
 
     #[test]
