@@ -75,17 +75,23 @@ const PARENT: &str = "husk";
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
+/// Whether `dir` is on a cgroup2 (unified hierarchy) mount.
+pub fn is_cgroup2(dir: &Path) -> bool {
+    let Ok(c) = crate::sys::cstr(dir) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data, fully written by a successful call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a valid out-pointer.
+    let ok = unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0;
+    ok && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+}
+
 /// Why container limits cannot be applied here, or `None` if they can:
 /// `ROOT` must be a cgroup2 mount offering every controller in `CONTROLLERS`
 /// to its children.
 pub fn unusable_reason() -> Option<String> {
-    let root = crate::sys::cstr(Path::new(ROOT)).ok()?;
-    // SAFETY: statfs is plain data, fully written by a successful call.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `root` is a valid C string and `st` a valid out-pointer.
-    if unsafe { libc::statfs(root.as_ptr(), &mut st) } < 0
-        || st.f_type as i64 != CGROUP2_SUPER_MAGIC
-    {
+    if !is_cgroup2(Path::new(ROOT)) {
         return Some(format!("{ROOT} is not a cgroup2 mount"));
     }
     let enabled = match read(Path::new(ROOT).join("cgroup.subtree_control")) {

@@ -295,9 +295,6 @@ impl Containers {
             .get(id)
             .cloned()
             .ok_or_else(|| ContainerError::NotFound(id.to_owned()))?;
-        if supervisor.get(c.init_proc).is_err() {
-            return Err(ContainerError::NotRunning(id.to_owned()));
-        }
         let args = process.args.clone().unwrap_or_default();
         if args.first().is_none_or(|a| a.is_empty()) {
             return Err(SpecError::NoCommand.into());
@@ -312,9 +309,19 @@ impl Containers {
             fd.try_clone()
                 .map_err(|e| ContainerError::Namespaces(id.to_owned(), e))
         };
+        // The init's root is the container's root; it is alive (checked
+        // above), so its /proc entry names it.
+        let init_pid = supervisor
+            .get(c.init_proc)
+            .map_err(|_| ContainerError::NotRunning(id.to_owned()))?
+            .pid;
+        let root_fd: OwnedFd = File::open(format!("/proc/{init_pid}/root"))
+            .map_err(|e| ContainerError::Namespaces(id.to_owned(), e))?
+            .into();
         let launch = Launch {
             args,
             env,
+            root: Some(root_fd),
             cwd: Some(process.cwd.clone().unwrap_or_else(|| "/".into())),
             ids,
             rlimits: spec::rlimits(&process.rlimits)?,

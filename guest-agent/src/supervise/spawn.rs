@@ -57,6 +57,10 @@ pub struct Launch {
     pub setns: Vec<(OwnedFd, libc::c_int)>,
     /// CLONE_NEW* flags to unshare in the child.
     pub unshare: libc::c_int,
+    /// A directory to make the child's root (after joining namespaces):
+    /// joining a mount namespace alone leaves the child at that
+    /// namespace's absolute root, which is not where a container pivoted.
+    pub root: Option<OwnedFd>,
     pub pid_ns: PidNs,
     /// An open `cgroup.procs` to join.
     pub cgroup_procs: Option<OwnedFd>,
@@ -143,6 +147,7 @@ pub fn spawn(
         rlimits,
         setns,
         unshare,
+        root,
         cgroup_procs,
         ctty,
         pid_ns,
@@ -161,6 +166,12 @@ pub fn spawn(
         if unshare != 0 {
             // SAFETY: unshare takes integer flags.
             check(unsafe { libc::unshare(unshare) })?;
+        }
+        if let Some(fd) = &root {
+            // SAFETY: fchdir on an open directory fd we own.
+            check(unsafe { libc::fchdir(fd.as_raw_fd()) })?;
+            // SAFETY: chroot with a static C string.
+            check(unsafe { libc::chroot(c".".as_ptr()) })?;
         }
         if let Some(fd) = &cgroup_procs {
             // Writing "0" to cgroup.procs moves the writer itself.

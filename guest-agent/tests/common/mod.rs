@@ -67,7 +67,18 @@ impl Server {
     }
 
     pub fn session(&self) -> Session {
-        let stream = UnixStream::connect(&self.socket).expect("connect");
+        // The socket file appears at bind(), slightly before listen().
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match UnixStream::connect(&self.socket) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        };
         Session::start(stream, "husk-agent tests").expect("handshake")
     }
 }
