@@ -33,7 +33,7 @@
 //! keeps a queue full cannot keep a reset waiting.
 
 mod device;
-mod queue;
+pub mod queue;
 #[cfg(test)]
 mod tests;
 mod worker;

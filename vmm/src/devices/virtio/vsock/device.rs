@@ -44,6 +44,8 @@ pub struct Vsock<B: VsockBackend> {
     /// event loop registers them once.
     pub(super) queue_evts: Option<Vec<EventFd>>,
     pub(super) active: Option<Active>,
+    /// Bounce buffer for tx packets whose data spans several descriptors.
+    tx_scratch: Vec<u8>,
 }
 
 impl<B: VsockBackend> std::fmt::Debug for Vsock<B> {
@@ -68,6 +70,7 @@ impl<B: VsockBackend> Vsock<B> {
             activate_evt: EventFd::new(libc::EFD_NONBLOCK).map_err(VsockError::EventFd)?,
             queue_evts: None,
             active: None,
+            tx_scratch: Vec::new(),
         })
     }
 
@@ -169,11 +172,16 @@ impl<B: VsockBackend> Vsock<B> {
                         return used;
                     }
                 };
-                let Some(mut chain) = chain else { break };
+                let Some(chain) = chain else { break };
                 let head = chain.head_index();
-                match VsockPacket::from_tx_virtq_chain(mem, &mut chain, MAX_PKT_BUF_SIZE) {
+                // The common layouts (header and data in one or two
+                // descriptors) are used in place; anything else is gathered.
+                match VsockPacket::from_tx_virtq_chain(mem, &mut chain.clone(), MAX_PKT_BUF_SIZE) {
                     Ok(pkt) => self.backend.send_pkt(&pkt),
-                    Err(e) => warn_limited!("vsock: dropping bad tx packet {head}: {e}"),
+                    Err(_) => match gather_tx(mem, chain, &mut self.tx_scratch) {
+                        Ok(hdr) => send_gathered(&mut self.backend, hdr, &mut self.tx_scratch),
+                        Err(e) => warn_limited!("vsock: dropping bad tx packet {head}: {e}"),
+                    },
                 }
                 if let Err(e) = txq.add_used(mem, head, 0) {
                     warn_limited!("vsock: cannot return tx buffer {head}: {e}");
@@ -232,6 +240,56 @@ impl<B: VsockBackend> Vsock<B> {
         if self.process_rx() {
             self.signal_used(RXQ);
         }
+    }
+}
+
+/// Why a tx chain could not be gathered.
+#[derive(Debug, thiserror::Error)]
+enum GatherError {
+    #[error("descriptor chain outside guest memory or malformed")]
+    Chain(#[from] virtio_queue::Error),
+    #[error("chain shorter than its header says")]
+    Short(#[from] std::io::Error),
+    #[error("payload length {0} over the {MAX_PKT_BUF_SIZE}-byte limit")]
+    TooLong(u32),
+}
+
+/// Reads a tx packet laid out over any number of descriptors (virtio 1.x
+/// lets drivers split buffers freely; virtio-vsock's parser takes at most a
+/// header and one data descriptor). The payload lands in `scratch`.
+fn gather_tx(
+    mem: &GuestMemory,
+    chain: virtio_queue::DescriptorChain<&GuestMemory>,
+    scratch: &mut Vec<u8>,
+) -> Result<[u8; PKT_HEADER_SIZE], GatherError> {
+    use std::io::Read;
+    let mut r: virtio_queue::Reader<'_> = virtio_queue::Reader::new(mem, chain)?;
+    let mut hdr = [0u8; PKT_HEADER_SIZE];
+    r.read_exact(&mut hdr)?;
+    let len = u32::from_le_bytes([hdr[24], hdr[25], hdr[26], hdr[27]]);
+    if len > MAX_PKT_BUF_SIZE {
+        return Err(GatherError::TooLong(len));
+    }
+    scratch.resize(len as usize, 0);
+    r.read_exact(scratch)?;
+    Ok(hdr)
+}
+
+fn send_gathered<B: VsockBackend>(
+    backend: &mut B,
+    mut hdr: [u8; PKT_HEADER_SIZE],
+    data: &mut [u8],
+) {
+    let raw = hdr;
+    let data = (!data.is_empty()).then_some(data);
+    // SAFETY: `hdr` and `data` are plain host buffers that outlive the
+    // packet, and nothing else touches them while it exists.
+    let Ok(mut pkt) = (unsafe { VsockPacket::new(&mut hdr, data) }) else {
+        return;
+    };
+    // `new` leaves the parsed header empty; this fills it from the bytes.
+    if pkt.set_header_from_raw(&raw).is_ok() {
+        backend.send_pkt(&pkt);
     }
 }
 
