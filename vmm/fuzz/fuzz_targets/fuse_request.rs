@@ -4,6 +4,13 @@
 //! inputs, so node ids handed out by earlier inputs (small integers) can be hit by later ones.
 //! A panic, abort or out-of-memory is a finding; error replies are the expected outcome.
 //!
+//! The first input byte picks the share (bit 0) and the transport (bit 1): the `/dev/fuse`
+//! buffer as above, or a descriptor chain on a virtio split queue served by the virtio-fs
+//! device's queue logic. For the latter, bits 2-5 shape the chain the way a hostile driver
+//! would: the request split over two descriptors, the reply buffer before the request, the
+//! reply buffer running off the end of guest memory, a request descriptor far longer than
+//! guest memory.
+//!
 //! # Bounded disk use
 //! The read-write share really writes to the host disk, and a fuzzer finds `FALLOCATE` of
 //! terabytes and writes at huge offsets quickly (an unbounded run once filled a 73 GB disk).
@@ -29,8 +36,13 @@ use std::sync::OnceLock;
 use fuse_backend_rs::abi::fuse_abi::FsOptions;
 use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
-use husk_vmm::fs::{prepare_server_thread, CacheMode, ShareServer, ShareSpec};
+use husk_vmm::devices::virtio::fs::queue::process_queue;
+use husk_vmm::devices::virtio::testing::{guest_memory, Buf, DriverQueue};
+use husk_vmm::devices::virtio::GuestMemory;
+use husk_vmm::fs::{prepare_server_thread, CacheMode, FsServer, ShareServer, ShareSpec};
 use libfuzzer_sys::fuzz_target;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress};
 
 /// Largest file the target lets the server create (also the fallocate clamp).
 const MAX_FILE: u64 = 4 << 20;
@@ -45,11 +57,19 @@ const DIR_PREFIX: &str = "husk-fuzz-fs-";
 const IN_HEADER_LEN: usize = 40;
 const OPCODE_FALLOCATE: u32 = 43;
 
+/// Guest memory for the virtio transport: queue at 0, request at 1 MiB, reply at 2 MiB.
+const GUEST_MEM: usize = 4 << 20;
+const REQ_AT: u64 = 1 << 20;
+const REPLY_AT: u64 = 2 << 20;
+const REPLY_LEN: u32 = 64 << 10;
+const QUEUE_SIZE: u16 = 16;
+
 struct State {
     shares: [ShareServer; 2],
     dirs: [PathBuf; 2],
     sink: File,
     inputs: AtomicU64,
+    mem: GuestMemory,
 }
 
 fn seed(p: &Path) {
@@ -147,6 +167,7 @@ fn state() -> &'static State {
             dirs: [d1, d2],
             sink: File::options().write(true).open("/dev/null").unwrap(),
             inputs: AtomicU64::new(0),
+            mem: guest_memory(GUEST_MEM),
         }
     })
 }
@@ -235,6 +256,60 @@ fn clamp_fallocate(msg: &mut [u8]) {
     body[16..24].copy_from_slice(&length.to_le_bytes());
 }
 
+/// Serves `msg` as one descriptor chain, shaped by `sel` (see the module doc).
+fn through_virtio(mem: &GuestMemory, server: &FsServer, sel: u8, msg: &[u8]) {
+    let len = msg.len().min(REPLY_AT as usize - REQ_AT as usize);
+    mem.write_slice(&msg[..len], GuestAddress(REQ_AT)).unwrap();
+    let len = len as u32;
+    let bit = |n: u8| sel & (1 << n) != 0;
+    let mut bufs = Vec::with_capacity(3);
+    let reply = Buf {
+        addr: if bit(4) {
+            GUEST_MEM as u64 - 100
+        } else {
+            REPLY_AT
+        },
+        len: REPLY_LEN,
+        write: true,
+    };
+    if bit(3) {
+        bufs.push(reply);
+    }
+    let first = if bit(2) { len / 2 } else { len };
+    bufs.push(Buf {
+        addr: REQ_AT,
+        len: first,
+        write: false,
+    });
+    if first < len {
+        bufs.push(Buf {
+            addr: REQ_AT + u64::from(first),
+            len: len - first,
+            write: false,
+        });
+    }
+    if bit(5) {
+        bufs.last_mut().unwrap().len = u32::MAX;
+    }
+    if !bit(3) {
+        bufs.push(reply);
+    }
+    let mut dq = DriverQueue::new(mem, 0, QUEUE_SIZE);
+    dq.add_chain(mem, &bufs).unwrap();
+    dq.publish(mem);
+    let mut q = Queue::new(QUEUE_SIZE).unwrap();
+    q.try_set_desc_table_address(GuestAddress(dq.desc)).unwrap();
+    q.try_set_avail_ring_address(GuestAddress(dq.avail))
+        .unwrap();
+    q.try_set_used_ring_address(GuestAddress(dq.used)).unwrap();
+    q.set_ready(true);
+    let pass = process_queue(&mut q, mem, server, usize::from(QUEUE_SIZE));
+    assert!(
+        pass.used && !pass.more,
+        "the chain must come back: {pass:?}"
+    );
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, msg)) = data.split_first() else {
         return;
@@ -246,6 +321,10 @@ fuzz_target!(|data: &[u8]| {
     let server = st.shares[(sel & 1) as usize].server();
     let mut input = msg.to_vec();
     clamp_fallocate(&mut input);
+    if sel & 2 != 0 {
+        through_virtio(&st.mem, server, sel, &input);
+        return;
+    }
     let Ok(reader) = Reader::<()>::from_fuse_buffer(FuseBuf::new(&mut input)) else {
         return;
     };
