@@ -7,7 +7,8 @@
 #                      -- CMD [ARGS...]
 #
 #   --share DIR       make host directory DIR available read-write at the same absolute path inside
-#                     (repeatable). The repo's build/ is always shared this way (created if missing).
+#                     (repeatable). The repository (with its build/, created if missing) is always
+#                     shared this way.
 #   --mem MIB         testbed RAM (default 4096).
 #   --cpus N          testbed vCPUs, each a QEMU TCG thread (default 2).
 #   --timeout SECS    kill the testbed after SECS seconds (default 900).
@@ -287,8 +288,10 @@ trap 'exit 143' TERM
     printf '\n'
 } >"$T/cmd.sh"
 
-# Read-write exports: build/ and every --share, parents mounted before children.
-mapfile -t rw < <(printf '%s\n' "$BUILD" "${shares[@]}" | sort -u)
+# Read-write exports: the repository (so build/, the scripts and test files are there even when the
+# checkout lives under a path the testbed starts empty, such as /tmp) and every --share, parents
+# mounted before children.
+mapfile -t rw < <(printf '%s\n' "$REPO" "${shares[@]}" | sort -u)
 : >"$T/mounts"
 vfs_args=()
 # sandbox=chroot: the default (namespace) cannot pivot_root when the source is `/`.
