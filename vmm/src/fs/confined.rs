@@ -61,6 +61,8 @@ pub struct ConfinedFs<S: BitmapSlice + Send + Sync = ()> {
     inner: PassthroughFs<S>,
     read_only: bool,
     budget: FdBudget,
+    /// How long the client may cache a failed LOOKUP (zero: not at all, plain ENOENT).
+    negative_timeout: Duration,
 }
 
 impl<S: BitmapSlice + Send + Sync> ConfinedFs<S> {
@@ -70,7 +72,18 @@ impl<S: BitmapSlice + Send + Sync> ConfinedFs<S> {
             inner,
             read_only,
             budget: FdBudget::new(max_fds),
+            negative_timeout: Duration::ZERO,
         }
+    }
+
+    /// Lets the client cache failed lookups for `timeout` (FUSE negative entries: node id 0
+    /// with an entry timeout). Worth it because every create is preceded by a LOOKUP miss;
+    /// only correct when the share's cache mode already tolerates stale dentries for that
+    /// long, so the server passes the same timeout it uses for positive entries (zero for
+    /// `cache=never`, which keeps replying ENOENT).
+    pub fn with_negative_timeout(mut self, timeout: Duration) -> Self {
+        self.negative_timeout = timeout;
+        self
     }
 
     /// Whether the share refuses writes.
@@ -175,8 +188,26 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         if is_dot_or_dotdot(name) {
             return Err(err(libc::EINVAL));
         }
-        let entry = self.inner.lookup(ctx, parent, name)?;
-        self.admit(ctx, entry)
+        match self.inner.lookup(ctx, parent, name) {
+            Ok(entry) => self.admit(ctx, entry),
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOENT) && !self.negative_timeout.is_zero() =>
+            {
+                // Node id 0 takes no reference: the kernel never sends FORGET for it, so the
+                // fd budget is untouched.
+                Ok(Entry {
+                    inode: 0,
+                    generation: 0,
+                    // SAFETY: stat64 is a plain C struct of integers, valid when all zero; the
+                    // kernel ignores the attributes of node id 0.
+                    attr: unsafe { std::mem::zeroed::<stat64>() },
+                    attr_flags: 0,
+                    attr_timeout: Duration::ZERO,
+                    entry_timeout: self.negative_timeout,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn forget(&self, ctx: &Context, inode: u64, count: u64) {

@@ -98,7 +98,9 @@ impl<S: BitmapSlice + Send + Sync + 'static> ShareServer<S> {
                 tag: spec.tag.clone(),
                 source,
             })?;
-        let fs = Arc::new(ConfinedFs::new(passthrough, spec.read_only, max_fds));
+        let fs = Arc::new(
+            ConfinedFs::new(passthrough, spec.read_only, max_fds).with_negative_timeout(timeout),
+        );
         let server = Arc::new(Server::new(fs.clone()));
         Ok(ShareServer {
             spec: spec.clone(),
