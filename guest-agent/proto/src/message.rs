@@ -83,6 +83,14 @@ pub enum Request {
     Stop { proc: u32, grace_ms: u64 },
     /// Remove a stopped container: its cgroup and its mounts.
     RemoveContainer { id: String },
+    /// Mount the virtio-fs share `tag` (from the VMM's `--share TAG=DIR`)
+    /// at `target` in the guest (created if missing).
+    MountShare {
+        tag: String,
+        target: String,
+        #[serde(default)]
+        read_only: bool,
+    },
     /// Stop every process (SIGTERM, `grace_ms`, SIGKILL), sync and power the
     /// guest off (on the host: stop serving). Answered before powering off.
     Shutdown { grace_ms: u64 },

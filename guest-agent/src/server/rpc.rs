@@ -137,6 +137,11 @@ pub fn handle(
                 .remove(sup, &id)
                 .map_err(|e| err(container_kind(&e), &e)),
         ),
+        Request::MountShare {
+            tag,
+            target,
+            read_only,
+        } => done(mount_share(&tag, &target, read_only)),
         // The caller powers off (or exits) after sending this reply.
         Request::Shutdown { .. } => (Outcome::Ok(Reply::Done), None),
     }
@@ -186,4 +191,43 @@ fn exec_plain(
             None,
         )
         .map_err(|e| err(supervise_kind(&e), &e))
+}
+
+/// Mounts virtio-fs share `tag` at `target` (nosuid, nodev: a share's
+/// content comes from the host, but set-id bits and devices in it must not
+/// gain anything in the guest).
+fn mount_share(tag: &str, target: &str, read_only: bool) -> Result<(), ErrorReply> {
+    let bad = |m: String| ErrorReply {
+        kind: ErrorKind::BadRequest,
+        message: m,
+    };
+    let tag_ok = (1..=36).contains(&tag.len())
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !tag_ok {
+        return Err(bad(format!(
+            "share tag {tag:?} is not 1-36 of [A-Za-z0-9._-]"
+        )));
+    }
+    if !target.starts_with('/') {
+        return Err(bad(format!("mount target {target:?} is not absolute")));
+    }
+    let io = |what: &str, e: std::io::Error| ErrorReply {
+        kind: ErrorKind::Internal,
+        message: format!("{what}: {e}"),
+    };
+    std::fs::create_dir_all(target).map_err(|e| io(&format!("cannot create {target}"), e))?;
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    if read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    crate::sys::mount(
+        tag,
+        std::path::Path::new(target),
+        Some("virtiofs"),
+        flags,
+        None,
+    )
+    .map_err(|e| io(&format!("cannot mount share {tag:?} on {target}"), e))
 }
