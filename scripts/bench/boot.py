@@ -5,8 +5,9 @@
       On the host itself (no testbed). Guest code is emulated on a PVM host,
       so only what a VMM does before and around its first KVM_RUN is timed:
       each VMM boots a tiny kernel whose first instructions end the VM (husk:
-      i8042 reset; QEMU microvm: isa-debug-exit writing 5, which QEMU turns into exit status 11), so launch -> exit is
-      launch -> first guest instruction plus one exit. Peak resident memory
+      i8042 reset; QEMU microvm: isa-debug-exit writing 5, which QEMU
+      turns into exit status 11), so launch -> exit is launch -> first
+      guest instruction plus one exit. Peak resident memory
       comes from wait4(). husk's own trace (HUSK_BOOT_TRACE) adds launch ->
       first KVM_RUN with the real vmlinux and initramfs.
 
