@@ -8,7 +8,7 @@
       i8042 reset; QEMU microvm: isa-debug-exit writing 5, which QEMU
       turns into exit status 11), so launch -> exit is launch -> first
       guest instruction plus one exit. Peak resident memory
-      comes from wait4(). husk's own trace (HUSK_BOOT_TRACE) adds launch ->
+      comes from GNU time (%M). husk's own trace (HUSK_BOOT_TRACE) adds launch ->
       first KVM_RUN with the real vmlinux and initramfs.
 
   boot.py testbed BUILD_DIR [RUNS]
