@@ -7,9 +7,12 @@
 //!   1 the VMM failed at run time, 2 bad usage or input.
 //! - `husk doctor`: see [`doctor`].
 //!
+//! - image and pod commands (`pull`, `import`, `run`, ...): see [`exit`].
+//!
 //! Every error is one line on stderr, prefixed `husk: `.
 
 pub mod doctor;
+pub mod exit;
 pub mod vm;
 
 use std::ffi::OsString;
