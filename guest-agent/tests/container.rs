@@ -65,6 +65,7 @@ fn spec(id: &str, rootfs: &Path, script: &str) -> ContainerSpec {
             ..Default::default()
         },
         resources: Default::default(),
+        mounts: Vec::new(),
     }
 }
 
@@ -337,5 +338,132 @@ fn cgroup_limits_and_oom_are_enforced() {
     );
     s.call(Request::RemoveContainer { id: "pids".into() })
         .unwrap();
+    let _ = fs::remove_dir_all(&root);
+}
+
+/// The agent's error for a request that must fail.
+fn refused(r: Result<Process, ClientError>) -> husk_proto::ErrorReply {
+    match r {
+        Err(ClientError::Agent(e)) => e,
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("started"),
+    }
+}
+
+fn bind(source: &Path, destination: &str, read_only: bool) -> husk_proto::MountSpec {
+    husk_proto::MountSpec {
+        source: source.display().to_string(),
+        destination: destination.into(),
+        read_only,
+    }
+}
+
+fn mounted_at(path: &Path) -> bool {
+    let p = path.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
+#[test]
+fn bind_mounts_rw_ro_and_files() {
+    need_root!();
+    let Some(root) = rootfs() else { return };
+    let srv = Server::start();
+    let s = srv.session();
+    let rw = common::scratch("vol-rw");
+    let ro = common::scratch("vol-ro");
+    fs::write(ro.join("given"), "from the host\n").unwrap();
+    let file = common::scratch("vol-file").join("conf");
+    fs::write(&file, "one file\n").unwrap();
+    let mut sp = spec(
+        "binds",
+        &root,
+        "echo written > /data/deep/out && cat /ro/given /etc/app.conf; \
+         echo x > /ro/new || echo ro-refused; grep -E ' /(data/deep|ro) ' /proc/mounts",
+    );
+    sp.mounts = vec![
+        // Created inside the root (the rootfs has no /data).
+        bind(&rw, "/data/deep", false),
+        bind(&ro, "/ro", true),
+        bind(&file, "/etc/app.conf", false),
+    ];
+    let (out, err, status) = output(&create(&s, sp).unwrap());
+    assert_eq!(status, ExitStatus::Code(0), "stdout {out} stderr {err}");
+    assert!(
+        out.starts_with("from the host\none file\nro-refused\n"),
+        "{out}"
+    );
+    assert!(err.contains("Read-only file system"), "{err}");
+    // The kernel's view: nosuid and nodev on both, ro on the read-only one.
+    let opts = |dest: &str| {
+        out.lines()
+            .find(|l| l.split(' ').nth(1) == Some(dest))
+            .and_then(|l| l.split(' ').nth(3))
+            .unwrap_or_else(|| panic!("{dest} not mounted: {out}"))
+            .to_owned()
+    };
+    let (rw_opts, ro_opts) = (opts("/data/deep"), opts("/ro"));
+    assert!(rw_opts.starts_with("rw,nosuid,nodev"), "{rw_opts}");
+    assert!(ro_opts.starts_with("ro,nosuid,nodev"), "{ro_opts}");
+    assert_eq!(fs::read_to_string(rw.join("out")).unwrap(), "written\n");
+    assert!(!ro.join("new").exists());
+    assert!(
+        root.join("data/deep").is_dir(),
+        "destination created in the rootfs"
+    );
+    // Nothing leaked into the agent's mount namespace.
+    assert!(!mounted_at(&root.join("data/deep")));
+    s.call(Request::RemoveContainer { id: "binds".into() })
+        .unwrap();
+    let _ = fs::remove_dir_all(&root);
+}
+
+#[test]
+fn bind_mount_destinations_stay_inside_the_root() {
+    need_root!();
+    let Some(root) = rootfs() else { return };
+    let srv = Server::start();
+    let s = srv.session();
+    let vol = common::scratch("vol-sym");
+    fs::write(vol.join("v"), "volume\n").unwrap();
+    // An absolute symlink to a real host directory: inside the root it
+    // names a missing path, so the mount is refused rather than redirected.
+    let outside = common::scratch("outside");
+    symlink(&outside, root.join("escape")).unwrap();
+    let mut sp = spec("sym1", &root, "true");
+    sp.mounts = vec![bind(&vol, "/escape/x", false)];
+    let e = refused(create(&s, sp));
+    assert_eq!(e.kind, ErrorKind::Spawn, "{}", e.message);
+    assert!(!outside.join("x").exists() && !mounted_at(&outside.join("x")));
+    // A relative symlink climbing out is confined: it lands on the root's
+    // own home/app.
+    symlink("../../../../../../home/app", root.join("climb")).unwrap();
+    let mut sp = spec("sym2", &root, "cat /home/app/v");
+    sp.mounts = vec![bind(&vol, "/climb", false)];
+    let (out, err, status) = output(&create(&s, sp).unwrap());
+    assert_eq!(
+        (out.as_str(), status),
+        ("volume\n", ExitStatus::Code(0)),
+        "{err}"
+    );
+    // Malformed paths are bad requests.
+    for (src, dest) in [
+        ("relative", "/d"),
+        ("/tmp", "d"),
+        ("/tmp/../etc", "/d"),
+        ("/tmp", "/a/../../b"),
+        ("/tmp", "/"),
+    ] {
+        let mut sp = spec("badmount", &root, "true");
+        sp.mounts = vec![bind(Path::new(src), dest, false)];
+        let e = refused(create(&s, sp));
+        assert_eq!(e.kind, ErrorKind::BadRequest, "{src} {dest}");
+    }
+    let mut sp = spec("badmount", &root, "true");
+    sp.mounts = vec![bind(Path::new("/nonexistent/volume"), "/d", false)];
+    let e = refused(create(&s, sp));
+    assert_eq!(e.kind, ErrorKind::BadRequest);
     let _ = fs::remove_dir_all(&root);
 }

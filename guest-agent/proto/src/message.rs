@@ -162,6 +162,26 @@ pub struct ContainerSpec {
     pub process: ProcessSpec,
     #[serde(default)]
     pub resources: Resources,
+    /// Directories or files of the guest bind-mounted into the container
+    /// (volumes), in order, after its /proc, /dev, /tmp… (so they can
+    /// cover those too).
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+}
+
+/// One bind mount into a container. Always nosuid and nodev; submounts of
+/// `source` come along (and are read-only too with `read_only`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MountSpec {
+    /// Absolute path in the guest, e.g. where `mount_share` mounted a
+    /// virtio-fs share. No `..` components.
+    pub source: String,
+    /// Absolute path inside the container, created (as a directory, or an
+    /// empty file when `source` is a file) if missing. Resolved inside the
+    /// container's root: the image's symlinks cannot point it outside.
+    pub destination: String,
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// The parts of an OCI image config the agent applies.

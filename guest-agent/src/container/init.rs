@@ -21,9 +21,12 @@ use std::os::unix::fs::{symlink, DirBuilderExt};
 use std::path::Path;
 use std::process::Stdio;
 
+use husk_proto::MountSpec;
 use serde::{Deserialize, Serialize};
 
+use super::binds;
 use crate::reaper::{Exit, Reaper};
+use crate::rooted::Root;
 use crate::supervise::{spawn, Ids, Launch};
 use crate::sys;
 
@@ -45,6 +48,8 @@ pub struct InitConfig {
     pub groups: Vec<u32>,
     pub rlimits: Vec<(i32, u64, u64)>,
     pub tty: bool,
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,8 +139,32 @@ fn setup_and_start(reaper: &Reaper) -> Result<(i32, std::sync::mpsc::Receiver<Ex
         .read_to_end(&mut text)
         .map_err(InitError::Config)?;
     let cfg: InitConfig = serde_json::from_slice(&text).map_err(InitError::ConfigJson)?;
+    // Nothing we mount may propagate back to the guest.
+    sys::mount(
+        "none",
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(setup_err("cannot make mounts private"))?;
+    // Volumes are guest paths: take hold of them before the guest's tree goes.
+    let binds = cfg
+        .mounts
+        .iter()
+        .map(|m| {
+            binds::detach(m).map_err(setup_err(format!("cannot clone mount source {}", m.source)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     enter_root(Path::new(&cfg.rootfs))?;
     mount_inside()?;
+    let root = Root::open(Path::new("/")).map_err(setup_err("cannot open the new root"))?;
+    for b in &binds {
+        binds::attach(b, &root).map_err(setup_err(format!(
+            "cannot mount a volume at {}",
+            b.destination
+        )))?;
+    }
     if let Some(name) = &cfg.hostname {
         // SAFETY: `name` is valid for `len` bytes.
         if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } < 0 {
@@ -161,18 +190,9 @@ fn setup_and_start(reaper: &Reaper) -> Result<(i32, std::sync::mpsc::Receiver<Ex
     Ok(spawn::spawn(launch, stdio, reaper)?)
 }
 
-/// Makes `rootfs` the root of this mount namespace (`pivot_root`), with the
-/// old root detached: nothing outside stays reachable.
+/// Makes `rootfs` the root of this (already private) mount namespace
+/// (`pivot_root`), with the old root detached: nothing outside stays reachable.
 fn enter_root(rootfs: &Path) -> Result<(), InitError> {
-    // Nothing we mount may propagate back to the guest.
-    sys::mount(
-        "none",
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )
-    .map_err(setup_err("cannot make mounts private"))?;
     // pivot_root needs the new root to be a mount point.
     sys::mount(
         &rootfs.to_string_lossy(),

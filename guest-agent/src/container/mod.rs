@@ -12,6 +12,7 @@
 //! host where they are bound to cgroup v1 the container runs without limits
 //! and the agent logs one line saying so.
 
+pub mod binds;
 pub mod init;
 pub mod spec;
 
@@ -64,6 +65,12 @@ pub enum ContainerError {
     Init(String),
     #[error("cannot talk to the container init")]
     InitPipe(#[source] io::Error),
+    #[error("mount source {path} is not usable")]
+    MountSource {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot open the namespaces of container {0:?}")]
     Namespaces(String, #[source] io::Error),
 }
@@ -149,6 +156,13 @@ impl Containers {
             return Err(ContainerError::Exists(spec.id));
         }
         let resolved = spec::merge(&spec.image, &spec.process)?;
+        spec::check_mounts(&spec.mounts)?;
+        for m in &spec.mounts {
+            std::fs::metadata(&m.source).map_err(|source| ContainerError::MountSource {
+                path: m.source.clone(),
+                source,
+            })?;
+        }
         let rlimits = spec::rlimits(&spec.process.rlimits)?;
         let rootfs_err = |source| ContainerError::Rootfs {
             path: spec.rootfs.clone(),
@@ -268,6 +282,7 @@ impl Containers {
             groups: ids.groups,
             rlimits,
             tty: spec.process.tty,
+            mounts: spec.mounts.clone(),
         };
         let json = serde_json::to_vec(&config).map_err(|e| pipe_err(e.into()))?;
         cfg_w.write_all(&json).map_err(pipe_err)?;

@@ -2,7 +2,9 @@
 //! command line, environment, working directory, user. Pure functions, so
 //! the precedence rules (the OCI / Docker ones) are unit-tested.
 
-use husk_proto::{ImageConfig, ProcessSpec, Rlimit};
+use std::path::{Component, Path};
+
+use husk_proto::{ImageConfig, MountSpec, ProcessSpec, Rlimit};
 
 /// A request that cannot be turned into a process.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +21,8 @@ pub enum SpecError {
     BadId(String),
     #[error("working directory {0:?} is not absolute")]
     BadCwd(String),
+    #[error("mount {which} {path:?} is not an absolute path without `..` (and not /)")]
+    BadMount { which: &'static str, path: String },
 }
 
 /// What to run, after merging.
@@ -124,6 +128,31 @@ pub fn rlimits(list: &[Rlimit]) -> Result<Vec<(libc::c_int, u64, u64)>, SpecErro
         .collect()
 }
 
+/// Absolute, no `..`, no NUL, not `/` itself: a mount path the agent can
+/// resolve without surprises (`.` and `//` are harmless and allowed).
+fn plain_absolute(path: &str) -> bool {
+    let p = Path::new(path);
+    path.starts_with('/')
+        && !path.contains('\0')
+        && !p.components().any(|c| c == Component::ParentDir)
+        && p.components().any(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Checks the bind mounts of a container request.
+pub fn check_mounts(mounts: &[MountSpec]) -> Result<(), SpecError> {
+    for m in mounts {
+        for (which, path) in [("source", &m.source), ("destination", &m.destination)] {
+            if !plain_absolute(path) {
+                return Err(SpecError::BadMount {
+                    which,
+                    path: path.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Container ids name directories and cgroups: keep them plain.
 pub fn check_id(id: &str) -> Result<(), SpecError> {
     let ok = (1..=64).contains(&id.len())
@@ -219,5 +248,27 @@ mod tests {
             assert!(check_id(bad).is_err(), "{bad}");
         }
         check_id("web-1.a_b").unwrap();
+    }
+
+    #[test]
+    fn mount_paths() {
+        let m = |source: &str, destination: &str| MountSpec {
+            source: source.into(),
+            destination: destination.into(),
+            read_only: false,
+        };
+        check_mounts(&[m("/mnt/vol", "/data"), m("/mnt/f", "/etc/./x//y")]).unwrap();
+        for bad in [
+            m("mnt/vol", "/data"),
+            m("/mnt/../etc", "/data"),
+            m("/mnt/vol", "data"),
+            m("/mnt/vol", "/data/../../x"),
+            m("/mnt/vol", "/"),
+            m("/mnt/vol", "//."),
+            m("", "/data"),
+            m("/mnt/vol", "/da\0ta"),
+        ] {
+            assert!(check_mounts(std::slice::from_ref(&bad)).is_err(), "{bad:?}");
+        }
     }
 }

@@ -41,9 +41,10 @@ fn supervise_kind(e: &SuperviseError) -> ErrorKind {
 
 fn container_kind(e: &ContainerError) -> ErrorKind {
     match e {
-        ContainerError::Spec(_) | ContainerError::User(_) | ContainerError::Rootfs { .. } => {
-            ErrorKind::BadRequest
-        }
+        ContainerError::Spec(_)
+        | ContainerError::User(_)
+        | ContainerError::Rootfs { .. }
+        | ContainerError::MountSource { .. } => ErrorKind::BadRequest,
         ContainerError::Exists(_) => ErrorKind::AlreadyExists,
         ContainerError::NotFound(_) => ErrorKind::NotFound,
         ContainerError::Running(_) | ContainerError::NotRunning(_) => ErrorKind::BadRequest,

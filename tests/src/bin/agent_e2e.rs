@@ -164,6 +164,7 @@ impl Ctx {
                     ..Default::default()
                 },
                 resources: res,
+                mounts: Vec::new(),
             })))
             .map_err(|e| e.to_string())
     }
