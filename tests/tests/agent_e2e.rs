@@ -3,7 +3,8 @@
 //! guest agent"). One guest boot runs every case (tests/src/bin/agent_e2e.rs):
 //! mount a virtio-fs share of image blobs, unpack with digest verification
 //! (and refuse a tampered blob), run containers (hostname, PID namespace,
-//! exit code, stdin round trip, exec into a running one, stop with SIGTERM),
+//! exit code, a read-write share bound into a container read-write and
+//! read-only, stdin round trip, exec into a running one, stop with SIGTERM),
 //! cgroup v2 OOM and pids.max in the pure-v2 guest, and a clean shutdown
 //! that powers the guest off (`husk vm` exits 0).
 
@@ -26,10 +27,12 @@ fn agent_serves_a_real_guest_over_vsock() {
     let image = dir.join("image");
     let made = run(Command::new(&driver).arg("image").arg(&image));
     assert_eq!(made.status, 0, "{}", made.output);
+    // The read-write volume the driver binds into a container (volume-bind).
+    std::fs::create_dir_all(dir.join("vol")).unwrap();
 
     let script = format!(
         "{husk} vm --kernel {kernel} --initrd {initrd} --mem 512 --vcpus 2 \
-         --vsock {d}/v.sock --share img={image}:ro --cmdline quiet >{d}/vm.log 2>&1 </dev/null &\n\
+         --vsock {d}/v.sock --share img={image}:ro --share vol={d}/vol --cmdline quiet >{d}/vm.log 2>&1 </dev/null &\n\
          vm=$!\n\
          timeout 600 {driver} drive {d}/v.sock {image}; rc=$?\n\
          wait $vm; echo \"vm-exit $?\"\n\
@@ -52,6 +55,7 @@ fn agent_serves_a_real_guest_over_vsock() {
         "digest-mismatch-refused",
         "container-run",
         "remove",
+        "volume-bind",
         "stdin-and-exec-and-stop",
         "oom-reported",
         "pids-max-enforced",

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use husk_agent_client::{connect, run_attached, Endpoint, ProcEvent, Process, Session};
 use husk_proto::{
-    ContainerSpec, ErrorKind, ExitStatus, ImageConfig, LayerSpec, ProcessSpec, Reply, Request,
-    Resources, UnpackSpec,
+    ContainerSpec, ErrorKind, ExitStatus, ImageConfig, LayerSpec, MountSpec, ProcessSpec, Reply,
+    Request, Resources, UnpackSpec,
 };
 use sha2::{Digest, Sha256};
 
@@ -148,6 +148,18 @@ impl Ctx {
         res: Resources,
         stdin: bool,
     ) -> Result<Process, String> {
+        self.container_with(id, rootfs, script, res, stdin, Vec::new())
+    }
+
+    fn container_with(
+        &self,
+        id: &str,
+        rootfs: &str,
+        script: &str,
+        res: Resources,
+        stdin: bool,
+        mounts: Vec<MountSpec>,
+    ) -> Result<Process, String> {
         self.s
             .start_process(Request::CreateContainer(Box::new(ContainerSpec {
                 id: id.into(),
@@ -164,7 +176,7 @@ impl Ctx {
                     ..Default::default()
                 },
                 resources: res,
-                mounts: Vec::new(),
+                mounts,
             })))
             .map_err(|e| e.to_string())
     }
@@ -253,6 +265,43 @@ fn drive(vsock: &Path, dir: &Path) -> bool {
     });
     cx.case("remove", |cx| {
         cx.s.call(Request::RemoveContainer { id: "c1".into() })
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    // A read-write share of the host (DIR/../vol) mounted in the guest and
+    // bound into a container twice: read-write and read-only.
+    let vol_host = dir.parent().unwrap_or(dir).join("vol");
+    cx.case("volume-bind", |cx| {
+        cx.unpack("/run/c5", &cx.layer).map_err(|e| e.to_string())?;
+        cx.s.call(Request::MountShare {
+            tag: "vol".into(),
+            target: "/mnt/vol".into(),
+            read_only: false,
+        })
+        .map_err(|e| e.to_string())?;
+        let bind = |destination: &str, read_only| MountSpec {
+            source: "/mnt/vol".into(),
+            destination: destination.into(),
+            read_only,
+        };
+        let p = cx.container_with(
+            "vol",
+            "/run/c5",
+            "echo from-guest > /data/w && cat /data/w; echo x > /ro/y || echo ro-refused",
+            Resources::default(),
+            false,
+            vec![bind("/data", false), bind("/ro", true)],
+        )?;
+        let (out, status, _) = output(&p)?;
+        check(
+            out.starts_with("from-guest\n") && out.contains("ro-refused"),
+            format!("output {out:?}"),
+        )?;
+        check(status == ExitStatus::Code(0), format!("{status:?}"))?;
+        let host = std::fs::read_to_string(vol_host.join("w")).map_err(|e| e.to_string())?;
+        check(host == "from-guest\n", format!("host sees {host:?}"))?;
+        check(!vol_host.join("y").exists(), "ro bind was writable")?;
+        cx.s.call(Request::RemoveContainer { id: "vol".into() })
             .map(drop)
             .map_err(|e| e.to_string())
     });
