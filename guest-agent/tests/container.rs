@@ -467,3 +467,111 @@ fn bind_mount_destinations_stay_inside_the_root() {
     assert_eq!(e.kind, ErrorKind::BadRequest);
     let _ = fs::remove_dir_all(&root);
 }
+
+/// `husk exec POD CMD` opens its own connection to a pod whose container a
+/// long-lived connection created: exec works from there, the exec'd process
+/// and its output belong to the new connection, the container's first
+/// process stays with its creator, and dropping the new connection kills
+/// only what it started.
+#[test]
+fn exec_from_another_connection() {
+    need_root!();
+    let Some(root) = rootfs() else { return };
+    let srv = Server::start();
+    let owner = srv.session();
+    let p = create(
+        &owner,
+        spec(
+            "shared",
+            &root,
+            "echo hi > /tmp/m; echo ready; exec sleep 600",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        p.next_event().unwrap(),
+        husk_proto::client::ProcEvent::Stdout(b"ready\n".to_vec())
+    );
+    let exec_in = |s: &Session, argv: &[&str]| {
+        s.start_process(Request::Exec {
+            container: Some("shared".into()),
+            process: Box::new(ProcessSpec {
+                args: args(argv),
+                ..Default::default()
+            }),
+        })
+        .unwrap()
+    };
+    let other = srv.session();
+    let (out, err, status) = output(&exec_in(&other, &["/bin/sh", "-c", "cat /tmp/m; hostname"]));
+    assert_eq!(
+        (out.as_str(), status),
+        ("hi\nbox\n", ExitStatus::Code(0)),
+        "{err}"
+    );
+    // The first process is the owner's to signal, resize and stop.
+    for req in [
+        Request::Signal {
+            proc: p.proc,
+            signal: libc::SIGTERM,
+        },
+        Request::Stop {
+            proc: p.proc,
+            grace_ms: 0,
+        },
+        Request::ResizeTty {
+            proc: p.proc,
+            rows: 1,
+            cols: 1,
+        },
+    ] {
+        match other.call(req) {
+            Err(ClientError::Agent(e)) => {
+                assert_eq!(e.kind, ErrorKind::BadRequest);
+                assert!(e.message.contains("another connection"), "{}", e.message);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A long exec from the other connection dies with it; the container lives.
+    let long = exec_in(&other, &["/bin/sh", "-c", "echo started; exec sleep 600"]);
+    assert_eq!(
+        long.next_event().unwrap(),
+        husk_proto::client::ProcEvent::Stdout(b"started\n".to_vec())
+    );
+    let long_pid = long.pid;
+    drop(long);
+    drop(other);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // SAFETY: kill with signal 0 only probes whether the pid exists.
+    while unsafe { libc::kill(long_pid, 0) } == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "exec survived its connection"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (out, _, _) = output(&exec_in(
+        &owner,
+        &["/bin/sh", "-c", "ps -o comm | grep -c sleep"],
+    ));
+    assert_eq!(out, "1\n", "the container's own sleep must survive");
+    let reply = owner
+        .call(Request::Stop {
+            proc: p.proc,
+            grace_ms: 5000,
+        })
+        .unwrap();
+    assert_eq!(
+        reply,
+        Reply::Stopped {
+            status: ExitStatus::Signal(libc::SIGTERM)
+        }
+    );
+    owner
+        .call(Request::RemoveContainer {
+            id: "shared".into(),
+        })
+        .unwrap();
+    let _ = fs::remove_dir_all(&root);
+}

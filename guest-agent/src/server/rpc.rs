@@ -34,7 +34,7 @@ fn supervise_kind(e: &SuperviseError) -> ErrorKind {
     match e {
         SuperviseError::Spawn(_) => ErrorKind::Spawn,
         SuperviseError::NotFound(_) => ErrorKind::NotFound,
-        SuperviseError::NoTty(_) => ErrorKind::BadRequest,
+        SuperviseError::NoTty(_) | SuperviseError::NotOwned(_) => ErrorKind::BadRequest,
         _ => ErrorKind::Internal,
     }
 }
@@ -121,17 +121,19 @@ pub fn handle(
             Err(e) => (Outcome::Err(e), None),
         },
         Request::Signal { proc, signal } => done(
-            sup.signal(proc, signal)
+            sup.signal(proc, conn, signal)
                 .map_err(|e| err(supervise_kind(&e), &e)),
         ),
         Request::ResizeTty { proc, rows, cols } => done(
-            sup.resize(proc, TtySize { rows, cols })
+            sup.resize(proc, conn, TtySize { rows, cols })
                 .map_err(|e| err(supervise_kind(&e), &e)),
         ),
-        Request::Stop { proc, grace_ms } => match sup.stop(proc, Duration::from_millis(grace_ms)) {
-            Ok(status) => (Outcome::Ok(Reply::Stopped { status }), None),
-            Err(e) => (Outcome::Err(err(supervise_kind(&e), &e)), None),
-        },
+        Request::Stop { proc, grace_ms } => {
+            match sup.stop(proc, conn, Duration::from_millis(grace_ms)) {
+                Ok(status) => (Outcome::Ok(Reply::Stopped { status }), None),
+                Err(e) => (Outcome::Err(err(supervise_kind(&e), &e)), None),
+            }
+        }
         Request::RemoveContainer { id } => done(
             agent
                 .containers

@@ -40,6 +40,8 @@ pub enum SuperviseError {
     Stdio(#[source] std::io::Error),
     #[error("no process {0}")]
     NotFound(u32),
+    #[error("process {0} belongs to another connection")]
+    NotOwned(u32),
     #[error("process {0} has no terminal")]
     NoTty(u32),
     #[error("cannot resize the terminal")]
@@ -164,6 +166,16 @@ impl Supervisor {
             .ok_or(SuperviseError::NotFound(id))
     }
 
+    /// Process `id`, if connection `conn` started it: only the owner may
+    /// signal, resize or stop a process (as only it gets its stdio and exit).
+    pub fn owned(&self, id: u32, conn: u64) -> Result<Arc<Proc>, SuperviseError> {
+        let proc = self.get(id)?;
+        if proc.conn != conn {
+            return Err(SuperviseError::NotOwned(id));
+        }
+        Ok(proc)
+    }
+
     /// Every live process.
     pub fn all(&self) -> Vec<Arc<Proc>> {
         self.table().values().cloned().collect()
@@ -241,33 +253,37 @@ impl Supervisor {
         })
     }
 
-    /// Sends `signal` to process `id`.
-    pub fn signal(&self, id: u32, signal: i32) -> Result<(), SuperviseError> {
-        let proc = self.get(id)?;
+    /// Sends `signal` to process `id` of connection `conn`.
+    pub fn signal(&self, id: u32, conn: u64, signal: i32) -> Result<(), SuperviseError> {
+        let proc = self.owned(id, conn)?;
         sys::kill(proc.pid, signal).map_err(|source| SuperviseError::Signal { proc: id, source })
     }
 
-    /// Resizes the terminal of process `id`.
-    pub fn resize(&self, id: u32, size: TtySize) -> Result<(), SuperviseError> {
-        let proc = self.get(id)?;
+    /// Resizes the terminal of process `id` of connection `conn`.
+    pub fn resize(&self, id: u32, conn: u64, size: TtySize) -> Result<(), SuperviseError> {
+        let proc = self.owned(id, conn)?;
         let master = proc.tty_master.as_ref().ok_or(SuperviseError::NoTty(id))?;
         tty::resize(master, size).map_err(SuperviseError::Resize)
     }
 
+    /// Stops process `id` of connection `conn` (see [`Self::stop_proc`]).
+    pub fn stop(&self, id: u32, conn: u64, grace: Duration) -> Result<ExitStatus, SuperviseError> {
+        let proc = self.owned(id, conn)?;
+        Ok(self.stop_proc(&proc, grace))
+    }
+
     /// SIGTERM, up to `grace` to exit, then SIGKILL (to its whole process
     /// group, or its whole container for a container init). Returns its status.
-    pub fn stop(&self, id: u32, grace: Duration) -> Result<ExitStatus, SuperviseError> {
-        let proc = self.get(id)?;
+    fn stop_proc(&self, proc: &Proc, grace: Duration) -> ExitStatus {
         let _ = sys::kill(proc.pid, libc::SIGTERM);
         if let Some(status) = proc.wait_done(grace) {
-            return Ok(status);
+            return status;
         }
         // Each process leads its own session and group (setsid at spawn).
         let _ = sys::kill(-proc.pid, libc::SIGKILL);
         let _ = sys::kill(proc.pid, libc::SIGKILL);
-        Ok(proc
-            .wait_done(Duration::from_secs(30))
-            .unwrap_or(ExitStatus::Signal(libc::SIGKILL)))
+        proc.wait_done(Duration::from_secs(30))
+            .unwrap_or(ExitStatus::Signal(libc::SIGKILL))
     }
 
     /// The connection `conn` is gone: kill its processes, discard output.
@@ -286,7 +302,7 @@ impl Supervisor {
             .into_iter()
             .map(|p| {
                 let sup = self.clone();
-                std::thread::spawn(move || sup.stop(p.id, grace))
+                std::thread::spawn(move || sup.stop_proc(&p, grace))
             })
             .collect();
         for h in handles {

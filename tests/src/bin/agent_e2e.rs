@@ -105,6 +105,9 @@ fn make_image(dir: &Path) {
 
 struct Ctx {
     s: Session,
+    endpoint: Endpoint,
+    /// The long-running first process of container c2, between cases.
+    c2: Option<Process>,
     layer: LayerSpec,
     tampered: LayerSpec,
     failed: bool,
@@ -226,6 +229,8 @@ fn drive(vsock: &Path, dir: &Path) -> bool {
     );
     let mut cx = Ctx {
         s,
+        endpoint,
+        c2: None,
         layer: layer(f[0]),
         tampered: layer(f[1]),
         failed: false,
@@ -305,7 +310,7 @@ fn drive(vsock: &Path, dir: &Path) -> bool {
             .map(drop)
             .map_err(|e| e.to_string())
     });
-    cx.case("stdin-and-exec-and-stop", |cx| {
+    cx.case("stdin-and-exec", |cx| {
         cx.unpack("/run/c2", &cx.layer).map_err(|e| e.to_string())?;
         let p = cx.container(
             "c2",
@@ -350,6 +355,40 @@ fn drive(vsock: &Path, dir: &Path) -> bool {
             check(Instant::now() < deadline, format!("exec saw {out:?}"))?;
             std::thread::sleep(Duration::from_millis(200));
         }
+        cx.c2 = Some(p);
+        Ok(())
+    });
+    // `husk exec` opens its own connection: exec works from there, the
+    // first process stays with the connection that created the container.
+    cx.case("exec-from-second-connection", |cx| {
+        let p = cx.c2.as_ref().ok_or("no container c2")?;
+        let s2 = connect(&cx.endpoint, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        let e = s2
+            .start_process(Request::Exec {
+                container: Some("c2".into()),
+                process: Box::new(ProcessSpec {
+                    args: Some(v(&["/bin/sh", "-c", "cat /tmp/m"])),
+                    ..Default::default()
+                }),
+            })
+            .map_err(|e| e.to_string())?;
+        let (out, status, _) = output(&e)?;
+        check(
+            out == "marker\n" && status == ExitStatus::Code(0),
+            format!("{out:?} {status:?}"),
+        )?;
+        match s2.call(Request::Stop {
+            proc: p.proc,
+            grace_ms: 0,
+        }) {
+            Err(husk_agent_client::ClientError::Agent(e)) => {
+                check(e.kind == ErrorKind::BadRequest, format!("{e:?}"))
+            }
+            other => Err(format!("another connection stopped it: {other:?}")),
+        }
+    });
+    cx.case("stop", |cx| {
+        let p = cx.c2.take().ok_or("no container c2")?;
         let reply =
             cx.s.call(Request::Stop {
                 proc: p.proc,
