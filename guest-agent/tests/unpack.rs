@@ -424,14 +424,10 @@ fn digest_and_size_mismatches_are_refused() {
     let last = blob.len() - 10;
     blob[last] ^= 0xff;
     fs::write(&path, &blob).unwrap();
+    // The decoder trips over the flipped byte first; the agent still
+    // reports the root cause: the blob is not the one the manifest names.
     let err = img.unpack().unwrap_err();
-    assert!(
-        matches!(
-            err,
-            UnpackError::Digest { .. } | UnpackError::Decompress { .. }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, UnpackError::Digest { .. }), "{err}");
     assert!(is_empty(&img.rootfs()));
 
     // Trailing bytes after a valid gzip stream: inflates fine, digest differs.
