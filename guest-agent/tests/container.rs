@@ -575,3 +575,41 @@ fn exec_from_another_connection() {
         .unwrap();
     let _ = fs::remove_dir_all(&root);
 }
+
+/// remove_container unmounts the unpack's tmpfs (source `husk-rootfs`) so
+/// the image's pages go back to the guest, but only when no other
+/// container uses that root.
+#[test]
+fn remove_releases_the_rootfs_tmpfs() {
+    need_root!();
+    let Some(tree) = rootfs() else { return };
+    let srv = Server::start();
+    let s = srv.session();
+    let root = common::scratch("tmpfs-root");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "husk-rootfs"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", tree.display()))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    for id in ["t1", "t2"] {
+        let p = create(&s, spec(id, &root, "true")).unwrap();
+        assert_eq!(output(&p).2, ExitStatus::Code(0));
+    }
+    s.call(Request::RemoveContainer { id: "t1".into() })
+        .unwrap();
+    assert!(mounted_at(&root), "t2 still uses the root");
+    s.call(Request::RemoveContainer { id: "t2".into() })
+        .unwrap();
+    assert!(!mounted_at(&root), "the rootfs tmpfs is still mounted");
+    assert!(fs::read_dir(&root).unwrap().next().is_none());
+    let _ = fs::remove_dir_all(&root);
+    let _ = fs::remove_dir_all(&tree);
+}

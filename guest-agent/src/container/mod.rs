@@ -388,7 +388,18 @@ impl Containers {
         if let Some(dir) = &c.cgroup {
             cgroup::remove_group(dir)?;
         }
-        self.map().remove(id);
+        let mut map = self.map();
+        map.remove(id);
+        // The unpack tmpfs holds the image in guest memory: give it back,
+        // unless another container runs on the same root file system.
+        if !map.values().any(|o| o.rootfs == c.rootfs) {
+            if let Err(e) = crate::unpack::release_rootfs(&c.rootfs) {
+                console::line(format_args!(
+                    "container {id}: cannot unmount {}: {e}",
+                    c.rootfs.display()
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -188,7 +188,7 @@ fn produce_inner(
     };
     let kind = compression(&layer.media_type).unwrap_or(Compression::None);
     let mut produced: u64 = 0;
-    {
+    let streamed: Result<(), UnpackError> = 'stream: {
         let mut decoder: Box<dyn Read + '_> = match kind {
             Compression::None => Box::new(&mut hashed),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
@@ -217,7 +217,7 @@ fn produce_inner(
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(source) => {
-                        return Err(UnpackError::Decompress {
+                        break 'stream Err(UnpackError::Decompress {
                             digest: digest.clone(),
                             source,
                         })
@@ -225,11 +225,11 @@ fn produce_inner(
                 }
             }
             if filled == 0 {
-                break;
+                break 'stream Ok(());
             }
             produced += filled as u64;
             if let Some(limit) = limit.filter(|&l| produced > l) {
-                return Err(UnpackError::TooLarge {
+                break 'stream Err(UnpackError::TooLarge {
                     digest: digest.clone(),
                     limit,
                 });
@@ -239,6 +239,21 @@ fn produce_inner(
                 return Ok(produced); // the applier gave up; its error wins
             }
         }
+    };
+    if let Err(e) = streamed {
+        // A blob that fails to decompress may simply be corrupt: if the
+        // rest of it does not hash to its digest, that is the error to
+        // report (the content is not what the manifest names), not the
+        // decoder's complaint about it.
+        if matches!(e, UnpackError::Decompress { .. })
+            && io::copy(&mut hashed, &mut io::sink()).is_ok()
+        {
+            let actual = hex(&hashed.hasher.clone().finalize());
+            if Some(actual.as_str()) != digest_hex(&digest) {
+                return Err(UnpackError::Digest { digest, actual });
+            }
+        }
+        return Err(e);
     }
     // Hash whatever follows the compressed stream too: the digest covers the blob.
     io::copy(&mut hashed, &mut io::sink()).map_err(|source| UnpackError::Decompress {
@@ -331,6 +346,67 @@ fn validate(spec: &UnpackSpec) -> Result<(), UnpackError> {
     Ok(())
 }
 
+/// The source name of the tmpfs an unpack mounts at its rootfs: how
+/// [`release_rootfs`] recognises a mount the agent made (and never
+/// unmounts anything else, such as a share holding a prepared rootfs).
+pub const ROOTFS_TMPFS: &str = "husk-rootfs";
+
+/// Unescapes a /proc/self/mountinfo path (`\040` for a space, etc.).
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (b[i], oct) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `mountinfo` shows an unpack tmpfs mounted at `path`.
+fn has_rootfs_tmpfs(mountinfo: &str, path: &Path) -> bool {
+    mountinfo.lines().any(|l| {
+        let mut halves = l.splitn(2, " - ");
+        let (Some(head), Some(tail)) = (halves.next(), halves.next()) else {
+            return false;
+        };
+        let point = head.split(' ').nth(4).map(unescape_mountinfo);
+        let mut tail = tail.split(' ');
+        point.as_deref() == Some(&*path.to_string_lossy())
+            && tail.next() == Some("tmpfs")
+            && tail.next() == Some(ROOTFS_TMPFS)
+    })
+}
+
+/// Unmounts the unpack tmpfs at `rootfs`, if one is mounted there, so its
+/// pages return to the guest (once no mount namespace holds it any more).
+/// Returns whether there was one. `rootfs` must be canonical.
+pub fn release_rootfs(rootfs: &Path) -> io::Result<bool> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    if !has_rootfs_tmpfs(&info, rootfs) {
+        return Ok(false);
+    }
+    let c = crate::sys::cstr(rootfs)?;
+    // SAFETY: umount2 with a valid C string and flags.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
 /// Mounts the size-limited tmpfs (if asked) and checks the rootfs is empty.
 /// Returns whether a tmpfs was mounted.
 fn prepare_rootfs(spec: &UnpackSpec) -> Result<bool, UnpackError> {
@@ -345,7 +421,7 @@ fn prepare_rootfs(spec: &UnpackSpec) -> Result<bool, UnpackError> {
     }
     if let Some(size) = spec.tmpfs_size {
         crate::sys::mount(
-            "husk-rootfs",
+            ROOTFS_TMPFS,
             path,
             Some("tmpfs"),
             libc::MS_NOSUID | libc::MS_NODEV,
@@ -514,6 +590,18 @@ fn apply_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_rootfs_tmpfs_in_mountinfo() {
+        let info = "22 1 0:20 / /run rw - tmpfs tmpfs rw\n\
+                    40 22 0:40 / /run/c\\0401 rw,nosuid - tmpfs husk-rootfs rw,size=1k\n\
+                    41 22 0:41 / /run/share rw - virtiofs img rw\n";
+        assert!(has_rootfs_tmpfs(info, Path::new("/run/c 1")));
+        assert!(!has_rootfs_tmpfs(info, Path::new("/run/c")));
+        assert!(!has_rootfs_tmpfs(info, Path::new("/run/share")));
+        assert!(!has_rootfs_tmpfs(info, Path::new("/run")));
+        assert!(!has_rootfs_tmpfs("garbage\n - \n", Path::new("/")));
+    }
 
     #[test]
     fn media_types_and_digests() {
