@@ -6,5 +6,6 @@ pub mod devices;
 pub mod event_loop;
 pub mod exit;
 pub mod fs;
+pub mod image;
 pub mod trace;
 pub mod vstate;

@@ -13,6 +13,7 @@
 
 pub mod doctor;
 pub mod exit;
+pub mod image;
 pub mod vm;
 
 use std::ffi::OsString;
@@ -40,6 +41,8 @@ pub enum Command {
     Vm(vm::VmArgs),
     /// Check whether this host can run husk VMs, and how fast.
     Doctor,
+    #[command(flatten)]
+    Image(image::ImageCommand),
 }
 
 /// Prints `err` and its causes as one line: `husk: what: why: root cause`.
@@ -136,6 +139,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     match cli.command {
         Command::Vm(args) => vm::run(args),
         Command::Doctor => doctor::run(),
+        Command::Image(c) => image::run(c),
     }
 }
 

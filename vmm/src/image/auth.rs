@@ -1,0 +1,1 @@
+//! Registry credentials (in progress).
