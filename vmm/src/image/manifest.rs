@@ -76,7 +76,6 @@ pub struct Index {
 /// A manifest-shaped document of either kind.
 #[derive(Debug)]
 pub enum Document {
-    #[allow(dead_code)] // read by pull (next commit)
     Manifest(Manifest),
     Index(Index),
 }
