@@ -28,6 +28,10 @@ fn main() -> ExitCode {
         let code = husk_agent::container::init::main();
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
+    // Before any thread exists, so every thread and child inherits it.
+    if let Err(e) = husk_agent::container::privs::clear_inheritable() {
+        console::line(format_args!("cannot clear inheritable capabilities: {e}"));
+    }
     if sys::getpid() == 1 {
         husk_agent::init::run();
     }

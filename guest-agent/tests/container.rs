@@ -31,7 +31,7 @@ fn rootfs() -> Option<PathBuf> {
     fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
     for tool in [
         "sh", "echo", "cat", "hostname", "id", "ls", "sleep", "ps", "pwd", "grep", "wc", "kill",
-        "env", "true",
+        "env", "true", "mount",
     ] {
         symlink("busybox", dir.join("bin").join(tool)).unwrap();
     }
@@ -612,4 +612,80 @@ fn remove_releases_the_rootfs_tmpfs() {
     assert!(fs::read_dir(&root).unwrap().next().is_none());
     let _ = fs::remove_dir_all(&root);
     let _ = fs::remove_dir_all(&tree);
+}
+
+/// Container processes (first and exec'd) get Docker's default
+/// capabilities and no_new_privs: root inside cannot mount.
+#[test]
+fn container_processes_drop_capabilities() {
+    need_root!();
+    let Some(root) = rootfs() else { return };
+    let srv = Server::start();
+    let s = srv.session();
+    let probe =
+        "grep -E '^(CapInh|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status | tr -s '\\t' ' '; \
+                 mount -t tmpfs none /tmp 2>&1 && echo MOUNTED";
+    let expect = |out: &str| {
+        for line in [
+            "CapInh: 0000000000000000",
+            "CapEff: 00000000a80425fb",
+            "CapBnd: 00000000a80425fb",
+            "CapAmb: 0000000000000000",
+            "NoNewPrivs: 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "no {line:?} in {out}");
+        }
+        assert!(!out.contains("MOUNTED"), "{out}");
+        assert!(
+            out.contains("denied") || out.contains("not permitted"),
+            "{out}"
+        );
+    };
+    let p = create(
+        &s,
+        spec(
+            "caps",
+            &root,
+            &format!("{probe}; echo ready; exec sleep 600"),
+        ),
+    )
+    .unwrap();
+    let mut first = String::new();
+    while !first.contains("ready") {
+        match p.next_event().unwrap() {
+            husk_proto::client::ProcEvent::Stdout(b) => {
+                first.push_str(&String::from_utf8_lossy(&b))
+            }
+            other => panic!("{other:?} after {first}"),
+        }
+    }
+    expect(&first);
+    let e = s
+        .start_process(Request::Exec {
+            container: Some("caps".into()),
+            process: Box::new(ProcessSpec {
+                args: args(&["/bin/sh", "-c", probe]),
+                ..Default::default()
+            }),
+        })
+        .unwrap();
+    expect(&output(&e).0);
+    // A non-root user has no effective capabilities at all.
+    let e = s
+        .start_process(Request::Exec {
+            container: Some("caps".into()),
+            process: Box::new(ProcessSpec {
+                args: args(&["/bin/sh", "-c", "grep CapEff /proc/self/status"]),
+                user: Some("app".into()),
+                ..Default::default()
+            }),
+        })
+        .unwrap();
+    assert!(output(&e).0.contains("0000000000000000"));
+    s.call(Request::Stop {
+        proc: p.proc,
+        grace_ms: 2000,
+    })
+    .unwrap();
+    let _ = fs::remove_dir_all(&root);
 }

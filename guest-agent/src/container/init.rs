@@ -184,6 +184,8 @@ fn setup_and_start(reaper: &Reaper) -> Result<(i32, std::sync::mpsc::Receiver<Ex
         },
         rlimits: cfg.rlimits,
         ctty: cfg.tty,
+        drop_caps: super::privs::caps_to_drop(),
+        no_new_privs: true,
         ..Launch::default()
     };
     let stdio = [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()];

@@ -14,6 +14,7 @@
 
 pub mod binds;
 pub mod init;
+pub mod privs;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -357,6 +358,8 @@ impl Containers {
                 None => None,
             },
             ctty: process.tty,
+            drop_caps: privs::caps_to_drop(),
+            no_new_privs: true,
             ..Launch::default()
         };
         let plan = StdioPlan {

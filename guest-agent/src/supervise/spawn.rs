@@ -5,8 +5,9 @@
 //! in the order the kernel needs: join namespaces (the mount namespace
 //! changes what paths mean), leave or create others, join the cgroup (before
 //! the process can fork), new session and controlling terminal, rlimits,
-//! working directory, then supplementary groups, gid and uid last (after the
-//! uid switch nothing privileged is possible). The hook only makes raw
+//! working directory, the capability bounding set (needs CAP_SETPCAP), then
+//! supplementary groups, gid and uid (after the uid switch nothing
+//! privileged is possible), and `no_new_privs` last. The hook only makes raw
 //! system calls on data prepared before the fork, as async-signal safety
 //! requires in a multi-threaded parent.
 //!
@@ -68,6 +69,12 @@ pub struct Launch {
     pub ctty: bool,
     /// Extra descriptors for the child, as (fd, number it gets).
     pub extra_fds: Vec<(OwnedFd, RawFd)>,
+    /// Capabilities to drop from the bounding set (container processes;
+    /// see `container::privs`). The ambient set is cleared with them.
+    pub drop_caps: Vec<libc::c_int>,
+    /// Set `PR_SET_NO_NEW_PRIVS`: exec never grants privileges (set-id
+    /// bits and file capabilities are ignored).
+    pub no_new_privs: bool,
     /// Signals the child starts with blocked (otherwise none): a container
     /// init must not lose a signal between its exec and its own setup.
     pub blocked_signals: Vec<libc::c_int>,
@@ -151,6 +158,8 @@ pub fn spawn(
         cgroup_procs,
         ctty,
         pid_ns,
+        drop_caps,
+        no_new_privs,
         ..
     } = launch;
     let groups: Vec<libc::gid_t> = ids.groups.clone();
@@ -205,12 +214,36 @@ pub fn spawn(
             // `target`, which is what passes it on.
             check(unsafe { libc::dup2(fd.as_raw_fd(), *target) })?;
         }
+        if !drop_caps.is_empty() {
+            for &cap in &drop_caps {
+                // SAFETY: prctl with integer arguments. EINVAL means the
+                // kernel does not know the capability: nothing to drop.
+                let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+                if ret < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // SAFETY: prctl with integer arguments (clears the ambient set).
+            unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                    0,
+                    0,
+                    0,
+                )
+            };
+        }
         // SAFETY: `groups` is a valid array of `groups.len()` gids.
         check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
         // SAFETY: setgid/setuid take integers.
         check(unsafe { libc::setgid(ids.gid) })?;
         // SAFETY: as above.
         check(unsafe { libc::setuid(ids.uid) })?;
+        if no_new_privs {
+            // SAFETY: prctl with integer arguments.
+            check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+        }
         Ok(())
     };
     // SAFETY: the hook runs between fork and exec; it only makes raw system

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const TOOLS: &[&str] = &[
-    "sh", "echo", "cat", "hostname", "id", "ls", "sleep", "ps", "head", "tr", "wc", "grep",
+    "sh", "echo", "cat", "hostname", "id", "ls", "sleep", "ps", "head", "tr", "wc", "grep", "mount",
 ];
 
 fn hex(data: &[u8]) -> String {
@@ -307,6 +307,25 @@ fn drive(vsock: &Path, dir: &Path) -> bool {
         check(host == "from-guest\n", format!("host sees {host:?}"))?;
         check(!vol_host.join("y").exists(), "ro bind was writable")?;
         cx.s.call(Request::RemoveContainer { id: "vol".into() })
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    // Root in a container has Docker's default capabilities only.
+    cx.case("capabilities-dropped", |cx| {
+        cx.unpack("/run/c6", &cx.layer).map_err(|e| e.to_string())?;
+        let p = cx.container(
+            "caps",
+            "/run/c6",
+            "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; mount -t tmpfs none /tmp && echo MOUNTED",
+            Resources::default(),
+            false,
+        )?;
+        let (out, _, _) = output(&p)?;
+        check(
+            out.contains("00000000a80425fb") && out.contains("NoNewPrivs:\t1") && !out.contains("MOUNTED"),
+            format!("output {out:?}"),
+        )?;
+        cx.s.call(Request::RemoveContainer { id: "caps".into() })
             .map(drop)
             .map_err(|e| e.to_string())
     });

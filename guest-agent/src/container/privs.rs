@@ -1,0 +1,71 @@
+//! What root inside a container may do: the Docker / OCI default
+//! capability set, and `no_new_privs`.
+//!
+//! The container init itself keeps every capability (it mounts and
+//! pivots); the processes it starts for the app, and every `exec`, lose all
+//! capabilities outside [`DEFAULT_CAPS`] from their bounding set (so neither
+//! a root process nor a set-id or file-capability binary can regain them)
+//! and from the ambient set, and run with `PR_SET_NO_NEW_PRIVS`. The
+//! inheritable set is emptied once when the agent starts (a thread's set is
+//! inherited by the threads and children created after), since inheritable
+//! capabilities would otherwise survive a bounding-set drop into an
+//! exec'd root process. The list comes from the `caps` crate; the numbers
+//! to drop go up to the running kernel's `cap_last_cap`, so capabilities
+//! newer than the crate are dropped too.
+
+use caps::{CapSet, Capability};
+
+/// Docker's default capabilities (moby `oci/caps/defaults.go`).
+pub const DEFAULT_CAPS: [Capability; 14] = [
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_FSETID,
+    Capability::CAP_FOWNER,
+    Capability::CAP_MKNOD,
+    Capability::CAP_NET_RAW,
+    Capability::CAP_SETGID,
+    Capability::CAP_SETUID,
+    Capability::CAP_SETFCAP,
+    Capability::CAP_SETPCAP,
+    Capability::CAP_NET_BIND_SERVICE,
+    Capability::CAP_SYS_CHROOT,
+    Capability::CAP_KILL,
+    Capability::CAP_AUDIT_WRITE,
+];
+
+/// The highest capability number of the running kernel (the crate's own
+/// highest if /proc does not say).
+fn last_cap() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| caps::all().iter().map(|c| c.index()).max().unwrap_or(40))
+}
+
+/// Capability numbers a container process drops from its bounding set.
+pub fn caps_to_drop() -> Vec<libc::c_int> {
+    (0..=last_cap())
+        .filter(|n| !DEFAULT_CAPS.iter().any(|c| c.index() == *n))
+        .map(libc::c_int::from)
+        .collect()
+}
+
+/// Empties the calling thread's inheritable capabilities (see the module
+/// doc); call before the agent starts any thread.
+pub fn clear_inheritable() -> Result<(), caps::errors::CapsError> {
+    caps::clear(None, CapSet::Inheritable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_default_mask() {
+        let mask: u64 = DEFAULT_CAPS.iter().map(|c| c.bitmask()).sum();
+        assert_eq!(mask, 0xa80425fb);
+        let drop = caps_to_drop();
+        assert!(drop.contains(&(Capability::CAP_SYS_ADMIN.index() as libc::c_int)));
+        assert!(!drop.contains(&(Capability::CAP_CHOWN.index() as libc::c_int)));
+    }
+}
