@@ -484,3 +484,42 @@ fn disconnect_kills_the_connections_processes() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Closing stdin of a TTY process delivers end of file (VEOF), after a
+/// full line and after a partial one.
+#[test]
+fn closing_tty_stdin_gives_eof() {
+    need_root!();
+    let srv = Server::start();
+    let s = srv.session();
+    for input in [&b"one line\n"[..], b"partial", b""] {
+        let p = exec(
+            &s,
+            ProcessSpec {
+                args: args(&["/bin/sh", "-c", "stty -echo; echo go; cat; echo END"]),
+                tty: true,
+                stdin: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("go") {
+            match p.next_event().unwrap() {
+                ProcEvent::Stdout(b) => seen.extend(b),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if !input.is_empty() {
+            p.write_stdin(input).unwrap();
+        }
+        p.close_stdin().unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (status, _) = p.wait_with_output(&mut out, &mut err).unwrap();
+        let text = String::from_utf8_lossy(&out).replace('\r', "");
+        let want = String::from_utf8_lossy(input).into_owned();
+        assert!(text.contains(&want), "{text:?}");
+        assert!(text.contains("END"), "cat did not see EOF: {text:?}");
+        assert_eq!(status, ExitStatus::Code(0));
+    }
+}

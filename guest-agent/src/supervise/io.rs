@@ -258,9 +258,16 @@ fn pump_output(fd: &OwnedFd, stream: Stream, io: &ProcIo, outbox: &Outbox) {
 }
 
 /// Starts the thread writing queued stdin into `fd`, returning credit to the
-/// host as bytes are written. Dropping `fd` at the end gives the process EOF.
+/// host as bytes are written. When the host closes stdin: for a pipe,
+/// dropping `fd` gives the process end of file; for a terminal (`tty`, `fd`
+/// is the PTY master, which stays open for output) the terminal's VEOF
+/// character is written instead, as typing Ctrl-D would: in canonical mode
+/// a reader then sees end of file (VEOF twice when a partial line is
+/// pending: the first one only completes the line); a raw-mode app gets
+/// the character and decides itself.
 pub fn spawn_stdin_writer(
     fd: OwnedFd,
+    tty: bool,
     io: Arc<ProcIo>,
     outbox: Arc<Outbox>,
 ) -> io::Result<JoinHandle<()>> {
@@ -268,6 +275,7 @@ pub fn spawn_stdin_writer(
         .name(format!("in-{}", io.proc))
         .spawn(move || {
             let mut file = File::from(fd);
+            let mut last = b'\n';
             loop {
                 let chunk = {
                     let mut q = lock(&io.stdin);
@@ -282,12 +290,20 @@ pub fn spawn_stdin_writer(
                         q = io.stdin_cv.wait(q).unwrap_or_else(|e| e.into_inner());
                     }
                 };
-                let Some(chunk) = chunk else { return };
+                let Some(chunk) = chunk else {
+                    if tty {
+                        let eof = super::tty::veof(&file);
+                        let n = if last == b'\n' { 1 } else { 2 };
+                        let _ = file.write_all(&[eof; 2][..n]);
+                    }
+                    return;
+                };
                 if file.write_all(&chunk).is_err() {
                     // The process closed its stdin or exited.
                     io.close_stdin();
                     return;
                 }
+                last = chunk.last().copied().unwrap_or(last);
                 outbox.send_msg(Message::Credit {
                     proc: io.proc,
                     stream: Stream::Stdin,

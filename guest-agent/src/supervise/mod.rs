@@ -323,8 +323,9 @@ impl Pending {
                 Err(e) => crate::console::line(format_args!("cannot start output pump: {e}")),
             }
         }
+        let tty = self.proc.tty_master.is_some();
         if let Some(fd) = self.stdin.take() {
-            if let Err(e) = io::spawn_stdin_writer(fd, io.clone(), self.outbox.clone()) {
+            if let Err(e) = io::spawn_stdin_writer(fd, tty, io.clone(), self.outbox.clone()) {
                 crate::console::line(format_args!("cannot start stdin writer: {e}"));
             }
         }

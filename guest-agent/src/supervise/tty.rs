@@ -53,3 +53,18 @@ pub fn resize(master: &OwnedFd, size: TtySize) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The terminal's VEOF character (Ctrl-D unless the app changed it or
+/// disabled it, in which case Ctrl-D still goes in as a plain byte).
+pub fn veof(master: &impl AsRawFd) -> u8 {
+    // SAFETY: termios is plain data; tcgetattr fills it or fails.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr on an open descriptor with a valid termios pointer.
+    if unsafe { libc::tcgetattr(master.as_raw_fd(), &mut t) } < 0 {
+        return 4;
+    }
+    match t.c_cc[libc::VEOF] {
+        0 => 4,
+        c => c,
+    }
+}
