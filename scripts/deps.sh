@@ -13,6 +13,7 @@ if [ ${#packages[@]} -eq 0 ]; then
     linux-source-6.12 flex bison bc         # the guest kernel build
     libelf-dev libssl-dev cpio xz-utils
     python3 time                            # initramfs packing, benchmarks
+    docker-registry skopeo apache2-utils    # registry pull tests (registry, push, htpasswd)
   )
 fi
 

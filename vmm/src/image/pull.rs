@@ -62,6 +62,7 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Image,
         None => RegistryAuth::Anonymous,
     };
     let _ingest = store.blobs().lock_shared()?;
+    let _quiet = QuietLibraryLogs::new();
     // Fails only when a provider is installed already, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -363,6 +364,28 @@ impl Puller<'_> {
             }
             other => self.registry(other.to_string(), None),
         }
+    }
+}
+
+/// rustls-platform-verifier logs every refused certificate at error level,
+/// which would print a second (and third: reqwest retries) line beside our
+/// own one-line error that already carries the cause. So, unless `HUSK_LOG`
+/// asks for debug output, library logging is off while a pull runs.
+struct QuietLibraryLogs(log::LevelFilter);
+
+impl QuietLibraryLogs {
+    fn new() -> QuietLibraryLogs {
+        let prev = log::max_level();
+        if prev < log::LevelFilter::Debug {
+            log::set_max_level(log::LevelFilter::Off);
+        }
+        QuietLibraryLogs(prev)
+    }
+}
+
+impl Drop for QuietLibraryLogs {
+    fn drop(&mut self) {
+        log::set_max_level(self.0);
     }
 }
 

@@ -36,6 +36,11 @@ pub fn parse(s: &str) -> Result<Ref, ImageError> {
         return Err(bad("empty or surrounded by spaces".into()));
     }
     let oci = Reference::try_from(s).map_err(|e| bad(e.to_string()))?;
+    // The grammar oci-spec implements lets upper case through in paths;
+    // docker's does not (only a registry host may have it).
+    if oci.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(bad("repository names are lower case".into()));
+    }
     if let Some(d) = oci.digest() {
         if !d.starts_with("sha256:") {
             return Err(bad("only sha256 digests are supported".into()));

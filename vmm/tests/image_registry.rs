@@ -1,0 +1,554 @@
+//! `husk pull` against a real registry: Debian's `docker-registry` on
+//! 127.0.0.1 (plain, with htpasswd basic auth, with TLS), images built by
+//! `tests/images/mkimage.py` and pushed with `skopeo`. Needs no KVM and no
+//! network beyond the loopback. Each test skips (printing why) when
+//! docker-registry, skopeo, htpasswd, openssl or busybox are missing;
+//! `scripts/deps.sh` installs them.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn have_tools(extra: &[&str]) -> bool {
+    let mut need = vec![
+        "/usr/bin/docker-registry",
+        "/usr/bin/skopeo",
+        "/bin/busybox",
+    ];
+    need.extend_from_slice(extra);
+    for t in need {
+        if !Path::new(t).exists() {
+            eprintln!("skipping: {t} is missing (scripts/deps.sh installs it)");
+            return false;
+        }
+    }
+    true
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("husk-reg-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A registry process on 127.0.0.1, killed (by its pid) on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Registry {
+    fn start(dir: &Path, htpasswd: Option<(&str, &str)>, tls: Option<(&Path, &Path)>) -> Registry {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        );
+        if let Some((cert, key)) = tls {
+            cfg += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+        }
+        if let Some((user, pass)) = htpasswd {
+            let file = dir.join("htpasswd");
+            let out = Command::new("htpasswd")
+                .args(["-Bbc"])
+                .arg(&file)
+                .args([user, pass])
+                .output()
+                .unwrap();
+            ok(&out, "htpasswd");
+            cfg += &format!(
+                "auth:\n  htpasswd:\n    realm: husk-test\n    path: {}\n",
+                file.display()
+            );
+        }
+        let config = dir.join("config.yml");
+        std::fs::write(&config, cfg).unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "registry did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Pushes the OCI layout `layout` (its `latest` entry) as `name`.
+    fn push(&self, layout: &Path, name: &str, creds: Option<&str>, all: bool) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "-q", "--dest-tls-verify=false"]);
+        if all {
+            cmd.arg("--all");
+        }
+        if let Some(c) = creds {
+            cmd.args(["--dest-creds", c]);
+        }
+        cmd.arg(format!("oci:{}:latest", layout.display()));
+        cmd.arg(format!("docker://127.0.0.1:{}/{name}", self.port));
+        ok(&cmd.output().unwrap(), "skopeo copy");
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A busybox OCI layout (mkimage.py); returns (layout, manifest digest).
+fn mkimage(dir: &Path, extra: &[&str]) -> (PathBuf, String) {
+    let out = Command::new("python3")
+        .arg(repo().join("tests/images/mkimage.py"))
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    ok(&out, "mkimage.py");
+    let text = String::from_utf8(out.stdout).unwrap();
+    (
+        dir.to_path_buf(),
+        text.lines().last().unwrap().trim().to_string(),
+    )
+}
+
+struct Husk {
+    root: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Husk {
+    fn new(dir: &Path) -> Husk {
+        Husk {
+            root: dir.join("root"),
+            env: Vec::new(),
+        }
+    }
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_husk"))
+            .args(args)
+            .env("HUSK_ROOT", &self.root)
+            .env("HOME", &self.root)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("HUSK_REGISTRY_CA")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        )
+    }
+    /// The stored images (`husk images --json`).
+    fn images(&self) -> Vec<serde_json::Value> {
+        let (rc, out, err) = self.run(&["images", "--json"]);
+        assert_eq!(rc, 0, "{err}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap()
+    }
+    fn assert_clean(&self) {
+        let tmp = self.root.join("images/tmp");
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+        assert!(left.is_empty(), "temp files left in {}", tmp.display());
+    }
+}
+
+/// A failed command's one line on stderr.
+fn one_line(err: &str) {
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("husk: "), "{err:?}");
+}
+
+#[test]
+fn pull_anonymous_by_tag_and_digest_and_missing() {
+    if !have_tools(&[]) {
+        return;
+    }
+    let dir = scratch("anon");
+    let (layout, digest) = mkimage(&dir.join("img"), &["--layer-file", "/etc/hi=hello"]);
+    let reg = Registry::start(&dir, None, None);
+    reg.push(&layout, "bb:1", None, false);
+    let husk = Husk::new(&dir);
+    let name = format!("{}/bb:1", reg.host());
+    let (rc, out, err) = husk.run(&["pull", &name]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out.lines().last(), Some(name.as_str()));
+    assert!(
+        err.is_empty(),
+        "no progress bars without a terminal: {err:?}"
+    );
+    let imgs = husk.images();
+    assert_eq!(imgs[0]["manifest_digest"], digest.as_str());
+    assert_eq!(imgs[0]["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(imgs[0]["config"]["cmd"][0], "sh");
+    // Again (every blob present), then by digest.
+    assert_eq!(husk.run(&["pull", "-q", &name]).0, 0);
+    let by_digest = format!("{}/bb@{digest}", reg.host());
+    let (rc, out, err) = husk.run(&["pull", &by_digest]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out.trim(), by_digest);
+    // A tag the registry lacks: not found, nothing stored.
+    let (rc, _, err) = husk.run(&["pull", &format!("{}/bb:nope", reg.host())]);
+    assert_eq!(rc, 120, "{err}");
+    one_line(&err);
+    let (rc, _, err) = husk.run(&["pull", &format!("{}/nothere:1", reg.host())]);
+    assert_eq!(rc, 120, "{err}");
+    // A digest the registry lacks.
+    let missing = format!("{}/bb@sha256:{}", reg.host(), "0".repeat(64));
+    assert_eq!(husk.run(&["pull", &missing]).0, 120);
+    assert_eq!(husk.images().len(), 2);
+    husk.assert_clean();
+}
+
+#[test]
+fn registry_serving_wrong_bytes_is_an_integrity_error() {
+    if !have_tools(&[]) {
+        return;
+    }
+    let dir = scratch("tamper");
+    let (layout, _) = mkimage(&dir.join("img"), &[]);
+    let reg = Registry::start(&dir, None, None);
+    reg.push(&layout, "bb:1", None, false);
+    // Flip one byte of the (largest) layer blob in the registry's storage.
+    let blobs = reg.dir.join("data/docker/registry/v2/blobs/sha256");
+    let mut biggest: Option<(u64, PathBuf)> = None;
+    for a in std::fs::read_dir(&blobs).unwrap() {
+        for b in std::fs::read_dir(a.unwrap().path()).unwrap() {
+            let data = b.unwrap().path().join("data");
+            let len = std::fs::metadata(&data).unwrap().len();
+            if biggest.as_ref().is_none_or(|(l, _)| len > *l) {
+                biggest = Some((len, data));
+            }
+        }
+    }
+    let data = biggest.unwrap().1;
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    let husk = Husk::new(&dir);
+    let (rc, _, err) = husk.run(&["pull", &format!("{}/bb:1", reg.host())]);
+    assert_eq!(rc, 122, "{err}");
+    one_line(&err);
+    assert!(husk.images().is_empty());
+    husk.assert_clean();
+}
+
+#[test]
+fn unreachable_registry() {
+    let dir = scratch("unreach");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let husk = Husk::new(&dir);
+    let (rc, _, err) = husk.run(&["pull", &format!("127.0.0.1:{port}/bb:1")]);
+    assert_eq!(rc, 121, "{err}");
+    one_line(&err);
+    let (rc, _, err) = husk.run(&["pull", "UPPER/case"]);
+    assert_eq!(rc, 2, "{err}");
+    one_line(&err);
+}
+
+#[test]
+fn basic_auth_from_credentials_files() {
+    if !have_tools(&["/usr/bin/htpasswd"]) {
+        return;
+    }
+    let dir = scratch("auth");
+    let (layout, digest) = mkimage(&dir.join("img"), &[]);
+    let reg = Registry::start(&dir, Some(("alice", "s3cret")), None);
+    reg.push(&layout, "private/bb:1", Some("alice:s3cret"), false);
+    let name = format!("{}/private/bb:1", reg.host());
+    let auth_json = |user_pass: &str| {
+        use base64::Engine as _;
+        let b = base64::engine::general_purpose::STANDARD.encode(user_pass);
+        format!(r#"{{"auths":{{"{}":{{"auth":"{b}"}}}}}}"#, reg.host())
+    };
+    let good = dir.join("good.json");
+    let bad = dir.join("bad.json");
+    std::fs::write(&good, auth_json("alice:s3cret")).unwrap();
+    std::fs::write(&bad, auth_json("alice:wrong")).unwrap();
+    let mut husk = Husk::new(&dir);
+    // No credentials, then wrong ones: refused.
+    let (rc, _, err) = husk.run(&["pull", &name]);
+    assert_eq!(rc, 121, "{err}");
+    one_line(&err);
+    let (rc, _, err) = husk.run(&["pull", "--creds", bad.to_str().unwrap(), &name]);
+    assert_eq!(rc, 121, "{err}");
+    assert!(husk.images().is_empty());
+    // A --creds file that does not exist is a usage error.
+    assert_eq!(
+        husk.run(&["pull", "--creds", "/nonexistent.json", &name]).0,
+        2
+    );
+    // The right ones, from --creds and from $REGISTRY_AUTH_FILE.
+    let (rc, out, err) = husk.run(&["pull", "--creds", good.to_str().unwrap(), &name]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out.trim(), name);
+    assert_eq!(husk.images()[0]["manifest_digest"], digest.as_str());
+    assert_eq!(husk.run(&["rmi", &name]).0, 0);
+    husk.env
+        .push(("REGISTRY_AUTH_FILE".into(), good.display().to_string()));
+    assert_eq!(husk.run(&["pull", &name]).0, 0);
+    // And from the store root's auth.json.
+    husk.env.clear();
+    std::fs::copy(&good, husk.root.join("auth.json")).unwrap();
+    assert_eq!(husk.run(&["rmi", &name]).0, 0);
+    assert_eq!(husk.run(&["pull", &name]).0, 0);
+}
+
+/// An OCI layout whose `latest` is an index of an amd64 and an arm64 image.
+fn multi_arch(dir: &Path) -> (PathBuf, String) {
+    let (amd, amd_digest) = mkimage(&dir.join("amd"), &[]);
+    let (arm, _) = mkimage(&dir.join("arm"), &["--layer-file", "/arch=arm64"]);
+    // Put the arm image's blobs beside the amd one's.
+    for e in std::fs::read_dir(arm.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        let dest = amd.join("blobs/sha256").join(e.file_name());
+        if !dest.exists() {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+    let entry = |layout: &Path, arch: &str| {
+        let idx: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let mut m = idx["manifests"][0].clone();
+        m.as_object_mut().unwrap().remove("annotations");
+        m["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+        m
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&arm, "arm64"), entry(&amd, "amd64")],
+    });
+    let bytes = serde_json::to_vec(&index).unwrap();
+    use sha2::Digest as _;
+    let hex: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(amd.join("blobs/sha256").join(&hex), &bytes).unwrap();
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": bytes.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "latest"},
+        }],
+    });
+    std::fs::write(amd.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    (amd, amd_digest)
+}
+
+#[test]
+fn pull_of_an_index_takes_linux_amd64() {
+    if !have_tools(&[]) {
+        return;
+    }
+    let dir = scratch("index");
+    let (layout, amd_digest) = multi_arch(&dir);
+    let reg = Registry::start(&dir, None, None);
+    reg.push(&layout, "multi:1", None, true);
+    let husk = Husk::new(&dir);
+    let (rc, _, err) = husk.run(&["pull", &format!("{}/multi:1", reg.host())]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(husk.images()[0]["manifest_digest"], amd_digest.as_str());
+    // The same layout imports to the same image.
+    let (rc, out, err) = husk.run(&["import", "--tag", "multi:local", layout.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out.trim(), "docker.io/library/multi:local");
+    let (_, out, _) = husk.run(&["images", "--json"]);
+    assert_eq!(out.matches(&amd_digest).count(), 2);
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it (webpki refuses a
+/// self-signed CA certificate as a server's own).
+fn make_certs(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=husk-test-ca",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    ];
+    for s in steps {
+        if !run(s) {
+            return None;
+        }
+    }
+    Some((dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key")))
+}
+
+#[test]
+fn tls_registry_needs_its_ca_or_insecure() {
+    if !have_tools(&["/usr/bin/openssl"]) {
+        return;
+    }
+    let dir = scratch("tls");
+    let Some((ca, cert, key)) = make_certs(&dir) else {
+        eprintln!("skipping: openssl could not make test certificates");
+        return;
+    };
+    let (layout, digest) = mkimage(&dir.join("img"), &[]);
+    let reg = Registry::start(&dir, None, Some((&cert, &key)));
+    reg.push(&layout, "bb:1", None, false);
+    let name = format!("{}/bb:1", reg.host());
+    let mut husk = Husk::new(&dir);
+    // Untrusted certificate: the plain-HTTP fallback does not help either.
+    let (rc, _, err) = husk.run(&["pull", &name]);
+    assert_eq!(rc, 121, "{err}");
+    one_line(&err);
+    // --insecure accepts the unverified certificate.
+    let (rc, _, err) = husk.run(&["pull", "--insecure", &name]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(husk.run(&["rmi", &name]).0, 0);
+    // Trusting the CA verifies it.
+    husk.env
+        .push(("HUSK_REGISTRY_CA".into(), ca.display().to_string()));
+    let (rc, _, err) = husk.run(&["pull", &name]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(husk.images()[0]["manifest_digest"], digest.as_str());
+}
+
+/// A name other than `localhost` that /etc/hosts maps to 127.x: a
+/// "non-loopback" registry host by husk's rule (names are not resolved
+/// for it), reachable here without leaving the machine.
+fn loopback_alias() -> Option<String> {
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let ip = f.next()?;
+        if !ip.starts_with("127.") {
+            return None;
+        }
+        f.find(|n| {
+            !n.starts_with('#') && !n.eq_ignore_ascii_case("localhost") && !n.contains("localhost")
+        })
+        .map(str::to_string)
+    })
+}
+
+#[test]
+fn plain_http_only_for_loopback_or_insecure() {
+    if !have_tools(&[]) {
+        return;
+    }
+    let Some(alias) = loopback_alias() else {
+        eprintln!("skipping: /etc/hosts has no loopback alias other than localhost");
+        return;
+    };
+    let dir = scratch("insecure");
+    let (layout, _) = mkimage(&dir.join("img"), &[]);
+    let reg = Registry::start(&dir, None, None);
+    reg.push(&layout, "bb:1", None, false);
+    let name = format!("{alias}:{}/bb:1", reg.port);
+    let husk = Husk::new(&dir);
+    // Not loopback as written: HTTPS only, which a plain-HTTP registry fails.
+    let (rc, _, err) = husk.run(&["pull", &name]);
+    assert_eq!(rc, 121, "{err}");
+    one_line(&err);
+    assert!(husk.images().is_empty());
+    let (rc, out, err) = husk.run(&["pull", "--insecure", &name]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out.trim(), name);
+}
