@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use fuse_backend_rs::api::server::MetricsHook;
 use fuse_backend_rs::transport::{FuseChannel, FuseSession};
 
 use super::server::{prepare_server_thread, FsServer};
@@ -29,6 +30,9 @@ pub enum MountError {
     Spawn(#[source] std::io::Error),
 }
 
+/// A per-request hook (e.g. an opcode counter), shared by every worker thread.
+pub type RequestHook = Arc<dyn MetricsHook + Send + Sync>;
+
 /// A mounted share. Dropping it stops the workers and detaches the mount (`MNT_DETACH`), also
 /// when a test panics while holding it.
 pub struct HostMount {
@@ -47,6 +51,18 @@ impl HostMount {
         threads: usize,
         kernel_readonly: bool,
     ) -> Result<HostMount, MountError> {
+        Self::mount_with_hook(server, mountpoint, threads, kernel_readonly, None)
+    }
+
+    /// [`HostMount::mount`], calling `hook` around every request: benchmarks count the FUSE
+    /// round trips per operation with it.
+    pub fn mount_with_hook(
+        server: Arc<FsServer>,
+        mountpoint: &Path,
+        threads: usize,
+        kernel_readonly: bool,
+        hook: Option<RequestHook>,
+    ) -> Result<HostMount, MountError> {
         let session_err = |e: fuse_backend_rs::transport::Error| MountError::Session {
             path: mountpoint.to_path_buf(),
             reason: e.to_string(),
@@ -61,10 +77,10 @@ impl HostMount {
         };
         for i in 0..threads.max(1) {
             let channel = mount.session.new_channel().map_err(session_err)?;
-            let server = server.clone();
+            let (server, hook) = (server.clone(), hook.clone());
             let worker = std::thread::Builder::new()
                 .name(format!("husk-fuse-{i}"))
-                .spawn(move || serve(server, channel))
+                .spawn(move || serve(server, channel, hook))
                 .map_err(MountError::Spawn)?;
             mount.workers.push(worker);
         }
@@ -77,7 +93,7 @@ impl HostMount {
     }
 }
 
-fn serve(server: Arc<FsServer>, mut channel: FuseChannel) {
+fn serve(server: Arc<FsServer>, mut channel: FuseChannel, hook: Option<RequestHook>) {
     if let Err(e) = prepare_server_thread() {
         log::error!("fuse worker: {e}");
         return;
@@ -85,7 +101,12 @@ fn serve(server: Arc<FsServer>, mut channel: FuseChannel) {
     loop {
         match channel.get_request() {
             Ok(Some((reader, writer))) => {
-                if let Err(e) = server.handle_message(reader, writer.into(), None, None) {
+                if let Err(e) = server.handle_message(
+                    reader,
+                    writer.into(),
+                    None,
+                    hook.as_deref().map(|h| h as &dyn MetricsHook),
+                ) {
                     // A reply to a request the kernel already dropped (interrupted) fails with
                     // ENOENT; the session goes on. Only a dead device ends the loop.
                     if let fuse_backend_rs::Error::EncodeMessage(ref io) = e {
