@@ -25,6 +25,14 @@
 //! - **open flags**: `O_PATH` and `O_TMPFILE` from the guest are refused;
 //! - **descriptor budget**: see [`super::budget`];
 //! - **no DAX**: there is no DAX window, so mapping requests get `ENOSYS`.
+//!
+//! # Round trips
+//! The passthrough used on its own (not under fuse-backend-rs's `Vfs`) negotiates nothing at
+//! INIT but READDIRPLUS, and answers every open with options that make the client send a FLUSH
+//! on each `close(2)`. This layer negotiates what virtiofsd does ([`INIT_WANTED`]) and answers
+//! file opens with `FOPEN_NOFLUSH` ([`open_options`]); together with the negative LOOKUP
+//! entries ([`ConfinedFs::with_negative_timeout`]) that is what lets a create+close cost two
+//! requests (LOOKUP miss, CREATE) plus the RELEASE instead of four.
 
 use std::ffi::CStr;
 use std::io;
@@ -50,6 +58,38 @@ const RENAME_ALLOWED: u32 = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE;
 /// The `__O_TMPFILE` bit alone (`O_TMPFILE` includes `O_DIRECTORY`).
 const O_TMPFILE_BIT: i32 = libc::O_TMPFILE & !libc::O_DIRECTORY;
 const SET_ID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
+/// `FOPEN_NOFLUSH` (protocol 7.35; fuse-backend-rs 0.14's `OpenOptions` lacks the name).
+const FOPEN_NOFLUSH: u32 = 1 << 5;
+
+/// INIT flags negotiated on top of the passthrough's own (READDIRPLUS), when the client offers
+/// them; the same set virtiofsd enables by default. Each one is safe for a passthrough whose
+/// every operation is a positional host system call and which is safe to call from several
+/// threads:
+/// - `ASYNC_READ`: several READs of one file may be in flight (the guest's readahead);
+/// - `PARALLEL_DIROPS`: LOOKUP and READDIR in one directory are not serialised by the client;
+/// - `BIG_WRITES` + `MAX_PAGES`: WRITEs and READs of up to 1 MiB (the size the virtio-fs
+///   device's `MAX_REQUEST_BYTES` and the `/dev/fuse` session's buffer are built for) instead of
+///   one page, i.e. 256x fewer requests for large files;
+/// - `ATOMIC_O_TRUNC`: `open(O_TRUNC)` carries the truncation in OPEN instead of a following
+///   SETATTR (an open with `O_TRUNC` is a write, refused with `EROFS` on read-only shares).
+pub const INIT_WANTED: FsOptions = FsOptions::ASYNC_READ
+    .union(FsOptions::PARALLEL_DIROPS)
+    .union(FsOptions::BIG_WRITES)
+    .union(FsOptions::MAX_PAGES)
+    .union(FsOptions::ATOMIC_O_TRUNC);
+
+/// The passthrough's open options for a regular file plus `FOPEN_NOFLUSH`, which spares the
+/// client the FLUSH request it otherwise sends on every `close(2)`. The passthrough's FLUSH only
+/// emulates a host `close` (dup + close of the host descriptor): no data waits in the server
+/// (every WRITE is a host `pwrite` and the mount has no writeback cache), POSIX locks are not
+/// negotiated (the client keeps them locally), so the one thing lost is a close-time error
+/// from a host file system that reports errors only on `close` (NFS). The kernel ignores the flag
+/// when writeback caching is on, where FLUSH must push cached data.
+pub fn open_options(opts: OpenOptions) -> OpenOptions {
+    // SAFETY: `OpenOptions` is a plain `u32` bit set with no invariant on unknown bits (it is
+    // copied to `fuse_open_out.open_flags` as is); bit 5 is FOPEN_NOFLUSH in the FUSE ABI.
+    opts | unsafe { OpenOptions::from_bits_unchecked(FOPEN_NOFLUSH) }
+}
 
 fn err(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
@@ -175,8 +215,10 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         // while the descriptors stay open.
         self.inner.destroy();
         self.budget.clear();
-        // No DAX window exists, so never advertise per-file DAX.
-        self.inner.init(capable - FsOptions::PERFILE_DAX)
+        // No DAX window exists, so never advertise per-file DAX. The server enables the
+        // intersection of what the client offers and what this returns.
+        let wanted = self.inner.init(capable - FsOptions::PERFILE_DAX)?;
+        Ok(wanted | INIT_WANTED)
     }
 
     fn destroy(&self) {
@@ -346,7 +388,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         self.with_handle(|| {
             self.inner
                 .open(ctx, inode, flags, fuse_flags)
-                .map(|(h, o, p)| (h, (o, p)))
+                .map(|(h, o, p)| (h, (open_options(o), p)))
         })
         .map(|(h, (o, p))| (h, o, p))
     }
@@ -368,7 +410,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
                 .map(|(e, h, o, p)| (h, (e, o, p)))
         })?;
         match self.admit(ctx, entry) {
-            Ok(entry) => Ok((entry, handle, opts, passthrough)),
+            Ok(entry) => Ok((entry, handle, open_options(opts), passthrough)),
             Err(e) => {
                 if let Some(h) = handle {
                     let _ = self.release(ctx, entry.inode, 0, h, false, false, None);

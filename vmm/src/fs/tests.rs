@@ -411,3 +411,29 @@ fn repeated_init_drops_inodes_and_handles_with_the_budget() {
     );
     assert!(fs.lookup(&c, ROOT, &cs("f")).is_ok());
 }
+
+#[test]
+fn init_negotiates_virtiofsd_flags_and_opens_skip_flush() {
+    let dir = TempDir::new().unwrap();
+    let s = share(dir.as_path(), false, 100);
+    let (fs, c) = (s.fs(), ctx());
+    // The server enables the intersection with what the client offers.
+    let want = fs.init(FsOptions::all()).unwrap();
+    assert!(want.contains(super::confined::INIT_WANTED | FsOptions::DO_READDIRPLUS));
+    assert!(!want.contains(FsOptions::WRITEBACK_CACHE | FsOptions::PERFILE_DAX));
+
+    let noflush = 1 << 5;
+    let (e, h, opts, _) = fs.create(&c, ROOT, &cs("f"), create_in(0o644)).unwrap();
+    assert_ne!(opts.bits() & noflush, 0, "CREATE answers FOPEN_NOFLUSH");
+    fs.release(&c, e.inode, 0, h.unwrap(), false, false, None)
+        .unwrap();
+    let (h, opts, _) = fs.open(&c, e.inode, libc::O_RDONLY as u32, 0).unwrap();
+    assert_ne!(opts.bits() & noflush, 0, "OPEN answers FOPEN_NOFLUSH");
+    fs.release(&c, e.inode, 0, h.unwrap(), false, false, None)
+        .unwrap();
+    assert_eq!(
+        fs.budget().used(),
+        1,
+        "the node only, both handles released"
+    );
+}
