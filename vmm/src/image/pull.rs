@@ -173,6 +173,8 @@ impl Puller<'_> {
         for l in &m.layers {
             self.fetch_layer(&client, l, &bars).await?;
         }
+        // Leave the terminal as it was: the name printed next is the result.
+        let _ = bars.clear();
         let blobs = self.store.blobs();
         blobs.put_bytes("image config", &config, &m.config.digest)?;
         blobs.put_bytes("image manifest", &bytes, &manifest_digest)?;

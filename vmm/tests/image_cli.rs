@@ -1,0 +1,191 @@
+//! `husk import`, `husk images`, `husk rmi` through the real binary, on
+//! images made by `tests/images/mkimage.py` (skipped, saying why, without
+//! python3 or busybox): names, output, exit statuses, one-line errors,
+//! nothing left behind, and concurrent imports into one store.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("husk-imgcli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn husk(root: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_husk"))
+        .args(args)
+        .env("HUSK_ROOT", root)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// mkimage.py OUT [args]: returns the manifest digest it printed.
+fn mkimage(out: &Path, args: &[&str]) -> Option<String> {
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("skipping: /bin/busybox is missing (scripts/deps.sh installs busybox-static)");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/images/mkimage.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .arg(out)
+        .args(args)
+        .output()
+        .ok()?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Some(
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .last()?
+            .trim()
+            .to_string(),
+    )
+}
+
+fn one_line_error(err: &str) {
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(
+        err.starts_with("husk: ") && !err.contains("panicked"),
+        "{err:?}"
+    );
+}
+
+fn no_temp_files(root: &Path) {
+    let n = std::fs::read_dir(root.join("images/tmp")).unwrap().count();
+    assert_eq!(n, 0, "temp files left behind");
+}
+
+#[test]
+fn import_layout_and_docker_archive_then_list_and_remove() {
+    let dir = scratch("flow");
+    let root = dir.join("root");
+    let layout = dir.join("layout");
+    let archive = dir.join("img.tar");
+    let Some(digest) = mkimage(
+        &layout,
+        &[
+            "--docker-archive",
+            archive.to_str().unwrap(),
+            "--name",
+            "husk-test/bb:1",
+        ],
+    ) else {
+        return;
+    };
+    // mkimage's ref.name is a bare tag (`latest`): the digest names the image.
+    let (rc, out, err) = husk(&root, &["import", layout.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out.lines().last(), Some(digest.as_str()));
+    let (rc, out, _) = husk(
+        &root,
+        &["import", "--tag", "bb:local", layout.to_str().unwrap()],
+    );
+    assert_eq!(rc, 0);
+    assert_eq!(out.lines().last(), Some("docker.io/library/bb:local"));
+    let (rc, out, err) = husk(&root, &["import", archive.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out.lines().last(), Some("docker.io/husk-test/bb:1"));
+
+    let (rc, table, _) = husk(&root, &["images"]);
+    assert_eq!(rc, 0);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("ID") && lines[0].contains("CREATED")
+    );
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(
+        table.contains("bb:local") && table.contains("husk-test/bb:1") && table.contains("<none>")
+    );
+    assert!(table.contains(&digest[7..19]));
+    let (_, json, _) = husk(&root, &["images", "--json"]);
+    let imgs: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(imgs.len(), 3);
+    assert!(imgs.iter().all(|i| i["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:")));
+
+    // rmi by name; by id removes every name of that image.
+    let (rc, out, _) = husk(&root, &["rmi", "bb:local"]);
+    assert_eq!(
+        (rc, out.trim()),
+        (0, "Untagged: docker.io/library/bb:local")
+    );
+    let (rc, _, err) = husk(&root, &["rmi", "bb:local", "husk-test/bb:1"]);
+    assert_eq!(rc, 120, "the first failure's status");
+    one_line_error(&err);
+    let (rc, _, _) = husk(&root, &["rmi", &digest[7..19]]);
+    assert_eq!(rc, 0);
+    let (_, table, _) = husk(&root, &["images"]);
+    assert_eq!(table.lines().count(), 1, "{table}");
+    no_temp_files(&root);
+}
+
+#[test]
+fn errors_are_one_line_with_their_status() {
+    let dir = scratch("errors");
+    let root = dir.join("root");
+    let junk = dir.join("junk.tar");
+    std::fs::write(&junk, b"this is not a tar archive, not even close...").unwrap();
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cases: [(&[&str], i32); 6] = [
+        (&["import", "/nonexistent/image.tar"], 2),
+        (&["import", junk.to_str().unwrap()], 122),
+        (&["import", empty.to_str().unwrap()], 122),
+        (
+            &["import", "--tag", "Not A Name", empty.to_str().unwrap()],
+            2,
+        ),
+        (&["rmi", "nothere:1"], 120),
+        (&["rmi", "sha256:nothex"], 2),
+    ];
+    for (args, status) in cases {
+        let (rc, out, err) = husk(&root, args);
+        assert_eq!(rc, status, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        one_line_error(&err);
+    }
+    let (_, table, _) = husk(&root, &["images"]);
+    assert_eq!(table.lines().count(), 1);
+    no_temp_files(&root);
+}
+
+#[test]
+fn concurrent_imports_into_one_store_all_land() {
+    let dir = scratch("concurrent");
+    let root = dir.join("root");
+    let layout = dir.join("layout");
+    if mkimage(&layout, &[]).is_none() {
+        return;
+    }
+    let procs: Vec<_> = (0..6)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_husk"))
+                .args([
+                    "import",
+                    "--tag",
+                    &format!("p{i}:1"),
+                    layout.to_str().unwrap(),
+                ])
+                .env("HUSK_ROOT", &root)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut p in procs {
+        assert!(p.wait().unwrap().success());
+    }
+    let (_, json, _) = husk(&root, &["images", "--json"]);
+    let imgs: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(imgs.len(), 6);
+    no_temp_files(&root);
+}
