@@ -552,3 +552,33 @@ fn plain_http_only_for_loopback_or_insecure() {
     assert_eq!(rc, 0, "{err}");
     assert_eq!(out.trim(), name);
 }
+
+#[test]
+fn concurrent_pulls_share_one_store() {
+    if !have_tools(&[]) {
+        return;
+    }
+    let dir = scratch("concurrent");
+    let (layout, digest) = mkimage(&dir.join("img"), &[]);
+    let reg = Registry::start(&dir, None, None);
+    reg.push(&layout, "bb:1", None, false);
+    reg.push(&layout, "bb:2", None, false);
+    let husk = Husk::new(&dir);
+    let procs: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_husk"))
+                .args(["pull", &format!("{}/bb:{}", reg.host(), 1 + i % 2)])
+                .env("HUSK_ROOT", &husk.root)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut p in procs {
+        assert!(p.wait().unwrap().success());
+    }
+    let imgs = husk.images();
+    assert_eq!(imgs.len(), 2);
+    assert!(imgs.iter().all(|i| i["manifest_digest"] == digest.as_str()));
+    husk.assert_clean();
+}
