@@ -13,7 +13,9 @@
 //! when that is a full reference (it has a `/`, `:` or `@`). A bare
 //! `ref.name` (`latest`, `v1`, as skopeo and `docker save` write it) is only
 //! a tag with no repository to go with it, so it names nothing: such an
-//! image, like one with no name at all, is stored under its manifest digest.
+//! image, like one with no name at all, is stored under its manifest digest
+//! — unless the layout is a Docker 25+ `docker save` archive, whose
+//! `manifest.json` then lends its `RepoTags`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -33,7 +35,11 @@ pub fn import(store: &Store, path: &Path, tag: Option<&str>) -> Result<Vec<Image
     let _ingest = store.blobs().lock_shared()?;
     let mut src = open_source(store, path)?;
     let found = if src.exists("oci-layout") && src.exists("index.json") {
-        import_oci(store, src.as_mut())?
+        let mut found = import_oci(store, src.as_mut())?;
+        if src.exists("manifest.json") {
+            name_from_repo_tags(store, src.as_mut(), &mut found)?;
+        }
+        found
     } else if src.exists("manifest.json") {
         import_docker(store, src.as_mut())?
     } else {
@@ -374,6 +380,32 @@ fn import_manifest(
         .blobs()
         .put_bytes("image manifest", &bytes, &desc.digest)?;
     Ok(desc.digest.clone())
+}
+
+/// A `docker save` archive of Docker 25 or later is an OCI layout too,
+/// with a `manifest.json` beside it. An image the OCI side left nameless
+/// takes the `RepoTags` of the manifest.json entry with the same config.
+fn name_from_repo_tags(
+    store: &Store,
+    src: &mut dyn Source,
+    found: &mut Found,
+) -> Result<(), ImageError> {
+    let entries: Vec<DockerEntry> = serde_json::from_slice(&read_small(src, "manifest.json")?)
+        .map_err(|e| ImageError::Malformed(format!("manifest.json is malformed: {e}")))?;
+    for (names, d) in found.iter_mut().filter(|(n, _)| n.is_empty()) {
+        let config = store.read_manifest(d)?.config.digest;
+        for e in entries
+            .iter()
+            .filter(|e| digest_in_path(&e.config).as_deref() == Some(&config))
+        {
+            for t in e.repo_tags.iter().flatten() {
+                let n = reference::parse_name(t)
+                    .map_err(|err| ImageError::Malformed(format!("manifest.json: {err}")))?;
+                names.push(n.name);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]

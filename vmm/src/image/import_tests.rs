@@ -347,3 +347,36 @@ fn rmi_then_gc_frees_only_unreferenced() {
     assert!(!s.blobs().contains(&img_a.manifest_digest));
     assert!(s.resolve("x.io/b:1").is_ok());
 }
+
+#[test]
+fn docker_25_archive_names_from_repo_tags() {
+    // An OCI layout whose index.json names only a tag, with a docker
+    // manifest.json beside it, as `docker save` writes since Docker 25.
+    let (s, root) = store("docker25");
+    let src = root.join("layout");
+    fs::create_dir_all(&src).unwrap();
+    let l = layer("a", b"x");
+    let m = oci_image(&src, std::slice::from_ref(&l));
+    oci_layout(&src, vec![named(m.clone(), "latest")]);
+    let mbytes = fs::read(
+        src.join("blobs/sha256")
+            .join(digest::hex_of(m["digest"].as_str().unwrap()).unwrap()),
+    )
+    .unwrap();
+    let mj: serde_json::Value = serde_json::from_slice(&mbytes).unwrap();
+    let cfg_hex = digest::hex_of(mj["config"]["digest"].as_str().unwrap())
+        .unwrap()
+        .to_string();
+    let lhex = digest::hex_of(&digest::of(&l)).unwrap().to_string();
+    let manifest = json!([{"Config": format!("blobs/sha256/{cfg_hex}"), "RepoTags": ["app:3"],
+        "Layers": [format!("blobs/sha256/{lhex}")]}]);
+    fs::write(
+        src.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    let imgs = import(&s, &src, None).unwrap();
+    assert_eq!(imgs.len(), 1);
+    assert_eq!(imgs[0].name, "docker.io/library/app:3");
+    assert_eq!(imgs[0].manifest_digest, m["digest"].as_str().unwrap());
+}

@@ -275,7 +275,7 @@ impl Store {
         &self.blobs
     }
 
-    fn read_manifest(&self, digest: &str) -> Result<manifest::Manifest, ImageError> {
+    pub(crate) fn read_manifest(&self, digest: &str) -> Result<manifest::Manifest, ImageError> {
         let bytes = self.blobs.read_json(digest)?;
         manifest::Manifest::parse(&bytes, digest)
     }
