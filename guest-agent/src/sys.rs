@@ -205,3 +205,24 @@ pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     let write = unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[1]) };
     Ok((read, write))
 }
+
+/// Duplicates descriptor `fd` of process `pid` into this process
+/// (`pidfd_open` + `pidfd_getfd`; the copy is close-on-exec). Needs ptrace
+/// rights over `pid`: the agent has them over its own children.
+pub fn take_fd(pid: libc::pid_t, fd: libc::c_int) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes integers; returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as libc::c_int) };
+    // SAFETY: pidfd_getfd takes integers; returns a new fd or -1.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    Ok(unsafe { OwnedFd::from_raw_fd(got as libc::c_int) })
+}

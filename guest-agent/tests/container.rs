@@ -31,7 +31,7 @@ fn rootfs() -> Option<PathBuf> {
     fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
     for tool in [
         "sh", "echo", "cat", "hostname", "id", "ls", "sleep", "ps", "pwd", "grep", "wc", "kill",
-        "env", "true", "mount",
+        "env", "true", "mount", "tty", "stty",
     ] {
         symlink("busybox", dir.join("bin").join(tool)).unwrap();
     }
@@ -254,11 +254,54 @@ fn tty_in_a_container() {
     let Some(root) = rootfs() else { return };
     let srv = Server::start();
     let s = srv.session();
-    let mut sp = spec("tty", &root, "[ -t 0 ] && [ -t 1 ] && echo is-a-tty");
+    // The terminal comes from the container's own devpts: ttyname works,
+    // for the first process and for an exec; stdin EOF arrives as VEOF.
+    let mut sp = spec(
+        "tty",
+        &root,
+        "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; tty; stty size; cat; echo END",
+    );
     sp.process.tty = true;
+    sp.process.stdin = true;
+    sp.process.tty_size = Some(husk_proto::TtySize { rows: 33, cols: 99 });
     let p = create(&s, sp).unwrap();
+    let mut seen = String::new();
+    while !seen.contains("33 99") {
+        match p.next_event().unwrap() {
+            husk_proto::client::ProcEvent::Stdout(b) => seen.push_str(&String::from_utf8_lossy(&b)),
+            other => panic!("{other:?} after {seen:?}"),
+        }
+    }
+    let e = s
+        .start_process(Request::Exec {
+            container: Some("tty".into()),
+            process: Box::new(ProcessSpec {
+                args: args(&["/bin/sh", "-c", "tty; stty size"]),
+                tty: true,
+                tty_size: Some(husk_proto::TtySize { rows: 11, cols: 22 }),
+                ..Default::default()
+            }),
+        })
+        .unwrap();
+    let (exec_out, _, status) = output(&e);
+    assert_eq!(status, ExitStatus::Code(0), "{exec_out}");
+    assert!(
+        exec_out.contains("/dev/pts/1") && exec_out.contains("11 22"),
+        "{exec_out:?}"
+    );
+    s.call(Request::ResizeTty {
+        proc: p.proc,
+        rows: 40,
+        cols: 120,
+    })
+    .unwrap();
+    p.write_stdin(b"typed\n").unwrap();
+    p.close_stdin().unwrap();
     let (out, _, status) = output(&p);
+    let out = seen + &out;
     assert!(out.contains("is-a-tty"), "{out:?}");
+    assert!(out.contains("/dev/pts/0"), "ttyname failed: {out:?}");
+    assert!(out.contains("typed") && out.contains("END"), "{out:?}");
     assert_eq!(status, ExitStatus::Code(0));
     let _ = fs::remove_dir_all(&root);
 }

@@ -4,7 +4,8 @@
 //! mount a virtio-fs share of image blobs, unpack with digest verification
 //! (and refuse a tampered blob), run containers (hostname, PID namespace,
 //! exit code, a read-write share bound into a container read-write and
-//! read-only, Docker's default capabilities (mount refused), stdin round trip, exec into a running one, from the same and from a
+//! read-only, Docker's default capabilities (mount refused), a TTY
+//! container (ttyname, stdin EOF), stdin round trip, exec into a running one, from the same and from a
 //! second connection, stop with SIGTERM),
 //! cgroup v2 OOM and pids.max in the pure-v2 guest, and a clean shutdown
 //! that powers the guest off (`husk vm` exits 0).
@@ -58,6 +59,7 @@ fn agent_serves_a_real_guest_over_vsock() {
         "remove",
         "volume-bind",
         "capabilities-dropped",
+        "tty-container",
         "stdin-and-exec",
         "exec-from-second-connection",
         "stop",

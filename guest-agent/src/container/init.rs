@@ -10,24 +10,29 @@
 //! When the app exits it writes `code N` / `signal N` to fd 4 and exits; the
 //! kernel then kills whatever is left in the namespace.
 //!
-//! Protocol on fd 4 (one line each): `started <pid>` once the app runs, or
-//! `error <message>` if setup failed; later the final status line.
+//! With a TTY the init opens the app's terminal from the container's own
+//! devpts (so the app finds it under /dev/pts) and keeps the master open;
+//! the agent copies it with `pidfd_getfd`.
+//!
+//! Protocol on fd 4 (one line each): `started <pid>` once the app runs
+//! (`started <pid> <master fd>` with a TTY), or `error <message>` if setup
+//! failed; later the final status line.
 
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, DirBuilderExt};
 use std::path::Path;
 use std::process::Stdio;
 
-use husk_proto::MountSpec;
+use husk_proto::{MountSpec, TtySize};
 use serde::{Deserialize, Serialize};
 
 use super::binds;
 use crate::reaper::{Exit, Reaper};
 use crate::rooted::Root;
-use crate::supervise::{spawn, Ids, Launch};
+use crate::supervise::{spawn, tty, Ids, Launch};
 use crate::sys;
 
 /// Descriptor the agent passes the configuration on.
@@ -48,6 +53,8 @@ pub struct InitConfig {
     pub groups: Vec<u32>,
     pub rlimits: Vec<(i32, u64, u64)>,
     pub tty: bool,
+    #[serde(default)]
+    pub tty_size: Option<TtySize>,
     #[serde(default)]
     pub mounts: Vec<MountSpec>,
 }
@@ -95,8 +102,13 @@ pub fn main() -> i32 {
             return 127;
         }
     };
-    let (pid, exit) = app;
-    let _ = writeln!(status, "started {pid}");
+    // The terminal master stays open here for the container's life: the
+    // agent copies it with pidfd_getfd after reading this line.
+    let (pid, exit, master) = app;
+    let _ = match &master {
+        Some(m) => writeln!(status, "started {pid} {}", m.as_raw_fd()),
+        None => writeln!(status, "started {pid}"),
+    };
     detach_stdio();
     for &sig in &signals {
         let _ = sys::install_noop_handler(sig);
@@ -130,7 +142,10 @@ pub fn forwardable_signals() -> Vec<libc::c_int> {
         .collect()
 }
 
-fn setup_and_start(reaper: &Reaper) -> Result<(i32, std::sync::mpsc::Receiver<Exit>), InitError> {
+/// The app's pid, its exit, and its terminal's master (with a TTY).
+type Started = (i32, std::sync::mpsc::Receiver<Exit>, Option<OwnedFd>);
+
+fn setup_and_start(reaper: &Reaper) -> Result<Started, InitError> {
     // SAFETY: fd 3 was placed by the agent for us; we take ownership once.
     let config_file = unsafe { File::from_raw_fd(CONFIG_FD) };
     let mut text = Vec::new();
@@ -159,6 +174,18 @@ fn setup_and_start(reaper: &Reaper) -> Result<(i32, std::sync::mpsc::Receiver<Ex
     enter_root(Path::new(&cfg.rootfs))?;
     mount_inside()?;
     let root = Root::open(Path::new("/")).map_err(setup_err("cannot open the new root"))?;
+    // A terminal from the container's own devpts: the app finds it as
+    // /dev/pts/N (ttyname works), which one from the agent's could not be.
+    let pty = if cfg.tty {
+        let master = tty::open_ptmx(root.fd(), Path::new("dev/pts/ptmx"))
+            .map_err(setup_err("cannot open /dev/pts/ptmx"))?;
+        Some(
+            tty::pair_from_ptmx(master, cfg.tty_size)
+                .map_err(setup_err("cannot open a terminal"))?,
+        )
+    } else {
+        None
+    };
     for b in &binds {
         binds::attach(b, &root).map_err(setup_err(format!(
             "cannot mount a volume at {}",
@@ -188,8 +215,20 @@ fn setup_and_start(reaper: &Reaper) -> Result<(i32, std::sync::mpsc::Receiver<Ex
         no_new_privs: true,
         ..Launch::default()
     };
-    let stdio = [Stdio::inherit(), Stdio::inherit(), Stdio::inherit()];
-    Ok(spawn::spawn(launch, stdio, reaper)?)
+    let (stdio, master) = match pty {
+        Some((master, slave)) => {
+            let dup = |fd: &OwnedFd| fd.try_clone().map_err(setup_err("cannot dup the terminal"));
+            let stdio = [
+                Stdio::from(dup(&slave)?),
+                Stdio::from(dup(&slave)?),
+                Stdio::from(slave),
+            ];
+            (stdio, Some(master))
+        }
+        None => ([Stdio::inherit(), Stdio::inherit(), Stdio::inherit()], None),
+    };
+    let (pid, exit) = spawn::spawn(launch, stdio, reaper)?;
+    Ok((pid, exit, master))
 }
 
 /// Makes `rootfs` the root of this (already private) mount namespace
@@ -317,7 +356,6 @@ fn detach_stdio() {
         .write(true)
         .open("/dev/null")
     {
-        use std::os::fd::AsRawFd;
         for fd in 0..=2 {
             // SAFETY: dup2 onto our standard descriptors.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };

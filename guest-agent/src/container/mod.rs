@@ -30,6 +30,7 @@ use crate::cgroup::{self, CgroupError};
 use crate::console;
 use crate::outbox::Outbox;
 use crate::rooted::Root;
+use crate::supervise::tty::{self, PtySource};
 use crate::supervise::{
     oom_kills, ExitSource, Launch, OomWatch, Pending, PidNs, StdioPlan, SuperviseError, Supervisor,
 };
@@ -72,6 +73,8 @@ pub enum ContainerError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot set up the container's terminal")]
+    Terminal(#[source] io::Error),
     #[error("cannot open the namespaces of container {0:?}")]
     Namespaces(String, #[source] io::Error),
 }
@@ -248,12 +251,15 @@ impl Containers {
             blocked_signals: init::forwardable_signals(),
             ..Launch::default()
         };
+        // The init opens the terminal inside the container's own devpts, so
+        // the app finds it under /dev/pts (ttyname works), and reports it.
         let plan = StdioPlan {
             tty: spec.process.tty,
             size: spec.process.tty_size,
+            pty: PtySource::InChild,
             stdin: spec.process.stdin,
         };
-        let pending = supervisor.start(
+        let mut pending = supervisor.start(
             launch,
             plan,
             conn,
@@ -283,6 +289,7 @@ impl Containers {
             groups: ids.groups,
             rlimits,
             tty: spec.process.tty,
+            tty_size: spec.process.tty_size,
             mounts: spec.mounts.clone(),
         };
         let json = serde_json::to_vec(&config).map_err(|e| pipe_err(e.into()))?;
@@ -290,6 +297,16 @@ impl Containers {
         drop(cfg_w);
         let first = read_line(&mut status_first).map_err(pipe_err)?;
         match first.split_once(' ') {
+            Some(("started", rest)) if spec.process.tty => {
+                // `started <app pid> <fd of the terminal master in the init>`
+                let fd = rest
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| ContainerError::Init(format!("no terminal in {first:?}")))?;
+                let master = crate::sys::take_fd(pid, fd).map_err(ContainerError::Terminal)?;
+                pending.attach_tty(master)?;
+            }
             Some(("started", _)) => {}
             Some(("error", msg)) => return Err(ContainerError::Init(msg.to_owned())),
             _ => return Err(ContainerError::Init(format!("unexpected report {first:?}"))),
@@ -334,6 +351,16 @@ impl Containers {
         let root_fd: OwnedFd = File::open(format!("/proc/{init_pid}/root"))
             .map_err(|e| ContainerError::Namespaces(id.to_owned(), e))?
             .into();
+        // The terminal comes from the container's devpts (see create).
+        let pty = if process.tty {
+            let master = tty::open_ptmx(&root_fd, Path::new("dev/pts/ptmx"))
+                .map_err(ContainerError::Terminal)?;
+            let (master, slave) =
+                tty::pair_from_ptmx(master, process.tty_size).map_err(ContainerError::Terminal)?;
+            PtySource::Given { master, slave }
+        } else {
+            PtySource::Own
+        };
         let launch = Launch {
             args,
             env,
@@ -365,6 +392,7 @@ impl Containers {
         let plan = StdioPlan {
             tty: process.tty,
             size: process.tty_size,
+            pty,
             stdin: process.stdin,
         };
         Ok(supervisor.start(

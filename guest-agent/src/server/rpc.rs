@@ -181,6 +181,7 @@ fn exec_plain(
         tty: process.tty,
         size: process.tty_size,
         stdin: process.stdin,
+        ..StdioPlan::default()
     };
     agent
         .supervisor

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -55,11 +55,12 @@ pub enum SuperviseError {
 }
 
 /// How the process's stdio is wired.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 pub struct StdioPlan {
-    /// Run on a new pseudo terminal (of `size`, default 24x80).
+    /// Run on a pseudo terminal (of `size`, default 24x80) from `pty`.
     pub tty: bool,
     pub size: Option<TtySize>,
+    pub pty: tty::PtySource,
     /// Stream the host's stdin (otherwise /dev/null).
     pub stdin: bool,
 }
@@ -101,7 +102,8 @@ pub struct Proc {
     /// A container's first process (its init forwards signals).
     pub is_container_init: bool,
     io: Arc<ProcIo>,
-    tty_master: Option<OwnedFd>,
+    /// Set at start, or once the child sent it (`PtySource::InChild`).
+    tty_master: OnceLock<OwnedFd>,
     done: Mutex<Option<ExitStatus>>,
     done_cv: Condvar,
 }
@@ -139,6 +141,8 @@ pub struct Pending {
     oom: Option<OomWatch>,
     outputs: Vec<(OwnedFd, Stream)>,
     stdin: Option<OwnedFd>,
+    /// The plan asked for stdin (for a terminal attached later).
+    wants_stdin: bool,
     begun: bool,
 }
 
@@ -196,20 +200,31 @@ impl Supervisor {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let dup = |fd: &OwnedFd| fd.try_clone().map_err(SuperviseError::Stdio);
         let mut outputs = Vec::new();
+        let null3 = || [Stdio::null(), Stdio::null(), Stdio::null()];
         let (stdio, stdin, tty_master) = if plan.tty {
-            let (master, slave) = tty::open(plan.size).map_err(SuperviseError::Stdio)?;
-            outputs.push((dup(&master)?, Stream::Stdout));
-            let stdin = if plan.stdin {
-                Some(dup(&master)?)
-            } else {
-                None
+            let pair = match plan.pty {
+                tty::PtySource::Own => Some(tty::open(plan.size).map_err(SuperviseError::Stdio)?),
+                tty::PtySource::Given { master, slave } => Some((master, slave)),
+                // Attached later: nothing to pump until then.
+                tty::PtySource::InChild => None,
             };
-            let stdio = [
-                Stdio::from(dup(&slave)?),
-                Stdio::from(dup(&slave)?),
-                Stdio::from(slave),
-            ];
-            (stdio, stdin, Some(master))
+            match pair {
+                None => (null3(), None, OnceLock::new()),
+                Some((master, slave)) => {
+                    outputs.push((dup(&master)?, Stream::Stdout));
+                    let stdin = if plan.stdin {
+                        Some(dup(&master)?)
+                    } else {
+                        None
+                    };
+                    let stdio = [
+                        Stdio::from(dup(&slave)?),
+                        Stdio::from(dup(&slave)?),
+                        Stdio::from(slave),
+                    ];
+                    (stdio, stdin, OnceLock::from(master))
+                }
+            }
         } else {
             let (out_r, out_w) = sys::pipe().map_err(SuperviseError::Stdio)?;
             let (err_r, err_w) = sys::pipe().map_err(SuperviseError::Stdio)?;
@@ -222,7 +237,7 @@ impl Supervisor {
                 (Stdio::null(), None)
             };
             let stdio = [stdin_stdio, Stdio::from(out_w), Stdio::from(err_w)];
-            (stdio, stdin, None)
+            (stdio, stdin, OnceLock::new())
         };
         let io = ProcIo::new(id).map_err(SuperviseError::Stdio)?;
         // Registration happens under the spawn guard inside `spawn`.
@@ -249,6 +264,7 @@ impl Supervisor {
             oom,
             outputs,
             stdin,
+            wants_stdin: plan.stdin,
             begun: false,
         })
     }
@@ -262,7 +278,7 @@ impl Supervisor {
     /// Resizes the terminal of process `id` of connection `conn`.
     pub fn resize(&self, id: u32, conn: u64, size: TtySize) -> Result<(), SuperviseError> {
         let proc = self.owned(id, conn)?;
-        let master = proc.tty_master.as_ref().ok_or(SuperviseError::NoTty(id))?;
+        let master = proc.tty_master.get().ok_or(SuperviseError::NoTty(id))?;
         tty::resize(master, size).map_err(SuperviseError::Resize)
     }
 
@@ -312,6 +328,20 @@ impl Supervisor {
 }
 
 impl Pending {
+    /// Attaches the terminal a child made itself (`PtySource::InChild`):
+    /// its output, and its input if the plan asked for stdin.
+    pub fn attach_tty(&mut self, master: OwnedFd) -> Result<(), SuperviseError> {
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(SuperviseError::Stdio);
+        self.outputs.push((dup(&master)?, Stream::Stdout));
+        if self.wants_stdin {
+            self.stdin = Some(dup(&master)?);
+        }
+        self.proc
+            .tty_master
+            .set(master)
+            .map_err(|_| SuperviseError::Stdio(std::io::Error::other("terminal already set")))
+    }
+
     /// Starts the pumps and the watcher (after the `Started` reply is sent).
     pub fn begin(mut self) {
         self.begun = true;
@@ -323,7 +353,7 @@ impl Pending {
                 Err(e) => crate::console::line(format_args!("cannot start output pump: {e}")),
             }
         }
-        let tty = self.proc.tty_master.is_some();
+        let tty = self.proc.tty_master.get().is_some();
         if let Some(fd) = self.stdin.take() {
             if let Err(e) = io::spawn_stdin_writer(fd, tty, io.clone(), self.outbox.clone()) {
                 crate::console::line(format_args!("cannot start stdin writer: {e}"));

@@ -329,6 +329,38 @@ fn drive(vsock: &Path, dir: &Path) -> bool {
             .map(drop)
             .map_err(|e| e.to_string())
     });
+    // A TTY container: the terminal is the container's /dev/pts/0 and
+    // closing stdin gives the app end of file.
+    cx.case("tty-container", |cx| {
+        cx.unpack("/run/c7", &cx.layer).map_err(|e| e.to_string())?;
+        let p =
+            cx.s.start_process(Request::CreateContainer(Box::new(ContainerSpec {
+                id: "tty".into(),
+                rootfs: "/run/c7".into(),
+                image: ImageConfig {
+                    env: v(&["PATH=/bin"]),
+                    ..Default::default()
+                },
+                process: ProcessSpec {
+                    args: Some(v(&["/bin/sh", "-c", "tty; cat; echo END"])),
+                    tty: true,
+                    stdin: true,
+                    ..Default::default()
+                },
+                ..Default::default()
+            })))
+            .map_err(|e| e.to_string())?;
+        p.write_stdin(b"typed\n").map_err(|e| e.to_string())?;
+        p.close_stdin().map_err(|e| e.to_string())?;
+        let (out, status, _) = output(&p)?;
+        check(
+            out.contains("/dev/pts/0") && out.contains("END") && status == ExitStatus::Code(0),
+            format!("{out:?} {status:?}"),
+        )?;
+        cx.s.call(Request::RemoveContainer { id: "tty".into() })
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
     cx.case("stdin-and-exec", |cx| {
         cx.unpack("/run/c2", &cx.layer).map_err(|e| e.to_string())?;
         let p = cx.container(
