@@ -7,26 +7,42 @@
 #   sequential read   1 GiB, dd bs=1M, page cache dropped before each read (cold: both read
 #                     from disk; the FUSE side adds the server round trips). A warm read (second
 #                     pass, data in the page cache) is printed too.
-#   metadata          10k small files: create, then stat, then unlink each, files per second
-#                     (best of 3 alternating rounds per side)
+#   metadata          10k small files: create, then stat, then unlink each, files per second.
+#                     ROUNDS rounds per side, interleaved native, FUSE, native, FUSE, ... so that
+#                     a change in the machine's load hits both sides alike; the figure per side
+#                     is the median and the ratio is the ratio of the medians. The FUSE requests
+#                     the server received per file during those rounds are printed by opcode
+#                     (counted in fs_mount --count-ops): that number does not depend on load.
 #
 # FUSE round trips are context switches between the client and the server threads, so on a
-# loaded machine (2 shared cores) the FUSE side suffers more than native: check `uptime`.
-# Prints MB/s and files/s per side and the FUSE/native ratios against the targets
-# (>= 0.5x native sequential read, >= 0.25x native metadata). Needs root (mount, drop_caches).
+# loaded machine (2 shared cores) the FUSE side suffers more than native: the load average is
+# printed at the start and the end. Prints MB/s and files/s per side and the FUSE/native ratios
+# against the targets (>= 0.5x native sequential read, >= 0.25x native metadata). Needs root
+# (mount, drop_caches).
 #
-# Usage: scripts/bench-fs.sh [--cache never|auto|always] [--dir DIR]   (DIR default: /var/tmp)
+# --threads: FUSE server threads (default 2: with ASYNC_READ the second one serves readahead in
+# parallel). A VM's virtio-fs device serves each share from one thread, which --threads 1
+# mimics; all threads wait on the same /dev/fuse descriptor, so with 2 each request wakes both.
+#
+# Usage: scripts/bench-fs.sh [--cache never|auto|always] [--dir DIR] [--rounds N] [--threads N]
+#        (DIR default: /var/tmp; N default: 7 rounds, 2 threads)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=auto
 base=/var/tmp
+rounds=7
+threads=2
+usage="usage: $0 [--cache never|auto|always] [--dir DIR] [--rounds N] [--threads N]"
 while [[ $# -gt 0 ]]; do
     case $1 in
         --cache) cache=$2; shift 2 ;;
         --dir) base=$2; shift 2 ;;
-        *) echo "usage: $0 [--cache never|auto|always] [--dir DIR]" >&2; exit 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
+        --threads) threads=$2; shift 2 ;;
+        *) echo "$usage" >&2; exit 2 ;;
     esac
 done
+[[ $rounds =~ ^[1-9][0-9]*$ && $threads =~ ^[1-9][0-9]*$ ]] || { echo "$usage" >&2; exit 2; }
 if [[ $(id -u) -ne 0 ]]; then
     echo "bench-fs: needs root (mount through /dev/fuse, drop_caches)" >&2
     exit 2
@@ -47,7 +63,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" "$share" "$mnt" --cache "$cache" --threads 2 > "$work/mount.log" 2>&1 &
+"$bin" "$share" "$mnt" --cache "$cache" --threads "$threads" --count-ops > "$work/mount.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do
     grep -q "fuse.*$mnt\|$mnt.*fuse" /proc/mounts && break
@@ -91,18 +107,35 @@ print("%.0f" % (len(names) / (t1 - t0)))
 PY
 }
 
-echo "bench-fs: cache=$cache, files under $work ($(df -T "$work" | awk 'NR==2 {print $2}'))"
+load() { awk '{print $1, $2, $3}' /proc/loadavg; }
+echo "bench-fs: cache=$cache, threads=$threads, files under $work ($(df -T "$work" | awk 'NR==2 {print $2}'))"
+echo "bench-fs: load average at start: $(load) ($(nproc) CPUs)"
 nw=$(seq_write "$native"); fw=$(seq_write "$mnt")
 drop_caches; nr=$(seq_read "$native"); nrw=$(seq_read "$native")
 drop_caches; fr=$(seq_read "$mnt"); frw=$(seq_read "$mnt")
 rm -f "$native/big" "$mnt/big"
-# Metadata rounds are short and the machine may be shared: alternate the sides and keep the
-# best of 3 for each, so a burst of someone else's load does not decide the ratio.
-nm=0 fm=0
-for _ in 1 2 3; do
-    v=$(meta "$native"); ((v > nm)) && nm=$v
-    v=$(meta "$mnt"); ((v > fm)) && fm=$v
+# Metadata rounds are short and the machine may be shared: interleave the sides and take the
+# median of each, so a burst of someone else's load neither decides nor skews the ratio.
+# SIGUSR1 makes fs_mount print (and reset) its request counts: once to drop what the data
+# benchmarks sent, once after the rounds.
+ops() { # -> the last "fs_mount: ops ..." line once it has been written after the signal
+    local before; before=$(grep -c '^fs_mount: ops' "$work/mount.log" || true)
+    kill -USR1 "$pid"
+    for _ in $(seq 100); do
+        (($(grep -c '^fs_mount: ops' "$work/mount.log" || true) > before)) && break
+        sleep 0.02
+    done
+    grep '^fs_mount: ops' "$work/mount.log" | tail -1
+}
+ops > /dev/null
+nms=() fms=()
+for _ in $(seq "$rounds"); do
+    nms+=("$(meta "$native")")
+    fms+=("$(meta "$mnt")")
 done
+fops=$(ops)
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+nm=$(median "${nms[@]}") fm=$(median "${fms[@]}")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r >= t) ? "meets" : "BELOW" }'; }
@@ -113,3 +146,12 @@ printf '%-34s %12s %12s %7s  %s\n' "seq read 1 GiB cold (MB/s)" "$nr" "$fr" "$r"
 printf '%-34s %12s %12s %7s  %s\n' "seq read 1 GiB warm (MB/s)" "$nrw" "$frw" "$(ratio "$frw" "$nrw")" "-"
 r=$(ratio "$fm" "$nm")
 printf '%-34s %12s %12s %7s  %s\n' "create+stat+unlink 10k (files/s)" "$nm" "$fm" "$r" ">= 0.25 $(verdict "$r" 0.25)"
+echo "  metadata: median of $rounds interleaved rounds per side"
+echo "    native files/s: ${nms[*]}"
+echo "    fuse   files/s: ${fms[*]}"
+# Requests per file: the counts cover all FUSE rounds (10k files each).
+echo "    fuse requests per file: $(echo "$fops" | awk -v n=$((rounds * 10000)) '{
+    t = 0; s = ""
+    for (i = 3; i <= NF; i++) { split($i, kv, "="); t += kv[2]; s = s sprintf(" %s %.2f", kv[1], kv[2] / n) }
+    printf "%.2f total:%s", t / n, s }')"
+echo "bench-fs: load average at end: $(load)"
