@@ -7,5 +7,6 @@ pub mod event_loop;
 pub mod exit;
 pub mod fs;
 pub mod image;
+pub mod pod;
 pub mod trace;
 pub mod vstate;

@@ -33,6 +33,12 @@ pub fn mark_main_start() {
     MAIN_START_NS.store(clock_ns(libc::CLOCK_MONOTONIC), Ordering::Relaxed);
 }
 
+/// Milliseconds since [`mark_main_start`] (for phase logs of `husk run`).
+pub fn since_main_ms() -> u64 {
+    let start = MAIN_START_NS.load(Ordering::Relaxed);
+    clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(start) / 1_000_000
+}
+
 /// Whether `HUSK_BOOT_TRACE` asks for the trace.
 pub fn enabled() -> bool {
     std::env::var_os(ENV).is_some_and(|v| !v.is_empty() && v != "0")

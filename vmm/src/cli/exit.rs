@@ -9,6 +9,8 @@
 //! malformed reference, a volume path that does not exist) is 2, as for
 //! every husk command.
 
+/// Success.
+pub const SUCCESS: i32 = 0;
 /// Bad usage or input: a wrong flag or flag value, a malformed image
 /// reference, a volume path that does not exist, a malformed manifest file.
 pub const USAGE: i32 = super::EXIT_USAGE;

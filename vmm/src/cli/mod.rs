@@ -14,6 +14,8 @@
 pub mod doctor;
 pub mod exit;
 pub mod image;
+pub mod pods;
+pub mod run;
 pub mod vm;
 
 use std::ffi::OsString;
@@ -43,6 +45,8 @@ pub enum Command {
     Doctor,
     #[command(flatten)]
     Image(image::ImageCommand),
+    #[command(flatten)]
+    Pods(pods::PodCommand),
 }
 
 /// Prints `err` and its causes as one line: `husk: what: why: root cause`.
@@ -140,6 +144,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::Vm(args) => vm::run(args),
         Command::Doctor => doctor::run(),
         Command::Image(c) => image::run(c),
+        Command::Pods(c) => pods::run(c),
     }
 }
 

@@ -1,0 +1,439 @@
+//! Pod commands: `run`, `pod run`, `ps`, `logs`, `exec`, `stop`, `rm`,
+//! `inspect`, `gc`. They work on the pod directories under
+//! `$HUSK_ROOT/pods` (see `pod::state`); `exec` talks to the pod's agent.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use husk_proto::{ProcessSpec, Request};
+
+use super::run::{self, PodRunArgs, RunArgs};
+use super::{exit, print_error};
+use crate::image::Store;
+use crate::pod::attach::{self, RawTerminal};
+use crate::pod::state::{now_secs, PodDir, PodState, PodStatus, PodStore};
+use crate::pod::supervisor::{app_start_error, STOP_REQUEST_FILE};
+use crate::pod::{vm, PodError};
+
+/// The pod commands, flattened into `husk`'s own.
+#[derive(Debug, Subcommand)]
+pub enum PodCommand {
+    /// Run a command in a new pod (its own microVM).
+    Run(RunArgs),
+    /// List pods (running ones; -a for all).
+    Ps(PsArgs),
+    /// Print an app's output.
+    Logs(LogsArgs),
+    /// Run a command in a running pod's app.
+    Exec(ExecArgs),
+    /// Stop pods: SIGTERM to their apps, SIGKILL after the grace period.
+    Stop(StopArgs),
+    /// Remove pods that have ended.
+    Rm(RmArgs),
+    /// Print pods' configuration and state as JSON.
+    Inspect(InspectArgs),
+    /// Remove ended pods and image blobs no image uses.
+    Gc,
+    /// Multi-app pods.
+    #[command(subcommand)]
+    Pod(PodSub),
+}
+
+/// `husk pod ...`.
+#[derive(Debug, Subcommand)]
+pub enum PodSub {
+    /// Run the apps of a pod manifest (TOML or JSON) in one microVM.
+    Run(PodRunArgs),
+    /// Internal: supervise a detached pod.
+    #[command(hide = true)]
+    Supervise { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show pods that have ended too.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing output as it comes, until the pod ends.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Which app (default: the first).
+    #[arg(long)]
+    pub app: Option<String>,
+    pub pod: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Stream stdin to the command.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the command a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set an environment variable (KEY=VALUE).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// User: UID[:GID] or a name.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Which app (default: the first).
+    #[arg(long)]
+    pub app: Option<String>,
+    pub pod: String,
+    /// The command and its arguments.
+    #[arg(required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds between SIGTERM and SIGKILL (default: the pod's, 10).
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    pub time: Option<u64>,
+    #[arg(required = true)]
+    pub pods: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Stop running pods first (SIGKILL at once).
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub pods: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub pods: Vec<String>,
+}
+
+/// Runs a pod command; returns the exit status.
+pub fn run(cmd: PodCommand) -> i32 {
+    let result = match cmd {
+        PodCommand::Run(a) => return run::run(a),
+        PodCommand::Pod(PodSub::Run(a)) => return run::pod_run(a),
+        PodCommand::Pod(PodSub::Supervise { dir }) => return run::supervise_detached(dir),
+        PodCommand::Ps(a) => ps(a),
+        PodCommand::Logs(a) => logs(a),
+        PodCommand::Exec(a) => exec(a),
+        PodCommand::Stop(a) => each(&a.pods, |pods, pod| stop(pods, pod, a.time)),
+        PodCommand::Rm(a) => each(&a.pods, |pods, pod| rm(pods, pod, a.force)),
+        PodCommand::Inspect(a) => inspect(a),
+        PodCommand::Gc => gc(),
+    };
+    result.unwrap_or_else(|e| {
+        print_error(&e);
+        e.exit_code()
+    })
+}
+
+fn pod_store() -> Result<PodStore, PodError> {
+    PodStore::open(&Store::default_root())
+}
+
+/// Applies `f` to each named pod; the first failure is the exit status,
+/// but every pod is tried (as `docker stop a b` does).
+fn each(
+    names: &[String],
+    f: impl Fn(&PodStore, &PodDir) -> Result<(), PodError>,
+) -> Result<i32, PodError> {
+    let pods = pod_store()?;
+    let mut code = 0;
+    for name in names {
+        match pods.find(name).and_then(|p| f(&pods, &p).map(|()| p)) {
+            Ok(_) => println!("{name}"),
+            Err(e) => {
+                print_error(&e);
+                if code == 0 {
+                    code = e.exit_code();
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn ago(secs: Option<u64>) -> String {
+    let Some(t) = secs else { return "-".into() };
+    let d = now_secs().saturating_sub(t);
+    match d {
+        0..=59 => format!("{d}s ago"),
+        60..=3599 => format!("{}m ago", d / 60),
+        3600..=86399 => format!("{}h ago", d / 3600),
+        _ => format!("{}d ago", d / 86400),
+    }
+}
+
+fn describe(status: &PodStatus) -> String {
+    match status.state {
+        PodState::Exited => {
+            let codes: Vec<String> = status
+                .apps
+                .iter()
+                .filter_map(|a| a.shell_code().map(|c| c.to_string()))
+                .collect();
+            format!("Exited ({}) {}", codes.join(","), ago(status.finished))
+        }
+        PodState::Failed => format!(
+            "Failed: {}",
+            status.reason.as_deref().unwrap_or("unknown reason")
+        ),
+        PodState::Running => format!("Up since {}", ago(status.started)),
+        other => format!("{other:?}"),
+    }
+}
+
+fn ps(args: PsArgs) -> Result<i32, PodError> {
+    let pods = pod_store()?;
+    let mut rows = Vec::new();
+    for pod in pods.list()? {
+        let status = pod.read_status()?;
+        if !args.all && !status.state.is_active() {
+            continue;
+        }
+        let config = pod.read_config().ok();
+        rows.push((pod, config, status));
+    }
+    if args.json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(pod, config, status)| {
+                serde_json::json!({
+                    "id": pod.id,
+                    "name": pod.name,
+                    "images": config.as_ref().map(|c| c.apps.iter().map(|a| a.image.name.clone()).collect::<Vec<_>>()),
+                    "created": config.as_ref().map(|c| c.created),
+                    "state": status.state,
+                    "reason": status.reason,
+                    "apps": status.apps,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<12}  {:<24}  {:<32}  {:<12}  STATUS",
+        "POD ID", "NAME", "IMAGE", "CREATED"
+    );
+    for (pod, config, status) in rows {
+        let image = config
+            .as_ref()
+            .map(|c| {
+                c.apps
+                    .iter()
+                    .map(|a| a.image.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<12}  {:<24}  {:<32}  {:<12}  {}",
+            pod.id,
+            pod.name,
+            image,
+            ago(config.map(|c| c.created)),
+            describe(&status)
+        );
+    }
+    Ok(0)
+}
+
+fn logs(args: LogsArgs) -> Result<i32, PodError> {
+    let pods = pod_store()?;
+    let pod = pods.find(&args.pod)?;
+    let config = pod.read_config()?;
+    let app = config
+        .app(args.app.as_deref())
+        .ok_or_else(|| PodError::Usage(format!("pod {} has no app {:?}", pod.name, args.app)))?;
+    let path = pod.log_path(&app.name);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(PodError::io(&path, e)),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| PodError::io(&path, e))?;
+        if n > 0 {
+            if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                return Ok(0);
+            }
+            continue;
+        }
+        if !args.follow || !pod.read_status()?.state.is_active() {
+            // One more read: output written just before the pod ended.
+            let pos = file.stream_position().map_err(|e| PodError::io(&path, e))?;
+            let len = file.metadata().map(|m| m.len()).unwrap_or(pos);
+            if len > pos {
+                file.seek(SeekFrom::Start(pos))
+                    .map_err(|e| PodError::io(&path, e))?;
+                continue;
+            }
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn exec(args: ExecArgs) -> Result<i32, PodError> {
+    let pods = pod_store()?;
+    let pod = pods.find(&args.pod)?;
+    let status = pod.read_status()?;
+    if status.state != PodState::Running {
+        return Err(PodError::NotRunning(pod.name));
+    }
+    let config = pod.read_config()?;
+    let app = config
+        .app(args.app.as_deref())
+        .ok_or_else(|| PodError::Usage(format!("pod {} has no app {:?}", pod.name, args.app)))?;
+    let session = vm::connect_running(&pod)?;
+    let tty_size = if args.tty {
+        attach::terminal_size()
+    } else {
+        None
+    };
+    let process = session
+        .start_process(Request::Exec {
+            container: Some(app.name.clone()),
+            process: Box::new(ProcessSpec {
+                args: Some(args.command.clone()),
+                env: args.env.clone(),
+                cwd: args.workdir.clone(),
+                user: args.user.clone(),
+                tty: args.tty,
+                tty_size,
+                stdin: args.interactive,
+                ..ProcessSpec::default()
+            }),
+        })
+        .map_err(|e| app_start_error(&app.name, e))?;
+    let _raw = if args.tty && attach::stdin_is_terminal() {
+        RawTerminal::enable()
+    } else {
+        None
+    };
+    let stdin: Option<Box<dyn Read + Send>> = if args.interactive {
+        Some(Box::new(std::io::stdin()))
+    } else {
+        None
+    };
+    let (status, _) = husk_agent_client::run_attached(
+        &process,
+        stdin,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )
+    .map_err(|e| PodError::Agent(e.to_string()))?;
+    Ok(status.shell_code())
+}
+
+/// Time `stop` allows a supervisor beyond the grace period to wind down.
+const STOP_SLACK: Duration = Duration::from_secs(30);
+
+fn stop(pods: &PodStore, pod: &PodDir, grace_secs: Option<u64>) -> Result<(), PodError> {
+    let _ = pods;
+    let status = pod.read_status()?;
+    if !status.state.is_active() {
+        return Ok(());
+    }
+    let config = pod.read_config()?;
+    let grace_ms = grace_secs.map_or(config.stop_grace_ms, |s| s.saturating_mul(1000));
+    crate::pod::state::write_atomic(
+        &pod.path.join(STOP_REQUEST_FILE),
+        grace_ms.to_string().as_bytes(),
+    )?;
+    let Some(pid) = status.supervisor_pid else {
+        return Ok(());
+    };
+    // SAFETY: kill() sends a signal; the pid is the live supervisor's (its
+    // start time was checked by read_status just now).
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_millis(grace_ms) + STOP_SLACK;
+    while Instant::now() < deadline {
+        if !pod.read_status()?.state.is_active() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The supervisor is stuck: kill it; its VMM dies with it (PDEATHSIG).
+    let mut status = pod.read_status()?;
+    if status.state.is_active() {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        status.state = PodState::Failed;
+        status.reason = Some("killed by husk stop: the pod did not stop in time".into());
+        status.finished = Some(now_secs());
+        pod.write_status(&status)?;
+    }
+    Ok(())
+}
+
+fn rm(pods: &PodStore, pod: &PodDir, force: bool) -> Result<(), PodError> {
+    if pod.read_status()?.state.is_active() {
+        if !force {
+            return Err(PodError::StillRunning {
+                pod: pod.name.clone(),
+            });
+        }
+        stop(pods, pod, Some(0))?;
+    }
+    pods.remove(pod)
+}
+
+fn inspect(args: InspectArgs) -> Result<i32, PodError> {
+    let pods = pod_store()?;
+    let mut out = Vec::new();
+    for name in &args.pods {
+        let pod = pods.find(name)?;
+        out.push(serde_json::json!({
+            "id": pod.id,
+            "name": pod.name,
+            "path": pod.path,
+            "config": pod.read_config().ok(),
+            "status": pod.read_status()?,
+        }));
+    }
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(0)
+}
+
+fn gc() -> Result<i32, PodError> {
+    let root = Store::default_root();
+    let pods = PodStore::open(&root)?;
+    for pod in pods.list()? {
+        let status = pod.read_status()?;
+        if status.state.is_active() {
+            continue;
+        }
+        pods.remove(&pod)?;
+        println!("removed pod {} ({})", pod.name, describe(&status));
+    }
+    let store = Store::open(&root)?;
+    let report = store.gc()?;
+    println!(
+        "removed {} unused blob(s), {:.1} MiB",
+        report.blobs,
+        report.bytes as f64 / (1u64 << 20) as f64
+    );
+    Ok(exit::SUCCESS)
+}

@@ -1,0 +1,465 @@
+//! `husk run` (one app), `husk pod run` (a manifest's apps) and the hidden
+//! `husk pod supervise` that keeps a detached pod going.
+//!
+//! In the foreground the `husk` process is the pod's supervisor and exits
+//! with the app's status (128+N for signal N; `pod run`: the first failing
+//! app's, else 0). With `-d` it makes the pod, starts a detached supervisor
+//! (a new session, so the terminal closing does not end it), waits until
+//! the apps run, prints the pod's id and exits 0. A pod that fails before
+//! its apps start leaves nothing behind.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::print_error;
+use crate::image::{PullOptions, Store};
+use crate::pod::attach::{self, Attach, RawTerminal};
+use crate::pod::create::{base_name, create, PullPolicy};
+use crate::pod::spec::*;
+use crate::pod::state::{AppStatus, PodDir, PodState, PodStatus, PodStore};
+use crate::pod::supervisor::{phase, supervise};
+use crate::pod::{manifest, vm, PodError};
+
+/// Arguments of `husk run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the pod when it ends.
+    #[arg(long)]
+    pub rm: bool,
+    /// Run in the background; print the pod's id.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Name the pod (default: <image>-<6 hex digits>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to pass this one's).
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Share a host directory: HOSTDIR:GUESTDIR[:ro|:rw].
+    #[arg(short = 'v', long = "volume", value_name = "HOSTDIR:GUESTDIR[:ro]")]
+    pub volumes: Vec<String>,
+    /// Memory limit of the app, e.g. 512m or 1g (default 256m).
+    #[arg(short = 'm', long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPUs for the app, e.g. 2 or 0.5 (the VM gets the next whole number).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User to run as: UID[:GID] or a name from the image.
+    #[arg(short = 'u', long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
+    /// Keep stdin open and stream it to the app.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the app a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Replace the image's entrypoint.
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// Size limit of the app's root file system (default 512m).
+    #[arg(long, value_name = "SIZE")]
+    pub rootfs_size: Option<String>,
+    /// Maximum number of processes in the app.
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<u64>,
+    /// When to pull the image: missing (if not stored), never, always.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
+    /// Pull over plain HTTP (always allowed for 127.0.0.0/8 and localhost).
+    #[arg(long)]
+    pub insecure: bool,
+    /// The image, then the command and its arguments (replacing the image's Cmd).
+    #[arg(value_name = "IMAGE [CMD [ARG...]]", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub image_and_command: Vec<String>,
+}
+
+/// Arguments of `husk pod run`.
+#[derive(Debug, Args)]
+pub struct PodRunArgs {
+    /// Remove the pod when it ends.
+    #[arg(long)]
+    pub rm: bool,
+    /// Run in the background; print the pod's id.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Name the pod (overrides the manifest's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// End the pod when the first app exits (the manifest's `exit = "first"`).
+    #[arg(long)]
+    pub exit_on_first: bool,
+    /// When to pull the apps' images: missing (if not stored), never, always.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
+    /// Pull over plain HTTP (always allowed for 127.0.0.0/8 and localhost).
+    #[arg(long)]
+    pub insecure: bool,
+    /// The pod manifest (TOML or JSON).
+    #[arg(value_name = "FILE")]
+    pub manifest: PathBuf,
+}
+
+fn usage(msg: impl Into<String>) -> PodError {
+    PodError::Usage(msg.into())
+}
+
+/// Parses `-v HOSTDIR:GUESTDIR[:ro|:rw]`.
+fn parse_volume(spec: &str) -> Result<(PathBuf, String, bool), PodError> {
+    let mut parts: Vec<&str> = spec.split(':').collect();
+    let read_only = match parts.last() {
+        Some(&"ro") if parts.len() == 3 => true,
+        Some(&"rw") if parts.len() == 3 => false,
+        _ if parts.len() == 2 => false,
+        _ => {
+            return Err(usage(format!(
+                "-v {spec}: expected HOSTDIR:GUESTDIR[:ro|:rw]"
+            )))
+        }
+    };
+    parts.truncate(2);
+    let (host, guest) = (parts[0], parts[1]);
+    if !guest.starts_with('/') {
+        return Err(usage(format!(
+            "-v {spec}: {guest:?} must be an absolute path"
+        )));
+    }
+    let host = std::fs::canonicalize(host).map_err(|e| usage(format!("-v {spec}: {host}: {e}")))?;
+    if !host.is_dir() {
+        return Err(usage(format!(
+            "-v {spec}: {} is not a directory",
+            host.display()
+        )));
+    }
+    Ok((host, guest.to_owned(), read_only))
+}
+
+/// `-e KEY=VALUE`, or `-e KEY` for this process's value (skipped if unset).
+fn parse_env(entries: &[String]) -> Result<Vec<String>, PodError> {
+    let mut env = Vec::new();
+    for e in entries {
+        match e.split_once('=') {
+            Some(("", _)) => return Err(usage(format!("-e {e}: empty variable name"))),
+            Some(_) => env.push(e.clone()),
+            None if e.is_empty() => return Err(usage("-e needs KEY or KEY=VALUE")),
+            None => {
+                if let Ok(v) = std::env::var(e) {
+                    env.push(format!("{e}={v}"));
+                }
+            }
+        }
+    }
+    Ok(env)
+}
+
+/// The pod request of `husk run`.
+fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
+    let image = args.image_and_command[0].clone();
+    let command = args.image_and_command[1..].to_vec();
+    let memory = match &args.memory {
+        Some(m) => parse_size(m).map_err(|e| usage(format!("--memory {e}")))?,
+        None => DEFAULT_MEMORY,
+    };
+    let cpus = match &args.cpus {
+        Some(c) => Some(parse_cpus(c).map_err(|e| usage(format!("--cpus {e}")))?),
+        None => None,
+    };
+    let rootfs_size = match &args.rootfs_size {
+        Some(s) => parse_size(s).map_err(|e| usage(format!("--rootfs-size {e}")))?,
+        None => DEFAULT_ROOTFS_SIZE,
+    };
+    if let Some(w) = &args.workdir {
+        if !w.starts_with('/') {
+            return Err(usage(format!("-w {w}: must be an absolute path")));
+        }
+    }
+    if args.tty && args.detach {
+        return Err(usage(
+            "-t and -d cannot be combined (nothing would read the terminal)",
+        ));
+    }
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    for (i, spec) in args.volumes.iter().enumerate() {
+        let (host, path, read_only) = parse_volume(spec)?;
+        let name = format!("v{i}");
+        volumes.push(Volume {
+            name: name.clone(),
+            host: Some(host),
+            read_only,
+        });
+        mounts.push(AppMount {
+            volume: name,
+            path,
+            read_only,
+        });
+    }
+    let app_name = {
+        let b = base_name(&image);
+        if valid_name(&b) {
+            b
+        } else {
+            "app".to_owned()
+        }
+    };
+    Ok(PodRequest {
+        name: args.name.clone(),
+        apps: vec![App {
+            name: app_name,
+            image,
+            entrypoint: args.entrypoint.as_ref().map(|e| vec![e.clone()]),
+            command: (!command.is_empty()).then_some(command),
+            env: parse_env(&args.env)?,
+            workdir: args.workdir.clone(),
+            user: args.user.clone(),
+            tty: args.tty,
+            stdin: args.interactive,
+            memory: Some(memory),
+            cpus,
+            pids: args.pids_limit,
+            rootfs_size,
+            mounts,
+        }],
+        volumes,
+        memory,
+        vcpus: vcpus_for(cpus.unwrap_or(1.0)),
+        exit_policy: ExitPolicy::All,
+        stop_grace_ms: DEFAULT_STOP_GRACE_MS,
+        auto_remove: args.rm,
+    })
+}
+
+/// Runs `husk run`; returns the exit status.
+pub fn run(args: RunArgs) -> i32 {
+    let attach = Attach {
+        stdin: args.interactive,
+        tty: args.tty,
+    };
+    let how = How {
+        detach: args.detach,
+        policy: args.pull,
+        insecure: args.insecure,
+        attach,
+        report_each: false,
+    };
+    finish(run_request(&args).and_then(|r| start(r, &how)))
+}
+
+/// Runs `husk pod run`; returns the exit status.
+pub fn pod_run(args: PodRunArgs) -> i32 {
+    let request = manifest::load(&args.manifest)
+        .map_err(PodError::Usage)
+        .map(|mut r| {
+            if args.name.is_some() {
+                r.name = args.name.clone();
+            }
+            if args.exit_on_first {
+                r.exit_policy = ExitPolicy::First;
+            }
+            r.auto_remove = args.rm;
+            r
+        });
+    let attach = Attach {
+        stdin: false,
+        tty: false,
+    };
+    let how = How {
+        detach: args.detach,
+        policy: args.pull,
+        insecure: args.insecure,
+        attach,
+        report_each: true,
+    };
+    finish(request.and_then(|r| start(r, &how)))
+}
+
+fn finish(result: Result<i32, PodError>) -> i32 {
+    result.unwrap_or_else(|e| {
+        print_error(&e);
+        e.exit_code()
+    })
+}
+
+/// How `run` and `pod run` start a pod.
+struct How {
+    detach: bool,
+    policy: PullPolicy,
+    insecure: bool,
+    attach: Attach,
+    /// Print every app's exit status at the end (multi-app pods).
+    report_each: bool,
+}
+
+/// Makes the pod and runs it in the foreground, or detached.
+fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
+    let (detach, attach, report_each) = (how.detach, how.attach, how.report_each);
+    // Fail before making anything if pods cannot run here at all.
+    vm::check_kvm()?;
+    vm::find_guest_artifacts()?;
+    let root = Store::default_root();
+    let store = Store::open(&root)?;
+    let pods = PodStore::open(&root)?;
+    let pull = PullOptions {
+        insecure: how.insecure,
+        credentials_file: None,
+        progress: attach::stdin_is_terminal(),
+    };
+    let made = create(&store, &pods, request, how.policy, &pull)?;
+    phase(&made.pod, "pod made (image resolved)");
+    if detach {
+        // Until the detached supervisor records itself, this process is
+        // the pod's supervisor (so nobody mistakes the pod for dead).
+        let populated = made
+            .populate(&store)
+            .and_then(|()| made.pod.write_status(&PodStatus::created()));
+        if let Err(e) = populated {
+            let _ = pods.remove(&made.pod);
+            return Err(e);
+        }
+        return start_detached(&pods, &made.pod);
+    }
+    let (pod, config) = (&made.pod, &made.config);
+    let raw = if attach.tty && attach::stdin_is_terminal() {
+        RawTerminal::enable()
+    } else {
+        None
+    };
+    let result = supervise(pod, config, Some(attach), &|| made.populate(&store));
+    drop(raw);
+    match result {
+        Ok(apps) => {
+            if report_each {
+                eprintln!("husk: pod {}: {}", pod.name, describe_apps(&apps));
+            }
+            if config.auto_remove {
+                let _ = pods.remove(pod);
+                phase(pod, "pod removed");
+            }
+            Ok(pod_exit_code(&apps))
+        }
+        Err(e) => {
+            let started = pod
+                .read_status()
+                .is_ok_and(|s| s.apps.iter().any(|a| a.started));
+            if !started || config.auto_remove {
+                let _ = pods.remove(pod);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The pod's exit status: the first app that did not exit 0, else 0.
+pub fn pod_exit_code(apps: &[AppStatus]) -> i32 {
+    apps.iter()
+        .filter_map(AppStatus::shell_code)
+        .find(|&c| c != 0)
+        .unwrap_or(0)
+}
+
+/// `app a exited 0, app b was killed by signal 15`.
+pub fn describe_apps(apps: &[AppStatus]) -> String {
+    apps.iter()
+        .map(|a| match (a.exit_code, a.signal) {
+            (Some(c), _) => format!("app {} exited {c}", a.name),
+            (None, Some(s)) => format!(
+                "app {} was killed by signal {s}{}",
+                a.name,
+                if a.oom_killed { " (out of memory)" } else { "" }
+            ),
+            _ => format!("app {} did not finish", a.name),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How long `run -d` waits for the detached pod's apps to start.
+const DETACH_START_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn start_detached(pods: &PodStore, pod: &PodDir) -> Result<i32, PodError> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| PodError::io(&pod.path, e))?;
+    let log_path = pod.supervisor_log_path();
+    let log = std::fs::File::create(&log_path).map_err(|e| PodError::io(&log_path, e))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["pod", "supervise"])
+        .arg(&pod.path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let new_session = || {
+        // SAFETY: setsid() takes no arguments and touches no memory of ours.
+        if unsafe { libc::setsid() } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the child between fork and exec and only
+    // calls setsid(), which is async-signal-safe.
+    unsafe { cmd.pre_exec(new_session) };
+    let mut child = cmd.spawn().map_err(|e| {
+        let _ = pods.remove(pod);
+        PodError::Vmm(format!("cannot start the pod's supervisor: {e}"))
+    })?;
+    let deadline = Instant::now() + DETACH_START_TIMEOUT;
+    loop {
+        std::thread::sleep(Duration::from_millis(25));
+        // Reap it if it already ended, so its status is read as final.
+        let ended = child.try_wait().ok().flatten().is_some();
+        let status = pod.read_status()?;
+        match status.state {
+            PodState::Running | PodState::Stopping | PodState::Exited => {
+                println!("{}", pod.id);
+                return Ok(0);
+            }
+            PodState::Failed => {
+                let _ = pods.remove(pod);
+                let reason = status.reason.unwrap_or_else(|| "the pod failed".into());
+                return Err(PodError::Detached {
+                    reason,
+                    code: status.error_code.unwrap_or(crate::cli::exit::RUNTIME),
+                });
+            }
+            _ if ended => {
+                let _ = pods.remove(pod);
+                return Err(PodError::Vmm(format!(
+                    "the pod's supervisor ended before the pod started: {}",
+                    vm::last_line(&log_path).unwrap_or_default()
+                )));
+            }
+            _ if Instant::now() > deadline => {
+                return Err(PodError::Agent(format!(
+                    "pod {} did not start within {}s",
+                    pod.name,
+                    DETACH_START_TIMEOUT.as_secs()
+                )))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `husk pod supervise DIR`: supervises a detached pod; exits with the pod's status.
+pub fn supervise_detached(dir: PathBuf) -> i32 {
+    let root = dir.parent().and_then(|p| p.parent()).map(PathBuf::from);
+    let (Some(root), Some(id)) = (root, dir.file_name()) else {
+        eprintln!("husk: {}: not a pod directory", dir.display());
+        return crate::cli::exit::USAGE;
+    };
+    let id = id.to_string_lossy().into_owned();
+    let result = PodStore::open(&root).and_then(|pods| {
+        let pod = pods.find(&id)?;
+        let config = pod.read_config()?;
+        let apps = supervise(&pod, &config, None, &|| Ok(()))?;
+        if config.auto_remove {
+            let _ = pods.remove(&pod);
+        }
+        Ok(pod_exit_code(&apps))
+    });
+    finish(result)
+}

@@ -1,0 +1,162 @@
+//! Making a pod: resolve (pulling if missing) and pin every app's image,
+//! make the pod's directory, link the layer blobs it needs, write its
+//! config. Nothing is left behind if any step fails.
+
+use super::spec::{PinnedImage, PodConfig, PodRequest};
+use super::state::{now_secs, PodDir, PodStore};
+use super::PodError;
+use crate::image::{self, Image, ImageError, PullOptions, Store};
+
+/// When `husk run` pulls an image (Docker's and Podman's `--pull`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Pull only if the image is not in the local store.
+    #[default]
+    Missing,
+    /// Never pull: a missing image is an error.
+    Never,
+    /// Pull even if the image is stored (to pick up a moved tag).
+    Always,
+}
+
+/// Finds `reference` in the store, pulling it as `policy` says.
+pub fn resolve_or_pull(
+    store: &Store,
+    reference: &str,
+    policy: PullPolicy,
+    pull: &PullOptions,
+) -> Result<Image, PodError> {
+    if policy == PullPolicy::Always {
+        return Ok(image::pull(store, reference, pull)?);
+    }
+    match store.resolve(reference) {
+        Ok(image) => Ok(image),
+        Err(ImageError::NotFound(_)) if policy == PullPolicy::Missing => {
+            Ok(image::pull(store, reference, pull)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A pod whose directory exists (with its empty `blobs/`, the VMM's share
+/// root) but is not populated yet: see [`Made::populate`].
+pub struct Made {
+    pub pod: PodDir,
+    pub config: PodConfig,
+    images: Vec<Image>,
+}
+
+/// Makes the pod described by `request`: resolves (or pulls) its images,
+/// makes its directory and its config (not yet written). The caller
+/// populates it, possibly while the VM boots; on failure it removes it.
+pub fn create(
+    store: &Store,
+    pods: &PodStore,
+    request: PodRequest,
+    policy: PullPolicy,
+    pull: &PullOptions,
+) -> Result<Made, PodError> {
+    for v in &request.volumes {
+        if let Some(host) = &v.host {
+            if !host.is_dir() {
+                return Err(PodError::Usage(format!(
+                    "volume {}: {} is not a directory",
+                    v.name,
+                    host.display()
+                )));
+            }
+        }
+    }
+    let mut images = Vec::new();
+    for app in &request.apps {
+        images.push(resolve_or_pull(store, &app.image, policy, pull)?);
+    }
+    let prefix = base_name(&request.apps[0].image);
+    let pod = pods.create(request.name.as_deref(), &prefix)?;
+    let blobs = pod.blobs_dir();
+    if let Err(e) = std::fs::create_dir(&blobs) {
+        let _ = pods.remove(&pod);
+        return Err(PodError::io(&blobs, e));
+    }
+    let config = config_of(&pod, request, &images);
+    Ok(Made {
+        pod,
+        config,
+        images,
+    })
+}
+
+impl Made {
+    /// Links the layer blobs, makes the log and volume directories and
+    /// writes the config: everything the guest and the other commands
+    /// need from the pod directory.
+    pub fn populate(&self, store: &Store) -> Result<(), PodError> {
+        let pod = &self.pod;
+        for image in &self.images {
+            store.link_layers(image, &pod.blobs_dir())?;
+        }
+        for dir in [pod.path.join("logs"), pod.path.join("volumes")] {
+            std::fs::create_dir_all(&dir).map_err(|e| PodError::io(&dir, e))?;
+        }
+        for v in self.config.volumes.iter().filter(|v| v.host.is_none()) {
+            let dir = pod.volume_dir(&v.name);
+            std::fs::create_dir_all(&dir).map_err(|e| PodError::io(&dir, e))?;
+        }
+        pod.write_config(&self.config)
+    }
+}
+
+fn config_of(pod: &PodDir, request: PodRequest, images: &[Image]) -> PodConfig {
+    let apps = request
+        .apps
+        .into_iter()
+        .zip(images)
+        .map(|(app, image)| {
+            let pin = PinnedImage {
+                reference: app.image.clone(),
+                name: image.name.clone(),
+                manifest_digest: image.manifest_digest.clone(),
+                config: image.config.clone(),
+                layers: image.layers.clone(),
+            };
+            app.with_image(pin)
+        })
+        .collect();
+    PodConfig {
+        id: pod.id.clone(),
+        name: pod.name.clone(),
+        apps,
+        volumes: request.volumes,
+        memory: request.memory,
+        vcpus: request.vcpus,
+        exit_policy: request.exit_policy,
+        stop_grace_ms: request.stop_grace_ms,
+        auto_remove: request.auto_remove,
+        created: now_secs(),
+    }
+}
+
+/// `docker.io/library/busybox:1.36` → `busybox`: the default pod-name prefix.
+pub fn base_name(reference: &str) -> String {
+    let no_digest = reference.split('@').next().unwrap_or(reference);
+    let last = no_digest.rsplit('/').next().unwrap_or(no_digest);
+    let name = last.split(':').next().unwrap_or(last);
+    if name.is_empty() || name.starts_with("sha256") {
+        "pod".to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_names() {
+        assert_eq!(base_name("busybox"), "busybox");
+        assert_eq!(base_name("127.0.0.1:5000/a/web:1.2"), "web");
+        assert_eq!(base_name("x/y@sha256:abcd"), "y");
+        assert_eq!(base_name("sha256:0123"), "pod");
+    }
+}

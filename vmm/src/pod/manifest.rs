@@ -1,0 +1,305 @@
+//! Pod manifests for `husk pod run FILE`: several apps in one VM, sharing
+//! volumes (rkt's pod model). TOML, or JSON with the same fields (a file
+//! whose first non-blank character is `{` is read as JSON).
+//!
+//! ```toml
+//! name = "pipeline"        # optional; default <first app>-<6 hex digits>
+//! memory = "512m"          # RAM for all apps together (default 256m)
+//! cpus = 2                 # vCPUs (default: 1)
+//! exit = "all"             # "all": the pod ends when every app has exited;
+//!                          # "first": when the first does (the rest are stopped)
+//! grace_seconds = 10       # SIGTERM → SIGKILL grace when stopping
+//!
+//! [[volumes]]
+//! name = "shared"          # no `host`: an empty directory living with the pod
+//! [[volumes]]
+//! name = "out"
+//! host = "/srv/out"        # a host directory (must exist)
+//! read_only = false
+//!
+//! [[apps]]
+//! name = "producer"
+//! image = "busybox"
+//! command = ["sh", "-c", "echo hello > /data/msg"]   # replaces the image's Cmd
+//! entrypoint = ["/bin/sh"] # optional: replaces the image's Entrypoint
+//! env = ["GREETING=hi"]
+//! workdir = "/"
+//! user = "1000:1000"
+//! memory = "64m"           # memory.max of this app
+//! cpus = 0.5               # cpu.max of this app
+//! pids = 100               # pids.max of this app
+//! rootfs_size = "256m"     # its root file system (default 512m)
+//! mounts = [{ volume = "shared", path = "/data" }]
+//! ```
+//!
+//! Unknown fields are errors (a typo must not be ignored silently).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::spec::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    memory: Option<String>,
+    #[serde(default)]
+    cpus: Option<f64>,
+    #[serde(default)]
+    exit: Option<ExitPolicy>,
+    #[serde(default)]
+    grace_seconds: Option<u64>,
+    #[serde(default)]
+    volumes: Vec<VolumeEntry>,
+    #[serde(default)]
+    apps: Vec<AppEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VolumeEntry {
+    name: String,
+    #[serde(default)]
+    host: Option<PathBuf>,
+    #[serde(default)]
+    read_only: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppEntry {
+    name: String,
+    image: String,
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    workdir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    memory: Option<String>,
+    #[serde(default)]
+    cpus: Option<f64>,
+    #[serde(default)]
+    pids: Option<u64>,
+    #[serde(default)]
+    rootfs_size: Option<String>,
+    #[serde(default)]
+    mounts: Vec<AppMount>,
+}
+
+/// Largest manifest read.
+const MAX_MANIFEST: u64 = 1 << 20;
+
+/// Reads and checks a manifest; relative host paths are relative to the
+/// manifest's directory.
+pub fn load(path: &Path) -> Result<PodRequest, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut text = String::new();
+    f.take(MAX_MANIFEST + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_MANIFEST {
+        return Err(format!("{}: larger than 1 MiB", path.display()));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses manifest text (TOML or JSON).
+pub fn parse(text: &str, base: &Path) -> Result<PodRequest, String> {
+    let file: File = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| e.to_string())?
+    } else {
+        toml::from_str(text).map_err(|e| e.message().to_owned())?
+    };
+    into_request(file, base)
+}
+
+fn size(field: &str, text: Option<&String>, default: u64) -> Result<u64, String> {
+    match text {
+        Some(t) => parse_size(t).map_err(|e| format!("{field}: {e}")),
+        None => Ok(default),
+    }
+}
+
+fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
+    if file.apps.is_empty() {
+        return Err("a pod needs at least one [[apps]] entry".into());
+    }
+    if let Some(n) = &file.name {
+        if !valid_name(n) {
+            return Err(format!("name {n:?}: use letters, digits, '_', '.', '-'"));
+        }
+    }
+    let mut volumes = Vec::new();
+    for v in file.volumes {
+        if !valid_name(&v.name) {
+            return Err(format!("volume name {:?} is not valid", v.name));
+        }
+        if volumes.iter().any(|o: &Volume| o.name == v.name) {
+            return Err(format!("volume {:?} is declared twice", v.name));
+        }
+        let host = match v.host {
+            Some(h) => {
+                let h = if h.is_relative() { base.join(h) } else { h };
+                if !h.is_dir() {
+                    return Err(format!(
+                        "volume {:?}: host directory {} does not exist",
+                        v.name,
+                        h.display()
+                    ));
+                }
+                Some(h)
+            }
+            None => None,
+        };
+        volumes.push(Volume {
+            name: v.name,
+            host,
+            read_only: v.read_only,
+        });
+    }
+    let mut apps: Vec<App<String>> = Vec::new();
+    for a in file.apps {
+        if !valid_name(&a.name) {
+            return Err(format!("app name {:?} is not valid", a.name));
+        }
+        if apps.iter().any(|o| o.name == a.name) {
+            return Err(format!("app {:?} is declared twice", a.name));
+        }
+        for m in &a.mounts {
+            if !volumes.iter().any(|v| v.name == m.volume) {
+                return Err(format!(
+                    "app {:?} mounts volume {:?}, which is not declared",
+                    a.name, m.volume
+                ));
+            }
+            if !m.path.starts_with('/') {
+                return Err(format!(
+                    "app {:?}: mount path {:?} must be absolute",
+                    a.name, m.path
+                ));
+            }
+        }
+        if let Some(c) = a.cpus {
+            parse_cpus(&c.to_string()).map_err(|e| format!("app {:?} cpus: {e}", a.name))?;
+        }
+        apps.push(App {
+            memory: a
+                .memory
+                .as_ref()
+                .map(|m| parse_size(m).map_err(|e| format!("app {:?} memory: {e}", a.name)))
+                .transpose()?,
+            rootfs_size: size("rootfs_size", a.rootfs_size.as_ref(), DEFAULT_ROOTFS_SIZE)?,
+            name: a.name,
+            image: a.image,
+            entrypoint: a.entrypoint,
+            command: a.command,
+            env: a.env,
+            workdir: a.workdir,
+            user: a.user,
+            tty: false,
+            stdin: false,
+            cpus: a.cpus,
+            pids: a.pids,
+            mounts: a.mounts,
+        });
+    }
+    let cpus = match file.cpus {
+        Some(c) => parse_cpus(&c.to_string()).map_err(|e| format!("cpus: {e}"))?,
+        None => 1.0,
+    };
+    Ok(PodRequest {
+        name: file.name,
+        apps,
+        volumes,
+        memory: size("memory", file.memory.as_ref(), DEFAULT_MEMORY)?,
+        vcpus: vcpus_for(cpus),
+        exit_policy: file.exit.unwrap_or_default(),
+        stop_grace_ms: file
+            .grace_seconds
+            .map(|s| s.saturating_mul(1000))
+            .unwrap_or(DEFAULT_STOP_GRACE_MS),
+        auto_remove: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOML: &str = r#"
+        name = "pipe"
+        memory = "128m"
+        exit = "first"
+        [[volumes]]
+        name = "shared"
+        [[apps]]
+        name = "a"
+        image = "busybox"
+        command = ["sh", "-c", "echo hi > /data/x"]
+        mounts = [{ volume = "shared", path = "/data" }]
+        [[apps]]
+        name = "b"
+        image = "busybox"
+        memory = "64m"
+        cpus = 0.5
+        mounts = [{ volume = "shared", path = "/data", read_only = true }]
+    "#;
+
+    #[test]
+    fn toml_and_json_agree() {
+        let t = parse(TOML, Path::new("/")).unwrap();
+        assert_eq!(t.name.as_deref(), Some("pipe"));
+        assert_eq!(t.memory, 128 * MIB);
+        assert_eq!(t.exit_policy, ExitPolicy::First);
+        assert_eq!(t.apps.len(), 2);
+        assert_eq!(t.apps[1].memory, Some(64 * MIB));
+        assert!(t.apps[1].mounts[0].read_only);
+        let json = r#"{"apps":[{"name":"a","image":"busybox","command":["true"]}]}"#;
+        let j = parse(json, Path::new("/")).unwrap();
+        assert_eq!(j.apps[0].command, Some(vec!["true".to_string()]));
+        assert_eq!(j.exit_policy, ExitPolicy::All);
+        assert_eq!(j.memory, DEFAULT_MEMORY);
+    }
+
+    #[test]
+    fn mistakes_are_reported() {
+        let bad = |text: &str, want: &str| {
+            let e = parse(text, Path::new("/")).unwrap_err();
+            assert!(e.contains(want), "{e:?} should mention {want:?}");
+        };
+        bad("name = \"x\"", "at least one");
+        bad(
+            "[[apps]]\nname = \"a\"\nimage = \"b\"\ncolour = 1",
+            "colour",
+        );
+        bad(
+            "[[apps]]\nname = \"a\"\nimage = \"b\"\nmounts = [{volume = \"v\", path = \"/d\"}]",
+            "not declared",
+        );
+        bad(
+            "[[volumes]]\nname = \"v\"\nhost = \"/no/such/dir\"\n[[apps]]\nname = \"a\"\nimage = \"b\"",
+            "does not exist",
+        );
+        bad(
+            "[[apps]]\nname = \"a\"\nimage = \"b\"\n[[apps]]\nname = \"a\"\nimage = \"b\"",
+            "twice",
+        );
+        bad(
+            "memory = \"lots\"\n[[apps]]\nname = \"a\"\nimage = \"b\"",
+            "memory",
+        );
+        bad("{\"apps\": 3}", "invalid type");
+    }
+}

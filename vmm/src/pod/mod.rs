@@ -1,0 +1,107 @@
+//! Pods: one or more apps (containers) from OCI images, in one microVM.
+//!
+//! rkt's pod model on a VM per pod: the host makes the pod's state
+//! directory ([`state`]), pins each app's image and links its layer blobs
+//! there ([`spec`]), starts the pod's VMM as a child process with the blobs
+//! and the pod's volumes shared over virtio-fs ([`vm`]), and drives the
+//! in-guest agent over vsock: unpack, create containers, stream output,
+//! collect exit statuses, power off ([`supervisor`]). There is no daemon:
+//! the supervising process is the `husk run` in the foreground, or a
+//! detached `husk pod supervise` for `-d`; the other commands (`ps`, `logs`,
+//! `stop`, `exec`) read the pod directory or connect to the agent through
+//! the pod's vsock socket. Multi-app pods come from manifests
+//! ([`manifest`]).
+
+pub mod attach;
+pub mod create;
+pub mod manifest;
+pub mod spec;
+pub mod state;
+pub mod supervisor;
+pub mod vm;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::cli::exit;
+use crate::image::ImageError;
+
+/// Why a pod operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: not a valid husk state file: {why}", path.display())]
+    Corrupt { path: PathBuf, why: String },
+    #[error("invalid name {0:?}: use letters, digits, '_', '.', '-' (at most 64, starting with a letter or digit)")]
+    BadName(String),
+    #[error("the name {0:?} is already in use by another pod")]
+    NameInUse(String),
+    #[error("no such pod: {0}")]
+    NoSuchPod(String),
+    #[error("{0:?} matches more than one pod: give more of its id, or its name")]
+    Ambiguous(String),
+    #[error("pod {0} is not running")]
+    NotRunning(String),
+    #[error("pod {pod} is still running: stop it first (or use --force)")]
+    StillRunning { pod: String },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot run VMs here: {0}")]
+    NoKvm(String),
+    #[error("cannot find the guest {what}: {why}")]
+    GuestArtifacts { what: &'static str, why: String },
+    #[error("the pod's VM failed: {0}")]
+    Vmm(String),
+    #[error("the pod's agent failed: {0}")]
+    Agent(String),
+    /// The guest found an image blob that does not match its digest.
+    #[error("{0}")]
+    Integrity(String),
+    /// A detached pod failed to start; its supervisor recorded why.
+    #[error("{reason}")]
+    Detached { reason: String, code: i32 },
+    #[error("app {app}: {message}")]
+    AppStart {
+        app: String,
+        message: String,
+        /// 126 (cannot invoke) or 127 (not found) when the agent says so.
+        code: i32,
+    },
+}
+
+impl PodError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: io::Error) -> PodError {
+        PodError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// The CLI's exit status for this failure (see [`crate::cli::exit`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            PodError::BadName(_) | PodError::NameInUse(_) | PodError::Usage(_) => exit::USAGE,
+            PodError::NoSuchPod(_)
+            | PodError::Ambiguous(_)
+            | PodError::NotRunning(_)
+            | PodError::StillRunning { .. } => exit::POD_NOT_FOUND,
+            PodError::Image(e) => e.exit_code(),
+            PodError::NoKvm(_) => exit::NO_KVM,
+            PodError::Integrity(_) => exit::INTEGRITY,
+            PodError::AppStart { code, .. } | PodError::Detached { code, .. } => *code,
+            PodError::Io { .. }
+            | PodError::Corrupt { .. }
+            | PodError::GuestArtifacts { .. }
+            | PodError::Vmm(_)
+            | PodError::Agent(_) => exit::RUNTIME,
+        }
+    }
+}

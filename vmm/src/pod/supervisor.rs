@@ -1,0 +1,602 @@
+//! Supervising a pod from boot to power-off.
+//!
+//! The supervisor starts the VMM, waits for the agent, mounts the shares,
+//! has every app's image unpacked and its container created, then waits on
+//! one channel for what can happen next: an app exits, a signal arrives,
+//! the VMM dies. Each app's output is copied by a thread of its own to the
+//! app's log (and, attached, to the terminal); output credit is granted
+//! only as those writes complete, so a slow terminal slows the app instead
+//! of growing a buffer. Only this thread writes `status.json`.
+//!
+//! Signals: SIGTERM (`husk stop`) stops every app — SIGTERM, the grace
+//! period, SIGKILL — and then the pod. Attached to a one-app `husk run`,
+//! SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 are forwarded to the app
+//! (Docker's sig-proxy) and SIGWINCH resizes its terminal; detached or for
+//! a multi-app pod, SIGINT and SIGHUP stop the pod like SIGTERM.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::process::Child;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use husk_agent_client::{ClientError, ProcEvent, Process, Session};
+use husk_proto::{
+    ContainerSpec, ErrorKind, ExitStatus, MountSpec, ProcessSpec, Request, Resources, SpecialFiles,
+    TtySize, UnpackSpec,
+};
+use signal_hook::consts::signal::*;
+use signal_hook::iterator::Signals;
+
+use super::attach::{self, Attach};
+use super::spec::{App, PodConfig};
+use super::state::{now_secs, AppStatus, PodDir, PodState, PodStatus};
+use super::vm::{self, GuestArtifacts};
+use super::PodError;
+
+/// Where the pod's image blobs are mounted in the guest.
+const GUEST_BLOBS: &str = "/run/husk/blobs";
+/// The virtio-fs tag of the blobs share.
+const BLOBS_TAG: &str = "blobs";
+/// How long the VMM may take to power off after the agent's shutdown.
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
+/// Grace the agent gives stray processes at shutdown (apps have ended).
+const SHUTDOWN_GRACE_MS: u64 = 1_000;
+/// Written by `husk stop -t N` before it signals the supervisor.
+pub const STOP_REQUEST_FILE: &str = "stop-grace-ms";
+
+fn guest_volume(name: &str) -> String {
+    format!("/run/husk/volumes/{name}")
+}
+
+fn guest_rootfs(app: &str) -> String {
+    format!("/run/husk/apps/{app}/rootfs")
+}
+
+/// What the supervisor's threads tell it.
+enum Event {
+    AppExited {
+        index: usize,
+        status: ExitStatus,
+        oom_killed: bool,
+    },
+    AppLost {
+        index: usize,
+        why: String,
+    },
+    Signal(i32),
+    VmmExited(std::process::ExitStatus),
+}
+
+/// A pod being supervised.
+struct Running<'a> {
+    pod: &'a PodDir,
+    config: &'a PodConfig,
+    status: PodStatus,
+    attach: Option<Attach>,
+    vmm_pid: Option<i32>,
+}
+
+/// Runs the pod to its end; returns each app's status, in config order.
+/// `populate` fills the pod directory while the VM boots (the guest needs
+/// the blobs only once it is up). On failure the pod's status records why,
+/// and the VMM is gone.
+pub fn supervise(
+    pod: &PodDir,
+    config: &PodConfig,
+    attach: Option<Attach>,
+    populate: &dyn Fn() -> Result<(), PodError>,
+) -> Result<Vec<AppStatus>, PodError> {
+    let (tx, rx) = channel();
+    // Taken before the VMM starts, so a `husk stop` during boot is seen.
+    let signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH])
+        .map_err(|e| PodError::io(std::path::Path::new("signals"), e))?;
+    let handle = signals.handle();
+    spawn_signal_thread(signals, tx.clone());
+    let mut run = Running {
+        pod,
+        config,
+        status: PodStatus::created(),
+        attach,
+        vmm_pid: None,
+    };
+    run.status.apps = config
+        .apps
+        .iter()
+        .map(|a| AppStatus {
+            name: a.name.clone(),
+            ..AppStatus::default()
+        })
+        .collect();
+    let result = run.go(tx, &rx, populate);
+    handle.close();
+    match result {
+        Ok(()) => Ok(run.status.apps.clone()),
+        Err(e) => {
+            run.fail(&e);
+            Err(e)
+        }
+    }
+}
+
+fn spawn_signal_thread(mut signals: Signals, tx: Sender<Event>) {
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if tx.send(Event::Signal(sig)).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+impl Running<'_> {
+    /// Logs (HUSK_LOG=info) that `what` is done, with the time since husk started.
+    fn phase(&self, what: &str) {
+        phase(self.pod, what);
+    }
+
+    fn save(&self) -> Result<(), PodError> {
+        self.pod.write_status(&self.status)
+    }
+
+    /// Records a failure and makes sure no VMM outlives it.
+    fn fail(&mut self, e: &PodError) {
+        if let Some(pid) = self.vmm_pid.take() {
+            // SAFETY: kill() with a pid we started and have not reaped (the
+            // watcher or this thread reaps it after); no memory involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        self.status.state = PodState::Failed;
+        self.status.reason = Some(e.to_string());
+        self.status.error_code = Some(e.exit_code());
+        self.status.finished = Some(now_secs());
+        let _ = self.save();
+    }
+
+    fn go(
+        &mut self,
+        tx: Sender<Event>,
+        rx: &Receiver<Event>,
+        populate: &dyn Fn() -> Result<(), PodError>,
+    ) -> Result<(), PodError> {
+        self.status.state = PodState::Starting;
+        self.status.started = Some(now_secs());
+        self.save()?;
+        let guest = vm::find_guest_artifacts()?;
+        vm::check_kvm()?;
+        let mut vmm = self.start_vmm(&guest)?;
+        self.phase("VMM started");
+        if let Err(e) = populate() {
+            return Err(self.explain(&mut vmm, e));
+        }
+        self.phase("pod directory populated");
+        let session = match self.boot(&mut vmm) {
+            Ok(s) => Arc::new(s),
+            Err(e) => return Err(self.explain(&mut vmm, e)),
+        };
+        self.phase("agent answered, shares mounted");
+        let procs = match self.start_apps(&session) {
+            Ok(p) => p,
+            Err(e) => return Err(self.explain(&mut vmm, e)),
+        };
+        self.phase("apps started");
+        self.status.state = PodState::Running;
+        self.save()?;
+        spawn_vmm_watcher(vmm, tx.clone());
+        let writers: Vec<_> = procs.iter().map(Process::stdin).collect();
+        let proc_ids: Vec<u32> = procs.iter().map(|p| p.proc).collect();
+        if let Some(attach) = &self.attach {
+            if attach.stdin {
+                attach::spawn_stdin_copier(writers[0].clone(), attach.tty);
+            }
+        }
+        for (index, process) in procs.into_iter().enumerate() {
+            self.spawn_output_thread(index, process, tx.clone())?;
+        }
+        drop(tx);
+        self.wait_apps(&session, &proc_ids, rx)?;
+        self.phase("apps ended");
+        self.power_off(&session, rx)?;
+        self.phase("VM powered off");
+        Ok(())
+    }
+
+    /// The VMM with the pod's shares.
+    fn start_vmm(&mut self, guest: &GuestArtifacts) -> Result<Child, PodError> {
+        let mut shares = vec![vm::share_arg(
+            BLOBS_TAG,
+            &self.pod.blobs_dir(),
+            true,
+            "always",
+        )];
+        for (i, v) in self.config.volumes.iter().enumerate() {
+            let dir = v
+                .host
+                .clone()
+                .unwrap_or_else(|| self.pod.volume_dir(&v.name));
+            shares.push(vm::share_arg(&format!("vol{i}"), &dir, v.read_only, "auto"));
+        }
+        let child = vm::spawn_vmm(self.pod, self.config, guest, &shares)?;
+        self.vmm_pid = Some(child.id() as i32);
+        self.status.vmm_pid = self.vmm_pid;
+        self.save()?;
+        Ok(child)
+    }
+
+    /// Waits for the agent and mounts the shares.
+    fn boot(&mut self, vmm: &mut Child) -> Result<Session, PodError> {
+        let session = vm::connect_agent(self.pod, vmm)?;
+        let mount = |tag: String, target: String, read_only: bool| {
+            session
+                .call(Request::MountShare {
+                    tag,
+                    target,
+                    read_only,
+                })
+                .map_err(agent_error)
+        };
+        mount(BLOBS_TAG.into(), GUEST_BLOBS.into(), true)?;
+        for (i, v) in self.config.volumes.iter().enumerate() {
+            mount(format!("vol{i}"), guest_volume(&v.name), v.read_only)?;
+        }
+        Ok(session)
+    }
+
+    /// Unpacks every app's image, then creates the containers.
+    fn start_apps(&mut self, session: &Session) -> Result<Vec<Process>, PodError> {
+        for app in &self.config.apps {
+            let spec = UnpackSpec {
+                blob_dir: GUEST_BLOBS.into(),
+                layers: app.image.layers.clone(),
+                rootfs: guest_rootfs(&app.name),
+                tmpfs_size: Some(app.rootfs_size),
+                max_unpacked_bytes: Some(app.rootfs_size),
+                // Set-id bits are dropped and device nodes skipped: many
+                // real images carry them, and an app needs neither (the
+                // agent's /dev is the container's).
+                special_files: SpecialFiles::Strip,
+            };
+            session
+                .call(Request::Unpack(Box::new(spec)))
+                .map_err(|e| match e {
+                    ClientError::Agent(r) if r.kind == ErrorKind::DigestMismatch => {
+                        PodError::Integrity(format!(
+                            "image {} of app {}: {}",
+                            app.image.name, app.name, r.message
+                        ))
+                    }
+                    ClientError::Agent(r) => PodError::Agent(format!(
+                        "unpacking {} for app {}: {}",
+                        app.image.name, app.name, r.message
+                    )),
+                    other => agent_error(other),
+                })?;
+            self.phase(&format!("unpacked {} for app {}", app.image.name, app.name));
+        }
+        let mut procs = Vec::new();
+        for (index, app) in self.config.apps.iter().enumerate() {
+            let tty_size = match &self.attach {
+                Some(a) if a.tty && index == 0 => attach::terminal_size(),
+                _ => None,
+            };
+            let spec = container_spec(self.config, app, tty_size);
+            let process = session
+                .start_process(Request::CreateContainer(Box::new(spec)))
+                .map_err(|e| app_start_error(&app.name, e))?;
+            self.status.apps[index].started = true;
+            procs.push(process);
+        }
+        Ok(procs)
+    }
+
+    /// Replaces a start-up error by the VMM's own reason if it died.
+    fn explain(&mut self, vmm: &mut Child, e: PodError) -> PodError {
+        std::thread::sleep(Duration::from_millis(50));
+        match vmm.try_wait() {
+            Ok(Some(status)) => {
+                self.vmm_pid = None;
+                PodError::Vmm(vm::vmm_exit_reason(self.pod, status))
+            }
+            _ => {
+                if let Some(pid) = self.vmm_pid.take() {
+                    // SAFETY: kill() of our own unreaped child; no memory involved.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                let _ = vmm.wait();
+                e
+            }
+        }
+    }
+
+    fn spawn_output_thread(
+        &self,
+        index: usize,
+        process: Process,
+        tx: Sender<Event>,
+    ) -> Result<(), PodError> {
+        let app = &self.config.apps[index];
+        let log_path = self.pod.log_path(&app.name);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| PodError::io(&log_path, e))?;
+        let sinks = attach::sinks(
+            self.attach.as_ref(),
+            &app.name,
+            index,
+            self.config.apps.len(),
+        );
+        std::thread::spawn(move || copy_output(index, process, log, sinks, &tx));
+        Ok(())
+    }
+
+    /// Waits until every app has exited, handling signals and the exit policy.
+    fn wait_apps(
+        &mut self,
+        session: &Arc<Session>,
+        procs: &[u32],
+        rx: &Receiver<Event>,
+    ) -> Result<(), PodError> {
+        let single_attached = self.attach.is_some() && self.config.apps.len() == 1;
+        let mut stopping = false;
+        while !self.status.apps.iter().all(AppStatus::ended) {
+            let event = rx
+                .recv()
+                .map_err(|_| PodError::Agent("every app's connection closed".into()))?;
+            match event {
+                Event::AppExited {
+                    index,
+                    status,
+                    oom_killed,
+                } => {
+                    let app = &mut self.status.apps[index];
+                    match status {
+                        ExitStatus::Code(c) => app.exit_code = Some(c),
+                        ExitStatus::Signal(s) => app.signal = Some(s),
+                    }
+                    app.oom_killed = oom_killed;
+                    self.save()?;
+                    if self.config.exit_policy == super::spec::ExitPolicy::First && !stopping {
+                        stopping = true;
+                        self.stop_all(session, procs)?;
+                    }
+                }
+                Event::AppLost { index, why } => {
+                    // The connection usually drops because the VMM died:
+                    // its exit, if it comes, is the reason to report.
+                    if let Some(status) = wait_vmm_exit(rx, VMM_EXIT_GRACE) {
+                        self.vmm_pid = None;
+                        return Err(PodError::Vmm(vm::vmm_exit_reason(self.pod, status)));
+                    }
+                    return Err(PodError::Agent(format!(
+                        "lost app {}: {why}",
+                        self.config.apps[index].name
+                    )));
+                }
+                Event::VmmExited(status) => {
+                    self.vmm_pid = None;
+                    return Err(PodError::Vmm(vm::vmm_exit_reason(self.pod, status)));
+                }
+                Event::Signal(SIGWINCH) => {
+                    if let (true, Some(size)) = (single_attached, attach::terminal_size()) {
+                        let _ = session.call(Request::ResizeTty {
+                            proc: procs[0],
+                            rows: size.rows,
+                            cols: size.cols,
+                        });
+                    }
+                }
+                Event::Signal(sig) if single_attached && sig != SIGTERM => {
+                    let _ = session.call(Request::Signal {
+                        proc: procs[0],
+                        signal: sig,
+                    });
+                }
+                Event::Signal(SIGTERM | SIGINT | SIGHUP) if !stopping => {
+                    stopping = true;
+                    self.stop_all(session, procs)?;
+                }
+                Event::Signal(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every app that still runs, each on a thread of its own (a
+    /// stop answers only once its app has exited).
+    fn stop_all(&mut self, session: &Arc<Session>, procs: &[u32]) -> Result<(), PodError> {
+        self.status.state = PodState::Stopping;
+        self.save()?;
+        let grace_ms = std::fs::read_to_string(self.pod.path.join(STOP_REQUEST_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(self.config.stop_grace_ms);
+        for (i, &proc) in procs.iter().enumerate() {
+            if self.status.apps[i].ended() {
+                continue;
+            }
+            let session = session.clone();
+            std::thread::spawn(move || session.call(Request::Stop { proc, grace_ms }));
+        }
+        Ok(())
+    }
+
+    /// Asks the agent to power off and waits for the VMM to exit.
+    fn power_off(&mut self, session: &Session, rx: &Receiver<Event>) -> Result<(), PodError> {
+        let _ = session.call(Request::Shutdown {
+            grace_ms: SHUTDOWN_GRACE_MS,
+        });
+        let deadline = std::time::Instant::now() + POWEROFF_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Event::VmmExited(_)) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    self.status.reason =
+                        Some("the guest did not power off in time: the VMM was killed".into());
+                    if let Some(pid) = self.vmm_pid {
+                        // SAFETY: kill() of our own child, which the watcher reaps.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    break;
+                }
+            }
+        }
+        self.vmm_pid = None;
+        self.status.state = PodState::Exited;
+        self.status.finished = Some(now_secs());
+        self.save()
+    }
+}
+
+/// Logs (HUSK_LOG=info) that `what` is done for `pod`, with the time since
+/// husk started: where a pod's start-up time goes (scripts/bench-run.sh).
+pub fn phase(pod: &PodDir, what: &str) {
+    log::info!(
+        "pod {}: {what} at {} ms",
+        pod.name,
+        crate::trace::since_main_ms()
+    );
+}
+
+/// How long a lost agent connection waits for news of the VMM's death.
+const VMM_EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Waits up to `limit` for the VMM watcher to report an exit, dropping
+/// other events (the pod is failing anyway).
+fn wait_vmm_exit(rx: &Receiver<Event>, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Event::VmmExited(status)) => return Some(status),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+fn spawn_vmm_watcher(mut vmm: Child, tx: Sender<Event>) {
+    std::thread::spawn(move || {
+        if let Ok(status) = vmm.wait() {
+            let _ = tx.send(Event::VmmExited(status));
+        }
+    });
+}
+
+/// Copies one app's output to its log and sinks until it exits.
+fn copy_output(
+    index: usize,
+    process: Process,
+    mut log: File,
+    mut sinks: attach::Sinks,
+    tx: &Sender<Event>,
+) {
+    loop {
+        let event = match process.next_event() {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = tx.send(Event::AppLost {
+                    index,
+                    why: e.to_string(),
+                });
+                return;
+            }
+        };
+        match event {
+            ProcEvent::Stdout(b) => {
+                let _ = log.write_all(&b);
+                sinks.stdout(&b);
+            }
+            ProcEvent::Stderr(b) => {
+                let _ = log.write_all(&b);
+                sinks.stderr(&b);
+            }
+            ProcEvent::Eof(_) => {}
+            ProcEvent::Exited { status, oom_killed } => {
+                sinks.finish();
+                let _ = tx.send(Event::AppExited {
+                    index,
+                    status,
+                    oom_killed,
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// The agent's container spec for `app`.
+pub fn container_spec(config: &PodConfig, app: &App, tty_size: Option<TtySize>) -> ContainerSpec {
+    let (cpu_quota_us, cpu_period_us) = match app.cpus {
+        Some(c) => (
+            Some((c * 100_000.0).round().max(1000.0) as u64),
+            Some(100_000),
+        ),
+        None => (None, None),
+    };
+    ContainerSpec {
+        id: app.name.clone(),
+        rootfs: guest_rootfs(&app.name),
+        hostname: Some(config.name.clone()),
+        image: app.image.config.clone(),
+        process: ProcessSpec {
+            entrypoint: app.entrypoint.clone(),
+            args: app.command.clone(),
+            env: app.env.clone(),
+            cwd: app.workdir.clone(),
+            user: app.user.clone(),
+            tty: app.tty,
+            tty_size,
+            stdin: app.stdin,
+            rlimits: Vec::new(),
+        },
+        resources: Resources {
+            memory_max: app.memory,
+            cpu_quota_us,
+            cpu_period_us,
+            pids_max: app.pids,
+        },
+        mounts: app
+            .mounts
+            .iter()
+            .map(|m| MountSpec {
+                source: guest_volume(&m.volume),
+                destination: m.path.clone(),
+                read_only: m.read_only,
+            })
+            .collect(),
+    }
+}
+
+fn agent_error(e: ClientError) -> PodError {
+    PodError::Agent(match e {
+        ClientError::Agent(r) => r.message,
+        other => other.to_string(),
+    })
+}
+
+/// A failed container start, with the shell's 126/127 when the command
+/// could not be executed or found.
+pub fn app_start_error(app: &str, e: ClientError) -> PodError {
+    match e {
+        ClientError::Agent(r) if r.kind == ErrorKind::Spawn => {
+            let code = if r.message.contains("No such file or directory") {
+                crate::cli::exit::COMMAND_NOT_FOUND
+            } else if r.message.contains("Permission denied") {
+                crate::cli::exit::CANNOT_INVOKE
+            } else {
+                crate::cli::exit::RUNTIME
+            };
+            PodError::AppStart {
+                app: app.to_owned(),
+                message: r.message,
+                code,
+            }
+        }
+        other => agent_error(other),
+    }
+}

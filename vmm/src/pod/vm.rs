@@ -1,0 +1,225 @@
+//! The pod's VM: finding the guest kernel and agent initramfs, starting the
+//! VMM as a child process, and reaching the agent through its vsock socket.
+//!
+//! The VMM is this same binary in `husk vm` mode, a process of its own (as
+//! Firecracker's and Cloud Hypervisor's are) so that it can later be jailed
+//! on its own and so that its death is visible to the supervisor, which
+//! records why. It runs in its own process group (a Ctrl-C on the terminal
+//! reaches the supervisor, which forwards it to the app, not the VMM) and
+//! dies with its supervisor (`PR_SET_PDEATHSIG`): a VM nobody drives is
+//! never left behind.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use husk_agent_client::{AgentClientError, Endpoint, Session, DEFAULT_VSOCK_PORT};
+
+use super::spec::PodConfig;
+use super::state::PodDir;
+use super::PodError;
+use crate::cli::doctor::{backend_from_modules, Backend};
+
+/// Environment variables that point at the guest kernel and initramfs.
+pub const KERNEL_ENV: &str = "HUSK_KERNEL";
+pub const INITRD_ENV: &str = "HUSK_INITRD";
+/// Where an installed husk keeps them.
+pub const SYSTEM_GUEST_DIR: &str = "/usr/lib/husk";
+
+/// How long the guest may take to boot and answer on vsock. Boots take
+/// well under a second on hardware KVM and a few seconds in the nested
+/// testbed; this bound only catches a guest that never comes up.
+pub const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The guest kernel and the agent's initramfs.
+#[derive(Debug, Clone)]
+pub struct GuestArtifacts {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+/// Finds the guest kernel and initramfs: `$HUSK_KERNEL`/`$HUSK_INITRD`,
+/// else `vmlinux` and `initramfs.cpio` beside the husk binary (where
+/// scripts/build.sh puts them), else [`SYSTEM_GUEST_DIR`].
+pub fn find_guest_artifacts() -> Result<GuestArtifacts, PodError> {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned));
+    let find = |env: &str, file: &str, what: &'static str| -> Result<PathBuf, PodError> {
+        if let Some(p) = std::env::var_os(env) {
+            let p = PathBuf::from(p);
+            return if p.is_file() {
+                Ok(p)
+            } else {
+                Err(PodError::GuestArtifacts {
+                    what,
+                    why: format!("${env} = {} is not a file", p.display()),
+                })
+            };
+        }
+        let candidates: Vec<PathBuf> = exe_dir
+            .iter()
+            .map(|d| d.join(file))
+            .chain(std::iter::once(Path::new(SYSTEM_GUEST_DIR).join(file)))
+            .collect();
+        candidates
+            .iter()
+            .find(|p| p.is_file())
+            .cloned()
+            .ok_or_else(|| PodError::GuestArtifacts {
+                what,
+                why: format!(
+                    "no {file} beside the husk binary or in {SYSTEM_GUEST_DIR}, and ${env} is not set (scripts/build.sh builds it)"
+                ),
+            })
+    };
+    Ok(GuestArtifacts {
+        kernel: find(KERNEL_ENV, "vmlinux", "kernel")?,
+        initrd: find(INITRD_ENV, "initramfs.cpio", "initramfs")?,
+    })
+}
+
+/// Refuses early, with the reason, on a host where pods cannot run: no
+/// usable /dev/kvm, or KVM without hardware virtualization (PVM), where a
+/// stock guest kernel runs emulated and never boots in useful time.
+pub fn check_kvm() -> Result<(), PodError> {
+    let kvm = kvm_ioctls::Kvm::new()
+        .map_err(|e| PodError::NoKvm(format!("cannot open /dev/kvm: {e} (see husk doctor)")))?;
+    if kvm.get_api_version() != 12 {
+        return Err(PodError::NoKvm("/dev/kvm speaks an unknown KVM API".into()));
+    }
+    let backend = backend_from_modules(|m| Path::new("/sys/module").join(m).exists());
+    if backend == Backend::Pvm {
+        return Err(PodError::NoKvm(
+            "KVM here is PVM, without hardware virtualization (see husk doctor; run inside scripts/testbed.sh)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A `--share` argument of `husk vm`.
+pub fn share_arg(tag: &str, dir: &Path, read_only: bool, cache: &str) -> String {
+    format!(
+        "{tag}={}{}:cache={cache}",
+        dir.display(),
+        if read_only { ":ro" } else { "" }
+    )
+}
+
+/// Starts the pod's VMM. Its stderr (one line if it fails) goes to
+/// `vmm.log` in the pod directory, the guest console to `console.log`.
+pub fn spawn_vmm(
+    pod: &PodDir,
+    config: &PodConfig,
+    guest: &GuestArtifacts,
+    shares: &[String],
+) -> Result<Child, PodError> {
+    let exe = std::env::current_exe().map_err(|e| PodError::io(Path::new("/proc/self/exe"), e))?;
+    let vmm_log = pod.path.join("vmm.log");
+    let stderr = File::create(&vmm_log).map_err(|e| PodError::io(&vmm_log, e))?;
+    let _ = std::fs::remove_file(pod.vsock_path());
+    let mut cmd = Command::new(exe);
+    cmd.arg("vm")
+        .arg("--kernel")
+        .arg(&guest.kernel)
+        .arg("--initrd")
+        .arg(&guest.initrd)
+        .arg("--mem")
+        .arg(config.vm_mem_mib().to_string())
+        .arg("--vcpus")
+        .arg(config.vcpus.to_string())
+        .arg("--cmdline")
+        .arg("quiet")
+        .arg("--console")
+        .arg(pod.console_path())
+        .arg("--vsock")
+        .arg(pod.vsock_path());
+    for share in shares {
+        cmd.arg("--share").arg(share);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .process_group(0);
+    let die_with_parent = || {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) passes integers only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the child between fork and exec and only
+    // calls prctl, which is async-signal-safe.
+    unsafe { cmd.pre_exec(die_with_parent) };
+    cmd.spawn()
+        .map_err(|e| PodError::Vmm(format!("cannot start the VMM: {e}")))
+}
+
+/// Why a VMM that exited did: its status and the last line it printed.
+pub fn vmm_exit_reason(pod: &PodDir, status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let how = match (status.code(), status.signal()) {
+        (Some(c), _) => format!("the VMM exited with status {c}"),
+        (None, Some(s)) => format!("the VMM was killed by signal {s}"),
+        _ => "the VMM ended".to_owned(),
+    };
+    let last = last_line(&pod.path.join("vmm.log"));
+    match last {
+        Some(line) => format!("{how}: {line}"),
+        None => how,
+    }
+}
+
+/// The last non-empty line of a small log file.
+pub fn last_line(path: &Path) -> Option<String> {
+    let f = File::open(path).ok()?;
+    BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .map(|l| l.trim().to_owned())
+}
+
+/// Connects to the agent of a pod whose VMM is `vmm`, retrying while the
+/// guest boots; fails at once if the VMM exits first.
+pub fn connect_agent(pod: &PodDir, vmm: &mut Child) -> Result<Session, PodError> {
+    let endpoint = Endpoint::Vsock {
+        uds: pod.vsock_path(),
+        port: DEFAULT_VSOCK_PORT,
+    };
+    let deadline = Instant::now() + AGENT_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = vmm.try_wait() {
+            return Err(PodError::Vmm(vmm_exit_reason(pod, status)));
+        }
+        match husk_agent_client::connect(&endpoint, Duration::from_millis(20)) {
+            Ok(session) => return Ok(session),
+            Err(e @ AgentClientError::Session(_)) if Instant::now() >= deadline => {
+                return Err(PodError::Agent(e.to_string()))
+            }
+            Err(_) if Instant::now() >= deadline => {
+                return Err(PodError::Agent(format!(
+                    "no answer on vsock within {}s (guest console: {})",
+                    AGENT_TIMEOUT.as_secs(),
+                    pod.console_path().display()
+                )))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Connects to the agent of a running pod (for `husk exec`).
+pub fn connect_running(pod: &PodDir) -> Result<Session, PodError> {
+    let endpoint = Endpoint::Vsock {
+        uds: pod.vsock_path(),
+        port: DEFAULT_VSOCK_PORT,
+    };
+    husk_agent_client::connect(&endpoint, Duration::from_secs(5))
+        .map_err(|e| PodError::Agent(e.to_string()))
+}
