@@ -1,0 +1,58 @@
+//! End to end: `husk run` and the pod commands with the real CLI, VMM,
+//! guest kernel and agent on real KVM (issue: "husk run"). One testbed
+//! session runs every case of tests/guest/pod-e2e.sh: output and exit
+//! status of `run` (codes and signals), env/workdir/user, stdin, volumes
+//! read-write and read-only, `-d` + `ps` + `logs` + `exec` + `stop`, a stop
+//! that needs SIGKILL after the grace period with `logs -f` following it,
+//! a two-app pod sharing a volume, a VMM killed under a running pod
+//! (reported as failed, cleaned by `gc`), and the error cases: unknown
+//! image, bad reference, bad flag value, missing volume, command not
+//! found, no such pod, registry unreachable, a corrupt layer blob, no KVM —
+//! each one line, its own exit status, nothing left behind.
+
+use husk_tests::{artifact, in_testbed, repo_root, Scratch};
+
+const CASES: &[&str] = &[
+    "run-echo",
+    "exit-status",
+    "env-workdir-user",
+    "stdin",
+    "volumes",
+    "detach-logs-exec-stop",
+    "stop-grace-kill",
+    "two-app-pod",
+    "vmm-death-reported",
+    "error-unknown-image",
+    "error-bad-reference",
+    "error-bad-memory",
+    "error-missing-volume",
+    "error-command-not-found",
+    "error-no-such-pod",
+    "error-registry-unreachable",
+    "error-digest-mismatch",
+    "error-no-kvm",
+];
+
+#[test]
+#[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
+fn pods_run_end_to_end() {
+    let scratch = Scratch::new("pod-e2e");
+    let script = repo_root().join("tests/guest/pod-e2e.sh");
+    let out = in_testbed(
+        &[scratch.path()],
+        &[
+            "sh",
+            &script.display().to_string(),
+            &artifact("husk").display().to_string(),
+            &scratch.path().display().to_string(),
+        ],
+    );
+    for case in CASES {
+        assert!(
+            out.has_line(&format!("case {case} ok")),
+            "case {case} did not pass:\n{}",
+            out.output
+        );
+    }
+    assert_eq!(out.status, 0, "{}", out.output);
+}
