@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Pod start-up benchmark (scripts/bench-run.sh runs it).
+
+testbed BUILD WORK RUNS   inside the testbed (real KVM), median of RUNS each:
+    raw boot   `husk vm` of the same kernel and initramfs, with the memory a pod gets,
+               `quiet husk.poweroff`: launch -> agent ready (boot to init), -> VMM exit
+    pod        `husk run --rm busybox true`: wall time, as a user sees it (image resolve,
+               pod dir, VM boot, unpack in the guest, container start, app exit, power-off)
+    and the pod overhead on top of boot: pod / boot-to-init - 1 (target <= 30%), plus
+    pod / boot-to-exit - 1 (like for like: both include the power-off). One more pod run with
+    HUSK_LOG=info prints where the time goes.
+host WORK RUNS            on the host: `runc run` of the same rootfs running `true`, the
+    no-isolation reference (needs runc: apt-get install runc).
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+READY = b"husk-agent: ready"
+MKIMAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "images",
+                       "mkimage.py")
+# Guest RAM of a default pod: memory 256 MiB + rootfs 512 MiB + 96 MiB overhead
+# (vmm/src/pod/spec.rs); the raw boot gets the same so only the pod work differs.
+POD_VM_MIB = 256 + 512 + 96
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def boot_once(argv):
+    """Returns (ready s, exit s, status)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    ready = None
+    for line in proc.stdout:
+        if ready is None and READY in line:
+            ready = time.perf_counter() - t0
+    status = proc.wait()
+    return ready, time.perf_counter() - t0, status
+
+
+def testbed(build, work, runs):
+    husk = os.path.join(build, "husk")
+    env = dict(os.environ, HUSK_ROOT=os.path.join(work, "root"))
+    subprocess.run([sys.executable, MKIMAGE, os.path.join(work, "img")], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([husk, "import", "--tag", "busybox", os.path.join(work, "img")], check=True,
+                   env=env, stdout=subprocess.DEVNULL)
+    raw_argv = [husk, "vm", "--kernel", os.path.join(build, "vmlinux"), "--initrd",
+                os.path.join(build, "initramfs.cpio"), "--mem", str(POD_VM_MIB),
+                "--cmdline", "quiet husk.poweroff"]
+    pod_argv = [husk, "run", "--rm", "busybox", "true"]
+    readies, exits, pods = [], [], []
+    # Interleaved, so a slow phase of the machine hits both sides alike.
+    for i in range(runs):
+        ready, done, status = boot_once(raw_argv)
+        if ready is None or status != 0:
+            sys.exit(f"bench-run: raw boot failed (status {status})")
+        readies.append(ready)
+        exits.append(done)
+        t0 = time.perf_counter()
+        p = subprocess.run(pod_argv, env=env, capture_output=True)
+        pods.append(time.perf_counter() - t0)
+        if p.returncode != 0:
+            sys.exit(f"bench-run: husk run failed ({p.returncode}): {p.stderr.decode()}")
+    b, e, r = median(readies), median(exits), median(pods)
+    print(f"testbed (real KVM, median of {runs}, guest RAM {POD_VM_MIB} MiB):")
+    print(f"  raw boot: launch -> init ready   {b:7.3f} s")
+    print(f"  raw boot: launch -> VMM exit     {e:7.3f} s")
+    print(f"  husk run --rm busybox true       {r:7.3f} s")
+    print(f"  pod overhead on top of boot-to-init: {100 * (r / b - 1):5.1f}%  (target <= 30%)")
+    print(f"  pod overhead on top of boot-to-exit: {100 * (r / e - 1):5.1f}%  (like for like)")
+    p = subprocess.run(pod_argv, env=dict(env, HUSK_LOG="info"), capture_output=True)
+    phases = [l for l in p.stderr.decode(errors="replace").splitlines() if "husk: info:" in l]
+    if phases:
+        print("  where one pod run's time goes:")
+        for line in phases:
+            print("    " + line.split("husk: info: ", 1)[1])
+
+
+def host(work, runs):
+    runc = shutil.which("runc")
+    print(f"host (no isolation reference, median of {runs}):")
+    if runc is None:
+        print("  runc: not installed (apt-get install runc)")
+        return
+    img = os.path.join(work, "img")
+    subprocess.run([sys.executable, MKIMAGE, img], check=True, stdout=subprocess.DEVNULL)
+    bundle = os.path.join(work, "bundle")
+    rootfs = os.path.join(bundle, "rootfs")
+    os.makedirs(rootfs)
+    index = json.load(open(os.path.join(img, "index.json")))
+    mdigest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.load(open(os.path.join(img, "blobs", "sha256", mdigest)))
+    for layer in manifest["layers"]:
+        blob = os.path.join(img, "blobs", "sha256", layer["digest"].split(":")[1])
+        subprocess.run(["tar", "-xzf", blob, "-C", rootfs], check=True)
+    subprocess.run([runc, "spec"], cwd=bundle, check=True)
+    spec_path = os.path.join(bundle, "config.json")
+    spec = json.load(open(spec_path))
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["true"]
+    json.dump(spec, open(spec_path, "w"))
+    times = []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        p = subprocess.run([runc, "run", "--bundle", bundle, f"husk-bench-{os.getpid()}-{i}"],
+                           capture_output=True)
+        times.append(time.perf_counter() - t0)
+        if p.returncode != 0:
+            print(f"  runc run: failed ({p.returncode}): {p.stderr.decode().strip()}")
+            return
+    print(f"  runc run (same rootfs, true)     {median(times):7.3f} s")
+
+
+def main(argv):
+    if len(argv) == 5 and argv[1] == "testbed":
+        testbed(argv[2], argv[3], int(argv[4]))
+    elif len(argv) == 4 and argv[1] == "host":
+        host(argv[2], int(argv[3]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
