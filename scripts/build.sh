@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything a pod needs into build/ (git-ignored):
 #   build/husk              the CLI and VMM (release)
+#   build/husk-pull         the registry client `husk pull` runs (kept out of the VMM binary)
 #   build/husk-agent        the in-guest agent, statically linked (it is the guest's /init)
 #   build/vmlinux           the guest kernel, uncompressed ELF (direct boot)
 #   build/bzImage           the same kernel, compressed (the VMM loads both)
@@ -23,6 +24,7 @@ log() { printf 'build: %s\n' "$*" >&2; }
 log "husk (release)"
 cargo build --quiet --release -p husk-vmm
 install -m 0755 target/release/husk "$out/husk"
+install -m 0755 target/release/husk-pull "$out/husk-pull"
 
 # The agent runs before anything else exists in the guest: link it statically
 # (gnu target with crt-static; RUSTFLAGS with an explicit --target leaves

@@ -189,3 +189,20 @@ fn concurrent_imports_into_one_store_all_land() {
     assert_eq!(imgs.len(), 6);
     no_temp_files(&root);
 }
+
+#[test]
+fn pull_without_its_helper_is_one_line() {
+    let dir = scratch("nohelper");
+    let out = Command::new(env!("CARGO_BIN_EXE_husk"))
+        .args(["pull", "127.0.0.1:1/x:1"])
+        .env("HUSK_ROOT", dir.join("root"))
+        .env("HUSK_PULL", dir.join("no-such-helper"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    one_line_error(&String::from_utf8_lossy(&out.stderr));
+    // A malformed reference is refused before any helper runs.
+    let (rc, _, err) = husk(&dir.join("root"), &["pull", "Bad Ref"]);
+    assert_eq!(rc, 2);
+    one_line_error(&err);
+}

@@ -27,6 +27,7 @@ mod index;
 mod manifest;
 mod pull;
 pub mod reference;
+mod registry;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,8 @@ use husk_proto::{ImageConfig, LayerSpec};
 pub use blobs::GcReport;
 pub use import::import;
 pub use index::Entry as IndexEntry;
-pub use pull::{pull, PullOptions};
+pub use pull::{answer_line as pull_answer_line, pull, PullOptions};
+pub use registry::pull_here;
 
 use crate::cli::exit;
 use blobs::Blobs;
@@ -77,6 +79,9 @@ pub enum ImageError {
     /// A manifest, config, index or archive is malformed or unsupported.
     #[error("{0}")]
     Malformed(String),
+    /// The pull helper process failed; `code` is the exit status it chose.
+    #[error("{message}")]
+    Helper { code: i32, message: String },
     /// The store or an input file could not be read or written.
     #[error("{what}")]
     Io {
@@ -95,6 +100,7 @@ impl ImageError {
             ImageError::Registry { .. } => exit::REGISTRY,
             ImageError::DigestMismatch { .. } | ImageError::Malformed(_) => exit::INTEGRITY,
             ImageError::Io { .. } => exit::RUNTIME,
+            ImageError::Helper { code, .. } => *code,
         }
     }
 

@@ -1,0 +1,46 @@
+//! `husk-pull`: the registry client `husk pull` (and `husk run` of an image
+//! not yet stored) runs as a helper process, so that the HTTP/TLS stack
+//! stays out of the `husk` binary, which is also every pod's VMM. See
+//! `husk_vmm::image::pull` for why and for the protocol.
+
+use std::path::PathBuf;
+
+use husk_vmm::image::{self, ImageError, PullOptions, Store};
+
+fn main() {
+    let result = run(std::env::args_os().skip(1).collect());
+    println!("{}", image::pull_answer_line(&result));
+}
+
+fn run(args: Vec<std::ffi::OsString>) -> Result<image::Image, ImageError> {
+    let usage = || {
+        ImageError::Usage(
+            "usage: husk-pull --root DIR [--insecure] [--creds FILE] [--progress] -- REF".into(),
+        )
+    };
+    let mut root = None;
+    let mut opts = PullOptions::default();
+    let mut args = args.into_iter();
+    let mut reference = None;
+    while let Some(a) = args.next() {
+        match a.to_str() {
+            Some("--root") => root = Some(PathBuf::from(args.next().ok_or_else(usage)?)),
+            Some("--creds") => {
+                opts.credentials_file = Some(PathBuf::from(args.next().ok_or_else(usage)?))
+            }
+            Some("--insecure") => opts.insecure = true,
+            Some("--progress") => opts.progress = true,
+            Some("--") => {
+                reference = args.next();
+                break;
+            }
+            _ => return Err(usage()),
+        }
+    }
+    let reference = reference
+        .ok_or_else(usage)?
+        .into_string()
+        .map_err(|_| usage())?;
+    let store = Store::open(&root.ok_or_else(usage)?)?;
+    image::pull_here(&store, &reference, &opts)
+}
