@@ -290,7 +290,7 @@ fn unreachable_registry() {
     let (rc, _, err) = husk.run(&["pull", &format!("127.0.0.1:{port}/bb:1")]);
     assert_eq!(rc, 121, "{err}");
     one_line(&err);
-    let (rc, _, err) = husk.run(&["pull", "UPPER/case"]);
+    let (rc, _, err) = husk.run(&["pull", "bad//ref"]);
     assert_eq!(rc, 2, "{err}");
     one_line(&err);
 }

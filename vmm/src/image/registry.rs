@@ -58,9 +58,21 @@ pub fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<I
         .enable_all()
         .build()
         .map_err(ImageError::io("cannot start the network runtime"))?;
+    let oci = match (&r.tag, &r.digest) {
+        (Some(t), Some(d)) => {
+            Reference::with_tag_and_digest(r.registry.clone(), r.path.clone(), t.clone(), d.clone())
+        }
+        (None, Some(d)) => Reference::with_digest(r.registry.clone(), r.path.clone(), d.clone()),
+        (t, None) => Reference::with_tag(
+            r.registry.clone(),
+            r.path.clone(),
+            t.clone().unwrap_or_else(|| "latest".into()),
+        ),
+    };
     let puller = Puller {
         store,
         r: &r,
+        oci,
         auth,
         opts,
     };
@@ -72,6 +84,7 @@ pub fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<I
 struct Puller<'a> {
     store: &'a Store,
     r: &'a Ref,
+    oci: Reference,
     auth: RegistryAuth,
     opts: &'a PullOptions,
 }
@@ -93,7 +106,7 @@ impl Puller<'_> {
         }
         let config = ClientConfig {
             protocol: if http {
-                ClientProtocol::HttpsExcept(vec![self.r.oci.resolve_registry().to_string()])
+                ClientProtocol::HttpsExcept(vec![self.oci.resolve_registry().to_string()])
             } else {
                 ClientProtocol::Https
             },
@@ -111,11 +124,11 @@ impl Puller<'_> {
     async fn run(&self) -> Result<String, ImageError> {
         let http_ok = self.opts.insecure || reference::is_loopback(&self.r.registry);
         let mut client = self.client(false)?;
-        let (bytes, top) = match self.fetch_manifest(&client, &self.r.oci).await {
+        let (bytes, top) = match self.fetch_manifest(&client, &self.oci).await {
             Ok(found) => found,
             Err(Fetch::Transport(first)) if http_ok => {
                 client = self.client(true)?;
-                match self.fetch_manifest(&client, &self.r.oci).await {
+                match self.fetch_manifest(&client, &self.oci).await {
                     Ok(found) => found,
                     // Plain HTTP did not get a registry's answer either: the
                     // HTTPS failure says more (a TLS server answers HTTP
@@ -136,7 +149,7 @@ impl Puller<'_> {
                         self.r.name
                     ))
                 })?;
-                let child = self.r.oci.clone_with_digest(entry.digest.clone());
+                let child = self.oci.clone_with_digest(entry.digest.clone());
                 let (b, d) = self
                     .fetch_manifest(&client, &child)
                     .await
@@ -211,7 +224,7 @@ impl Puller<'_> {
         desc: &Descriptor,
     ) -> Result<Vec<u8>, ImageError> {
         let mut stream = client
-            .pull_blob_stream(&self.r.oci, desc.digest.as_str())
+            .pull_blob_stream(&self.oci, desc.digest.as_str())
             .await
             .map_err(|e| self.error(e))?;
         let mut buf = Vec::new();
@@ -253,7 +266,7 @@ impl Puller<'_> {
             .blobs()
             .writer(&what, &desc.digest, Some(desc.size))?;
         let mut stream = client
-            .pull_blob_stream(&self.r.oci, desc.digest.as_str())
+            .pull_blob_stream(&self.oci, desc.digest.as_str())
             .await
             .map_err(|e| self.error(e))?;
         while let Some(chunk) = stream.next().await {
