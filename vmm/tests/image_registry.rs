@@ -1,5 +1,6 @@
 //! `husk pull` against a real registry: Debian's `docker-registry` on
-//! 127.0.0.1 (plain, with htpasswd basic auth, with TLS), images built by
+//! 127.0.0.1 (plain, with htpasswd basic auth, with bearer tokens from a
+//! token server in the test, with TLS), images built by
 //! `tests/images/mkimage.py` and pushed with `skopeo`. Needs no KVM and no
 //! network beyond the loopback. Each test skips (printing why) when
 //! docker-registry, skopeo, htpasswd, openssl or busybox are missing;
@@ -58,6 +59,16 @@ struct Registry {
 
 impl Registry {
     fn start(dir: &Path, htpasswd: Option<(&str, &str)>, tls: Option<(&Path, &Path)>) -> Registry {
+        Registry::start_with(dir, htpasswd, tls, "")
+    }
+
+    /// Like `start`, with `extra` appended to the registry's config.
+    fn start_with(
+        dir: &Path,
+        htpasswd: Option<(&str, &str)>,
+        tls: Option<(&Path, &Path)>,
+        extra: &str,
+    ) -> Registry {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -88,6 +99,7 @@ impl Registry {
                 file.display()
             );
         }
+        cfg += extra;
         let config = dir.join("config.yml");
         std::fs::write(&config, cfg).unwrap();
         let child = Command::new("/usr/bin/docker-registry")
@@ -581,4 +593,135 @@ fn concurrent_pulls_share_one_store() {
     assert_eq!(imgs.len(), 2);
     assert!(imgs.iter().all(|i| i["manifest_digest"] == digest.as_str()));
     husk.assert_clean();
+}
+
+/// A bearer-token server for the registry's `auth: token` mode: grants
+/// every scope asked for, in an RS256 JWT signed (by `openssl dgst`) with a
+/// self-signed certificate the registry trusts. Serves until the test
+/// process ends.
+fn token_server(dir: &Path) -> Option<(u16, PathBuf)> {
+    use base64::Engine as _;
+    let openssl = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "tok.key",
+        "-out",
+        "tok.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=husk-token",
+    ])?;
+    let der = openssl(&["x509", "-in", "tok.pem", "-outform", "DER"])?.stdout;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = url.encode(
+        serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [b64.encode(&der)]}).to_string(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").ok()?;
+    let port = listener.local_addr().ok()?.port();
+    let cert = dir.join("tok.pem");
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut line = String::new();
+            if BufReader::new(&conn).read_line(&mut line).is_err() {
+                continue;
+            }
+            let query = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .replace("%3A", ":")
+                .replace("%2C", ",")
+                .replace("%2F", "/");
+            let access: Vec<serde_json::Value> = query
+                .split(['?', '&'])
+                .filter_map(|kv| kv.strip_prefix("scope="))
+                .filter_map(|scope| {
+                    let mut f = scope.split(':');
+                    let (kind, name, actions) = (f.next()?, f.next()?, f.next()?);
+                    Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+                })
+                .collect();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let claims = url.encode(
+                serde_json::json!({"iss": "husk-test", "sub": "", "aud": "husk-test", "exp": now + 600,
+                    "nbf": now - 60, "iat": now - 60, "jti": format!("{now}-{}", access.len()), "access": access})
+                .to_string(),
+            );
+            let signing_input = format!("{header}.{claims}");
+            let input_file = dir.join("tok.input");
+            std::fs::write(&input_file, &signing_input).unwrap();
+            let sig = Command::new("openssl")
+                .args(["dgst", "-sha256", "-sign", "tok.key", "tok.input"])
+                .current_dir(&dir)
+                .output()
+                .unwrap()
+                .stdout;
+            let body = serde_json::json!({"token": format!("{signing_input}.{}", url.encode(sig))})
+                .to_string();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Some((port, cert))
+}
+
+#[test]
+fn pull_with_a_bearer_token() {
+    if !have_tools(&["/usr/bin/openssl"]) {
+        return;
+    }
+    let dir = scratch("token");
+    let Some((token_port, cert)) = token_server(&dir) else {
+        eprintln!("skipping: openssl could not make the token signing key");
+        return;
+    };
+    let (layout, digest) = mkimage(&dir.join("img"), &[]);
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: husk-test\n    issuer: husk-test\n    rootcertbundle: {}\n",
+        cert.display()
+    );
+    let reg = Registry::start_with(&dir, None, None, &auth);
+    reg.push(&layout, "tok/bb:1", None, false);
+    // Without a token the registry refuses, with a Bearer challenge.
+    {
+        use std::io::{Read, Write};
+        let mut c = TcpStream::connect(("127.0.0.1", reg.port)).unwrap();
+        write!(c, "GET /v2/ HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.0 401") || answer.starts_with("HTTP/1.1 401"),
+            "{answer}"
+        );
+        assert!(answer.contains("Bearer realm"), "{answer}");
+    }
+    let husk = Husk::new(&dir);
+    let name = format!("{}/tok/bb:1", reg.host());
+    let (rc, out, err) = husk.run(&["pull", &name]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out.trim(), name);
+    assert_eq!(husk.images()[0]["manifest_digest"], digest.as_str());
 }
