@@ -483,11 +483,11 @@ mod tests {
         while (e.len() as u64) < size {
             e.push((e.len() / 4096 + 1) as u8);
         }
-        let path = std::env::temp_dir().join(format!(
-            "husk-elf-{}-{:x}",
-            std::process::id(),
-            segments[0].paddr + segments.len() as u64
-        ));
+        // Tests run in parallel threads of one process: a counter keeps
+        // their files apart (two layouts can share a first address).
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("husk-elf-{}-{n}", std::process::id()));
         std::fs::write(&path, e).unwrap();
         let f = File::open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
