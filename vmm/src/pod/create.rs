@@ -73,10 +73,25 @@ pub fn create(
     }
     let prefix = base_name(&request.apps[0].image);
     let pod = pods.create(request.name.as_deref(), &prefix)?;
-    let blobs = pod.blobs_dir();
-    if let Err(e) = std::fs::create_dir(&blobs) {
-        let _ = pods.remove(&pod);
-        return Err(PodError::io(&blobs, e));
+    // Every directory the VMM shares must exist before it starts (it opens
+    // them at once); filling them can overlap the boot.
+    let mut dirs = vec![
+        pod.blobs_dir(),
+        pod.path.join("logs"),
+        pod.path.join("volumes"),
+    ];
+    dirs.extend(
+        request
+            .volumes
+            .iter()
+            .filter(|v| v.host.is_none())
+            .map(|v| pod.volume_dir(&v.name)),
+    );
+    for dir in dirs {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            let _ = pods.remove(&pod);
+            return Err(PodError::io(&dir, e));
+        }
     }
     let config = config_of(&pod, request, &images);
     Ok(Made {
@@ -87,20 +102,13 @@ pub fn create(
 }
 
 impl Made {
-    /// Links the layer blobs, makes the log and volume directories and
-    /// writes the config: everything the guest and the other commands
-    /// need from the pod directory.
+    /// Links the layer blobs and writes the config: everything the guest
+    /// and the other commands need from the pod directory beyond the
+    /// directories [`create`] made.
     pub fn populate(&self, store: &Store) -> Result<(), PodError> {
         let pod = &self.pod;
         for image in &self.images {
             store.link_layers(image, &pod.blobs_dir())?;
-        }
-        for dir in [pod.path.join("logs"), pod.path.join("volumes")] {
-            std::fs::create_dir_all(&dir).map_err(|e| PodError::io(&dir, e))?;
-        }
-        for v in self.config.volumes.iter().filter(|v| v.host.is_none()) {
-            let dir = pod.volume_dir(&v.name);
-            std::fs::create_dir_all(&dir).map_err(|e| PodError::io(&dir, e))?;
         }
         pod.write_config(&self.config)
     }

@@ -19,6 +19,7 @@ pub mod spec;
 pub mod state;
 pub mod supervisor;
 pub mod vm;
+pub mod vmm_process;
 
 use std::io;
 use std::path::{Path, PathBuf};

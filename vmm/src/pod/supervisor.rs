@@ -16,7 +16,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::process::Child;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +32,7 @@ use super::attach::{self, Attach};
 use super::spec::{App, PodConfig};
 use super::state::{now_secs, AppStatus, PodDir, PodState, PodStatus};
 use super::vm::{self, GuestArtifacts};
+use super::vmm_process::VmmProcess;
 use super::PodError;
 
 /// Where the pod's image blobs are mounted in the guest.
@@ -89,11 +89,10 @@ pub fn supervise(
     populate: &dyn Fn() -> Result<(), PodError>,
 ) -> Result<Vec<AppStatus>, PodError> {
     let (tx, rx) = channel();
-    // Taken before the VMM starts, so a `husk stop` during boot is seen.
+    // Registered before the VMM starts, so a `husk stop` during boot is seen.
     let signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH])
         .map_err(|e| PodError::io(std::path::Path::new("signals"), e))?;
     let handle = signals.handle();
-    spawn_signal_thread(signals, tx.clone());
     let mut run = Running {
         pod,
         config,
@@ -109,7 +108,7 @@ pub fn supervise(
             ..AppStatus::default()
         })
         .collect();
-    let result = run.go(tx, &rx, populate);
+    let result = run.go(tx, &rx, signals, populate);
     handle.close();
     match result {
         Ok(()) => Ok(run.status.apps.clone()),
@@ -158,6 +157,7 @@ impl Running<'_> {
         &mut self,
         tx: Sender<Event>,
         rx: &Receiver<Event>,
+        signals: Signals,
         populate: &dyn Fn() -> Result<(), PodError>,
     ) -> Result<(), PodError> {
         self.status.state = PodState::Starting;
@@ -165,7 +165,11 @@ impl Running<'_> {
         self.save()?;
         let guest = vm::find_guest_artifacts()?;
         vm::check_kvm()?;
-        let mut vmm = self.start_vmm(&guest)?;
+        // The VMM is forked: no thread may run yet (see VmmProcess). Signals
+        // that came before are queued in signal-hook's pipe until then.
+        let started = self.start_vmm(&guest);
+        spawn_signal_thread(signals, tx.clone());
+        let mut vmm = started?;
         self.phase("VMM started");
         if let Err(e) = populate() {
             return Err(self.explain(&mut vmm, e));
@@ -175,7 +179,7 @@ impl Running<'_> {
             Ok(s) => Arc::new(s),
             Err(e) => return Err(self.explain(&mut vmm, e)),
         };
-        self.phase("agent answered, shares mounted");
+        self.phase("shares mounted");
         let procs = match self.start_apps(&session) {
             Ok(p) => p,
             Err(e) => return Err(self.explain(&mut vmm, e)),
@@ -203,7 +207,7 @@ impl Running<'_> {
     }
 
     /// The VMM with the pod's shares.
-    fn start_vmm(&mut self, guest: &GuestArtifacts) -> Result<Child, PodError> {
+    fn start_vmm(&mut self, guest: &GuestArtifacts) -> Result<VmmProcess, PodError> {
         let mut shares = vec![vm::share_arg(
             BLOBS_TAG,
             &self.pod.blobs_dir(),
@@ -225,8 +229,9 @@ impl Running<'_> {
     }
 
     /// Waits for the agent and mounts the shares.
-    fn boot(&mut self, vmm: &mut Child) -> Result<Session, PodError> {
+    fn boot(&mut self, vmm: &mut VmmProcess) -> Result<Session, PodError> {
         let session = vm::connect_agent(self.pod, vmm)?;
+        self.phase("agent answered");
         let mount = |tag: String, target: String, read_only: bool| {
             session
                 .call(Request::MountShare {
@@ -291,7 +296,7 @@ impl Running<'_> {
     }
 
     /// Replaces a start-up error by the VMM's own reason if it died.
-    fn explain(&mut self, vmm: &mut Child, e: PodError) -> PodError {
+    fn explain(&mut self, vmm: &mut VmmProcess, e: PodError) -> PodError {
         std::thread::sleep(Duration::from_millis(50));
         match vmm.try_wait() {
             Ok(Some(status)) => {
@@ -492,7 +497,7 @@ fn wait_vmm_exit(rx: &Receiver<Event>, limit: Duration) -> Option<std::process::
     }
 }
 
-fn spawn_vmm_watcher(mut vmm: Child, tx: Sender<Event>) {
+fn spawn_vmm_watcher(mut vmm: VmmProcess, tx: Sender<Event>) {
     std::thread::spawn(move || {
         if let Ok(status) = vmm.wait() {
             let _ = tx.send(Event::VmmExited(status));

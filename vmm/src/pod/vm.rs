@@ -1,27 +1,25 @@
 //! The pod's VM: finding the guest kernel and agent initramfs, starting the
 //! VMM as a child process, and reaching the agent through its vsock socket.
 //!
-//! The VMM is this same binary in `husk vm` mode, a process of its own (as
-//! Firecracker's and Cloud Hypervisor's are) so that it can later be jailed
-//! on its own and so that its death is visible to the supervisor, which
-//! records why. It runs in its own process group (a Ctrl-C on the terminal
-//! reaches the supervisor, which forwards it to the app, not the VMM) and
-//! dies with its supervisor (`PR_SET_PDEATHSIG`): a VM nobody drives is
-//! never left behind.
+//! The VMM is `husk vm`'s code in a process of its own (as Firecracker's
+//! and Cloud Hypervisor's are), forked from the supervisor: see
+//! [`VmmProcess`].
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use husk_agent_client::{AgentClientError, Endpoint, Session, DEFAULT_VSOCK_PORT};
 
 use super::spec::PodConfig;
 use super::state::PodDir;
+use super::vmm_process::VmmProcess;
 use super::PodError;
 use crate::cli::doctor::{backend_from_modules, Backend};
+use crate::cli::vm::VmArgs;
+use crate::devices::virtio::vsock::DEFAULT_GUEST_CID;
 
 /// Environment variables that point at the guest kernel and initramfs.
 pub const KERNEL_ENV: &str = "HUSK_KERNEL";
@@ -110,53 +108,32 @@ pub fn share_arg(tag: &str, dir: &Path, read_only: bool, cache: &str) -> String 
     )
 }
 
-/// Starts the pod's VMM. Its stderr (one line if it fails) goes to
-/// `vmm.log` in the pod directory, the guest console to `console.log`.
+/// Starts the pod's VMM (see [`VmmProcess`]): the guest console goes to
+/// `console.log`, the VMM's stderr (one line if it fails) to `vmm.log`.
+/// Call only while this process has a single thread.
 pub fn spawn_vmm(
     pod: &PodDir,
     config: &PodConfig,
     guest: &GuestArtifacts,
     shares: &[String],
-) -> Result<Child, PodError> {
-    let exe = std::env::current_exe().map_err(|e| PodError::io(Path::new("/proc/self/exe"), e))?;
+) -> Result<VmmProcess, PodError> {
     let vmm_log = pod.path.join("vmm.log");
     let stderr = File::create(&vmm_log).map_err(|e| PodError::io(&vmm_log, e))?;
     let _ = std::fs::remove_file(pod.vsock_path());
-    let mut cmd = Command::new(exe);
-    cmd.arg("vm")
-        .arg("--kernel")
-        .arg(&guest.kernel)
-        .arg("--initrd")
-        .arg(&guest.initrd)
-        .arg("--mem")
-        .arg(config.vm_mem_mib().to_string())
-        .arg("--vcpus")
-        .arg(config.vcpus.to_string())
-        .arg("--cmdline")
-        .arg("quiet")
-        .arg("--console")
-        .arg(pod.console_path())
-        .arg("--vsock")
-        .arg(pod.vsock_path());
-    for share in shares {
-        cmd.arg("--share").arg(share);
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .process_group(0);
-    let die_with_parent = || {
-        // SAFETY: prctl(PR_SET_PDEATHSIG) passes integers only.
-        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+    let args = VmArgs {
+        kernel: guest.kernel.clone(),
+        initrd: Some(guest.initrd.clone()),
+        cmdline: "quiet".into(),
+        no_default_cmdline: false,
+        mem: config.vm_mem_mib(),
+        vcpus: config.vcpus,
+        console: pod.console_path().display().to_string(),
+        boot_trace: false,
+        vsock: Some(pod.vsock_path()),
+        cid: DEFAULT_GUEST_CID,
+        shares: shares.to_vec(),
     };
-    // SAFETY: the hook runs in the child between fork and exec and only
-    // calls prctl, which is async-signal-safe.
-    unsafe { cmd.pre_exec(die_with_parent) };
-    cmd.spawn()
-        .map_err(|e| PodError::Vmm(format!("cannot start the VMM: {e}")))
+    VmmProcess::fork(args, &stderr).map_err(|e| PodError::Vmm(format!("cannot start the VMM: {e}")))
 }
 
 /// Why a VMM that exited did: its status and the last line it printed.
@@ -185,17 +162,59 @@ pub fn last_line(path: &Path) -> Option<String> {
         .map(|l| l.trim().to_owned())
 }
 
-/// Connects to the agent of a pod whose VMM is `vmm`, retrying while the
-/// guest boots; fails at once if the VMM exits first.
-pub fn connect_agent(pod: &PodDir, vmm: &mut Child) -> Result<Session, PodError> {
+/// The agent's readiness line on the guest console.
+const READY_LINE: &[u8] = b"husk-agent: ready";
+/// How long to wait for the readiness line before trying vsock anyway (a
+/// console that says nothing must not stop a pod that works).
+const READY_LINE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Poll interval while the guest boots.
+const BOOT_POLL: Duration = Duration::from_millis(5);
+
+/// Whether the console log `path` holds the readiness line yet; `seen`
+/// is how far it has been read (only new bytes are read each time).
+fn console_says_ready(path: &Path, seen: &mut u64) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    // Re-read a little before the last end, in case the line straddled it.
+    let from = seen.saturating_sub(READY_LINE.len() as u64);
+    if f.seek(SeekFrom::Start(from)).is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    if f.take(1 << 20).read_to_end(&mut buf).is_err() {
+        return false;
+    }
+    *seen = from + buf.len() as u64;
+    buf.windows(READY_LINE.len()).any(|w| w == READY_LINE)
+}
+
+/// Connects to the agent of a pod whose VMM is `vmm`; fails at once if the
+/// VMM exits first. It waits for the agent's readiness line on the console
+/// log before knocking on vsock: every refused connection attempt costs
+/// the booting guest an interrupt and a reset packet, which slows the boot
+/// it is waiting for.
+pub fn connect_agent(pod: &PodDir, vmm: &mut VmmProcess) -> Result<Session, PodError> {
     let endpoint = Endpoint::Vsock {
         uds: pod.vsock_path(),
         port: DEFAULT_VSOCK_PORT,
     };
-    let deadline = Instant::now() + AGENT_TIMEOUT;
+    let start = Instant::now();
+    let deadline = start + AGENT_TIMEOUT;
+    let mut seen = 0;
+    let mut ready = false;
     loop {
         if let Ok(Some(status)) = vmm.try_wait() {
             return Err(PodError::Vmm(vmm_exit_reason(pod, status)));
+        }
+        if !ready {
+            ready = console_says_ready(&pod.console_path(), &mut seen)
+                || start.elapsed() > READY_LINE_TIMEOUT;
+            if !ready {
+                std::thread::sleep(BOOT_POLL);
+                continue;
+            }
         }
         match husk_agent_client::connect(&endpoint, Duration::from_millis(20)) {
             Ok(session) => return Ok(session),
@@ -209,7 +228,7 @@ pub fn connect_agent(pod: &PodDir, vmm: &mut Child) -> Result<Session, PodError>
                     pod.console_path().display()
                 )))
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => std::thread::sleep(BOOT_POLL),
         }
     }
 }
