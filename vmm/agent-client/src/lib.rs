@@ -20,7 +20,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use husk_proto::client::{ClientError, ProcEvent, Process, Session};
+pub use husk_proto::client::{ClientError, ProcEvent, Process, Session, StdinWriter};
 use husk_proto::ExitStatus;
 pub use husk_proto::DEFAULT_VSOCK_PORT;
 
@@ -111,6 +111,33 @@ pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Session, AgentC
     }
 }
 
+/// Copies `input` to a process's stdin on a thread of its own until end
+/// of file (or a read error), then closes the process's stdin; stops early
+/// if the process's stdin is gone. The agent's flow control bounds what
+/// is in flight.
+pub fn spawn_stdin_copy(
+    mut input: Box<dyn Read + Send>,
+    writer: StdinWriter,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                match input.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if writer.write(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = writer.close();
+        })?;
+    Ok(())
+}
+
 /// Attaches a started process to local stdio until it exits: copies
 /// `stdin` to it (if given) on a thread, its output to `stdout`/`stderr`.
 /// Returns its status and whether it was OOM-killed.
@@ -120,24 +147,8 @@ pub fn run_attached(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<(ExitStatus, bool), AgentClientError> {
-    if let Some(mut input) = stdin {
-        let writer = process.stdin();
-        std::thread::Builder::new()
-            .name("stdin".into())
-            .spawn(move || {
-                let mut buf = vec![0u8; 64 << 10];
-                loop {
-                    match input.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if writer.write(&buf[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = writer.close();
-            })?;
+    if let Some(input) = stdin {
+        spawn_stdin_copy(input, process.stdin())?;
     }
     loop {
         match process.next_event()? {

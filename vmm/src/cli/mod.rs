@@ -49,8 +49,9 @@ pub enum Command {
     Pods(pods::PodCommand),
 }
 
-/// Prints `err` and its causes as one line: `husk: what: why: root cause`.
-pub fn print_error(err: &(dyn std::error::Error + 'static)) {
+/// `err` and its causes as one line, `what: why: root cause` (a cause its
+/// parent's text already holds is not repeated).
+pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
     let mut line = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {
@@ -61,7 +62,12 @@ pub fn print_error(err: &(dyn std::error::Error + 'static)) {
         }
         source = s.source();
     }
-    eprintln!("husk: {}", line.replace('\n', " "));
+    line.replace('\n', " ")
+}
+
+/// Prints `err` and its causes as one line: `husk: what: why: root cause`.
+pub fn print_error(err: &(dyn std::error::Error + 'static)) {
+    eprintln!("husk: {}", error_line(err));
 }
 
 /// A minimal logger: warnings and errors from library code to stderr when

@@ -23,15 +23,23 @@ use crate::pod::state::{AppStatus, PodDir, PodState, PodStatus, PodStore};
 use crate::pod::supervisor::{phase, supervise};
 use crate::pod::{manifest, vm, PodError};
 
-/// Arguments of `husk run`.
+/// The flags `husk run` and `husk pod run` share: where the pod runs and
+/// whether it outlives its end.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct LifetimeArgs {
     /// Remove the pod when it ends.
     #[arg(long)]
     pub rm: bool,
     /// Run in the background; print the pod's id.
     #[arg(short = 'd', long)]
     pub detach: bool,
+}
+
+/// Arguments of `husk run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub lifetime: LifetimeArgs,
     /// Name the pod (default: <image>-<6 hex digits>).
     #[arg(long)]
     pub name: Option<String>,
@@ -82,12 +90,8 @@ pub struct RunArgs {
 /// Arguments of `husk pod run`.
 #[derive(Debug, Args)]
 pub struct PodRunArgs {
-    /// Remove the pod when it ends.
-    #[arg(long)]
-    pub rm: bool,
-    /// Run in the background; print the pod's id.
-    #[arg(short = 'd', long)]
-    pub detach: bool,
+    #[command(flatten)]
+    pub lifetime: LifetimeArgs,
     /// Name the pod (overrides the manifest's name).
     #[arg(long)]
     pub name: Option<String>,
@@ -178,7 +182,7 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
             return Err(usage(format!("-w {w}: must be an absolute path")));
         }
     }
-    if args.tty && args.detach {
+    if args.tty && args.lifetime.detach {
         return Err(usage(
             "-t and -d cannot be combined (nothing would read the terminal)",
         ));
@@ -230,7 +234,7 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
         vcpus: vcpus_for(cpus.unwrap_or(1.0)),
         exit_policy: ExitPolicy::All,
         stop_grace_ms: DEFAULT_STOP_GRACE_MS,
-        auto_remove: args.rm,
+        auto_remove: args.lifetime.rm,
     })
 }
 
@@ -241,7 +245,7 @@ pub fn run(args: RunArgs) -> i32 {
         tty: args.tty,
     };
     let how = How {
-        detach: args.detach,
+        detach: args.lifetime.detach,
         policy: args.pull,
         insecure: args.insecure,
         attach,
@@ -261,7 +265,7 @@ pub fn pod_run(args: PodRunArgs) -> i32 {
             if args.exit_on_first {
                 r.exit_policy = ExitPolicy::First;
             }
-            r.auto_remove = args.rm;
+            r.auto_remove = args.lifetime.rm;
             r
         });
     let attach = Attach {
@@ -269,7 +273,7 @@ pub fn pod_run(args: PodRunArgs) -> i32 {
         tty: false,
     };
     let how = How {
-        detach: args.detach,
+        detach: args.lifetime.detach,
         policy: args.pull,
         insecure: args.insecure,
         attach,

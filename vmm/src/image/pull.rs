@@ -97,19 +97,7 @@ fn answer(store: &Store, line: &str, helper: &Path) -> Result<Image, ImageError>
 pub fn answer_line(result: &Result<Image, ImageError>) -> String {
     match result {
         Ok(img) => format!("ok {} {}", img.name, img.manifest_digest),
-        Err(e) => {
-            let mut line = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                let text = s.to_string();
-                if !line.contains(&text) {
-                    line.push_str(": ");
-                    line.push_str(&text);
-                }
-                source = s.source();
-            }
-            format!("error {} {}", e.exit_code(), line.replace('\n', " "))
-        }
+        Err(e) => format!("error {} {}", e.exit_code(), crate::cli::error_line(e)),
     }
 }
 

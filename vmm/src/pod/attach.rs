@@ -5,7 +5,7 @@
 //! writing to one terminal are told apart as `docker compose` does: each
 //! line is prefixed with `app | `.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 
 use husk_proto::client::StdinWriter;
@@ -78,22 +78,10 @@ impl Drop for RawTerminal {
 
 /// Copies this process's stdin to the app until end of file, then closes
 /// the app's stdin.
-pub fn spawn_stdin_copier(writer: StdinWriter, _tty: bool) {
-    std::thread::spawn(move || {
-        let mut input = std::io::stdin().lock();
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            match input.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if writer.write(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = writer.close();
-    });
+pub fn spawn_stdin_copier(writer: StdinWriter) {
+    if let Err(e) = husk_agent_client::spawn_stdin_copy(Box::new(std::io::stdin()), writer) {
+        log::warn!("cannot start the stdin thread: {e}");
+    }
 }
 
 /// Where one app's output goes besides its log.

@@ -192,7 +192,7 @@ impl Running<'_> {
         let proc_ids: Vec<u32> = procs.iter().map(|p| p.proc).collect();
         if let Some(attach) = &self.attach {
             if attach.stdin {
-                attach::spawn_stdin_copier(writers[0].clone(), attach.tty);
+                attach::spawn_stdin_copier(writers[0].clone());
             }
         }
         for (index, process) in procs.into_iter().enumerate() {
