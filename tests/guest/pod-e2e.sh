@@ -60,6 +60,25 @@ else
 fi
 $H rm web >/dev/null
 
+# 6b. signals: SIGINT to `husk run` and to `husk exec` reaches the app, which traps it
+wait_for() { i=0; while ! grep -q "$1" "$2" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; }
+trap_int='trap "echo got-int; exit 3" INT; echo ready; while true; do sleep 0.1; done'
+$H run --rm --name sig busybox sh -c "$trap_int" > "$D/sig.out" 2>&1 & rpid=$!
+wait_for ready "$D/sig.out"
+$H exec sig sh -c "$trap_int" > "$D/exec.out" 2>&1 & epid=$!
+wait_for ready "$D/exec.out"
+# A husk that does not forward the signal would wait forever: give each 20 s, then SIGKILL.
+reap() { i=0; while kill -0 "$1" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+         kill -9 "$1" 2>/dev/null; wait "$1"; }
+kill -INT $epid; reap $epid; erc=$?
+kill -INT $rpid; reap $rpid; rrc=$?
+if [ $erc -eq 3 ] && grep -q got-int "$D/exec.out" && [ $rrc -eq 3 ] && grep -q got-int "$D/sig.out"; then
+    ok signals-forwarded
+else
+    bad signals-forwarded "exec rc=$erc $(cat "$D/exec.out") run rc=$rrc $(cat "$D/sig.out")"
+    $H stop sig >/dev/null 2>&1; $H rm sig >/dev/null 2>&1
+fi
+
 # 7. stop of an app that ignores SIGTERM: SIGKILL after the grace period; logs -f ends with the pod
 $H run -d --name stubborn busybox sh -c 'trap "" TERM; echo ignoring; while true; do sleep 0.2; done' >/dev/null
 sleep 1

@@ -2,8 +2,9 @@
 //! guest kernel and agent on real KVM (issue: "husk run"). One testbed
 //! session runs every case of tests/guest/pod-e2e.sh: output and exit
 //! status of `run` (codes and signals), env/workdir/user, stdin, volumes
-//! read-write and read-only, `-d` + `ps` + `logs` + `exec` + `stop`, a stop
-//! that needs SIGKILL after the grace period with `logs -f` following it,
+//! read-write and read-only, `-d` + `ps` + `logs` + `exec` + `stop`,
+//! Ctrl-C (SIGINT) to `run` and `exec` reaching the app, a stop that
+//! needs SIGKILL after the grace period with `logs -f` following it,
 //! a two-app pod sharing a volume, a VMM killed under a running pod
 //! (reported as failed, cleaned by `gc`), and the error cases: unknown
 //! image, bad reference, bad flag value, missing volume, command not
@@ -19,6 +20,7 @@ const CASES: &[&str] = &[
     "stdin",
     "volumes",
     "detach-logs-exec-stop",
+    "signals-forwarded",
     "stop-grace-kill",
     "two-app-pod",
     "vmm-death-reported",
