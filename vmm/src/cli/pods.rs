@@ -4,14 +4,12 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use husk_agent_client::Session;
 use husk_proto::{ProcessSpec, Request};
-use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::Signals;
 
 use super::run::{self, PodRunArgs, RunArgs};
@@ -313,7 +311,7 @@ fn exec(args: ExecArgs) -> Result<i32, PodError> {
         .ok_or_else(|| PodError::Usage(format!("pod {} has no app {:?}", pod.name, args.app)))?;
     // Registered before the process starts, so a Ctrl-C from here on is
     // forwarded, never lost.
-    let signals = Signals::new(FORWARDED_SIGNALS)
+    let signals = Signals::new(attach::FORWARDED_SIGNALS)
         .map_err(|e| PodError::io(std::path::Path::new("signals"), e))?;
     let session = Arc::new(vm::connect_running(&pod)?);
     let tty_size = if args.tty {
@@ -357,30 +355,16 @@ fn exec(args: ExecArgs) -> Result<i32, PodError> {
     Ok(status.shell_code())
 }
 
-/// Signals `exec` passes on to the process it started, as `husk run`
-/// does to its app: with `-t`, a terminal resize becomes a resize of the
-/// process's terminal.
-const FORWARDED_SIGNALS: [i32; 7] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
-
-/// Forwards `signals` to process `proc` of `session` on a thread of its own
-/// until the session ends. A process that ignores the signal keeps running,
-/// as it would under a local shell; `husk exec` ends when it does (a second
-/// Ctrl-C is forwarded as well; SIGKILL to `husk exec` drops the connection,
-/// which kills the process in the guest).
+/// Forwards `signals` ([`attach::FORWARDED_SIGNALS`]) to process `proc`
+/// of `session` on a thread of its own until the session ends. A process
+/// that ignores the signal keeps running, as it would under a local shell;
+/// `husk exec` ends when it does (SIGKILL to `husk exec` drops the
+/// connection, which kills the process in the guest).
 fn forward_signals(mut signals: Signals, session: Arc<Session>, proc: u32, tty: bool) {
     std::thread::spawn(move || {
         for sig in signals.forever() {
-            let request = if sig == SIGWINCH {
-                match (tty, attach::terminal_size()) {
-                    (true, Some(size)) => Request::ResizeTty {
-                        proc,
-                        rows: size.rows,
-                        cols: size.cols,
-                    },
-                    _ => continue,
-                }
-            } else {
-                Request::Signal { proc, signal: sig }
+            let Some(request) = attach::forward_request(proc, sig, tty) else {
+                continue;
             };
             if session.call(request).is_err() {
                 break;

@@ -9,7 +9,34 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 
 use husk_proto::client::StdinWriter;
-use husk_proto::TtySize;
+use husk_proto::{Request, TtySize};
+
+/// The signals an attached `husk run` or `husk exec` passes on to its
+/// process, as Docker's sig-proxy does; SIGWINCH becomes a terminal resize.
+pub const FORWARDED_SIGNALS: [i32; 7] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+/// The agent request that passes `signal` on to process `proc`: for
+/// SIGWINCH a resize of its terminal (none without a terminal, or when this
+/// one's size is unknown), else the signal itself.
+pub fn forward_request(proc: u32, signal: i32, tty: bool) -> Option<Request> {
+    if signal != libc::SIGWINCH {
+        return Some(Request::Signal { proc, signal });
+    }
+    let size = terminal_size().filter(|_| tty)?;
+    Some(Request::ResizeTty {
+        proc,
+        rows: size.rows,
+        cols: size.cols,
+    })
+}
 
 /// How the pod is attached to this process's terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -90,7 +90,7 @@ pub fn supervise(
 ) -> Result<Vec<AppStatus>, PodError> {
     let (tx, rx) = channel();
     // Registered before the VMM starts, so a `husk stop` during boot is seen.
-    let signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH])
+    let signals = Signals::new(attach::FORWARDED_SIGNALS)
         .map_err(|e| PodError::io(std::path::Path::new("signals"), e))?;
     let handle = signals.handle();
     let mut run = Running {
@@ -345,6 +345,7 @@ impl Running<'_> {
         rx: &Receiver<Event>,
     ) -> Result<(), PodError> {
         let single_attached = self.attach.is_some() && self.config.apps.len() == 1;
+        let tty = self.attach.is_some_and(|a| a.tty);
         let mut stopping = false;
         while !self.status.apps.iter().all(AppStatus::ended) {
             let event = rx
@@ -384,20 +385,10 @@ impl Running<'_> {
                     self.vmm_pid = None;
                     return Err(PodError::Vmm(vm::vmm_exit_reason(self.pod, status)));
                 }
-                Event::Signal(SIGWINCH) => {
-                    if let (true, Some(size)) = (single_attached, attach::terminal_size()) {
-                        let _ = session.call(Request::ResizeTty {
-                            proc: procs[0],
-                            rows: size.rows,
-                            cols: size.cols,
-                        });
-                    }
-                }
                 Event::Signal(sig) if single_attached && sig != SIGTERM => {
-                    let _ = session.call(Request::Signal {
-                        proc: procs[0],
-                        signal: sig,
-                    });
+                    if let Some(request) = attach::forward_request(procs[0], sig, tty) {
+                        let _ = session.call(request);
+                    }
                 }
                 Event::Signal(SIGTERM | SIGINT | SIGHUP) if !stopping => {
                     stopping = true;
