@@ -170,24 +170,42 @@ const READY_LINE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Poll interval while the guest boots.
 const BOOT_POLL: Duration = Duration::from_millis(5);
 
-/// Whether the console log `path` holds the readiness line yet; `seen`
-/// is how far it has been read (only new bytes are read each time).
-fn console_says_ready(path: &Path, seen: &mut u64) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = File::open(path) else {
-        return false;
-    };
-    // Re-read a little before the last end, in case the line straddled it.
-    let from = seen.saturating_sub(READY_LINE.len() as u64);
-    if f.seek(SeekFrom::Start(from)).is_err() {
-        return false;
+/// Follows the console log for the readiness line: the file stays open
+/// between polls and each poll reads only what the guest wrote since.
+#[derive(Default)]
+struct ConsoleWatch {
+    file: Option<File>,
+    /// The last bytes read, in case the line straddles two reads.
+    tail: Vec<u8>,
+}
+
+impl ConsoleWatch {
+    /// Whether the readiness line has appeared in `path` yet.
+    fn ready(&mut self, path: &Path) -> bool {
+        use std::io::Read;
+        if self.file.is_none() {
+            self.file = File::open(path).ok();
+        }
+        let Some(file) = self.file.as_mut() else {
+            return false;
+        };
+        let mut chunk = [0u8; 16 << 10];
+        // Bounded per poll: a guest flooding its console cannot keep the
+        // supervisor reading forever.
+        for _ in 0..64 {
+            let n = match file.read(&mut chunk) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            self.tail.extend_from_slice(&chunk[..n]);
+            if self.tail.windows(READY_LINE.len()).any(|w| w == READY_LINE) {
+                return true;
+            }
+            let keep = self.tail.len().min(READY_LINE.len() - 1);
+            self.tail.drain(..self.tail.len() - keep);
+        }
+        false
     }
-    let mut buf = Vec::new();
-    if f.take(1 << 20).read_to_end(&mut buf).is_err() {
-        return false;
-    }
-    *seen = from + buf.len() as u64;
-    buf.windows(READY_LINE.len()).any(|w| w == READY_LINE)
 }
 
 /// Connects to the agent of a pod whose VMM is `vmm`; fails at once if the
@@ -202,15 +220,15 @@ pub fn connect_agent(pod: &PodDir, vmm: &mut VmmProcess) -> Result<Session, PodE
     };
     let start = Instant::now();
     let deadline = start + AGENT_TIMEOUT;
-    let mut seen = 0;
+    let console = pod.console_path();
+    let mut watch = ConsoleWatch::default();
     let mut ready = false;
     loop {
         if let Ok(Some(status)) = vmm.try_wait() {
             return Err(PodError::Vmm(vmm_exit_reason(pod, status)));
         }
         if !ready {
-            ready = console_says_ready(&pod.console_path(), &mut seen)
-                || start.elapsed() > READY_LINE_TIMEOUT;
+            ready = watch.ready(&console) || start.elapsed() > READY_LINE_TIMEOUT;
             if !ready {
                 std::thread::sleep(BOOT_POLL);
                 continue;
@@ -225,7 +243,7 @@ pub fn connect_agent(pod: &PodDir, vmm: &mut VmmProcess) -> Result<Session, PodE
                 return Err(PodError::Agent(format!(
                     "no answer on vsock within {}s (guest console: {})",
                     AGENT_TIMEOUT.as_secs(),
-                    pod.console_path().display()
+                    console.display()
                 )))
             }
             Err(_) => std::thread::sleep(BOOT_POLL),
@@ -241,4 +259,25 @@ pub fn connect_running(pod: &PodDir) -> Result<Session, PodError> {
     };
     husk_agent_client::connect(&endpoint, Duration::from_secs(5))
         .map_err(|e| PodError::Agent(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn console_watch_finds_the_line_across_writes() {
+        let path = std::env::temp_dir().join(format!("husk-console-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut watch = ConsoleWatch::default();
+        assert!(!watch.ready(&path), "no file yet");
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&vec![b'x'; 100 << 10]).unwrap();
+        f.write_all(b"\nhusk-agent: rea").unwrap();
+        assert!(!watch.ready(&path), "half a line");
+        f.write_all(b"dy cpus=2 mem_mib=864\n").unwrap();
+        assert!(watch.ready(&path), "the line straddles two reads");
+        std::fs::remove_file(&path).unwrap();
+    }
 }
