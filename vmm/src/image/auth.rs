@@ -6,7 +6,7 @@
 //! first of `$REGISTRY_AUTH_FILE`, `$HUSK_ROOT/auth.json` (the store root),
 //! `~/.docker/config.json` that has an entry for the registry. No entry
 //! anywhere means anonymous access (with a bearer token if the registry
-//! asks for one, which oci-client handles).
+//! asks for one, see `distribution`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -22,6 +22,7 @@
 mod auth;
 mod blobs;
 mod digest;
+mod distribution;
 mod import;
 mod index;
 mod manifest;

@@ -3,7 +3,7 @@
 //!
 //! Why a second binary: `husk` is also every pod's VMM process, whose
 //! resident memory is a measured target (≤ 3 MiB). The registry client
-//! (oci-client, reqwest, hyper, tokio, rustls, ring) is ~6 MB of code and
+//! (reqwest, hyper, tokio, rustls, ring) is ~6 MB of code and
 //! relocated data; linked into `husk`, it took the VMM's own RSS from ~3.0
 //! to ~5.0 MiB at first KVM_RUN (release build, same kernel) although the
 //! VMM never runs any of it: the loader relocates its data and the kernel

@@ -6,7 +6,7 @@
 //! written out by hand rather than taken from oci-spec: oci-spec's parser
 //! is built on `regex`, ~600 KB of code that would sit in the `husk`
 //! binary, which every pod's VMM runs (its RSS is a measured target). The
-//! pull helper converts a [`Ref`] to oci-client's form.
+//! pull helper builds its registry URLs from a [`Ref`].
 
 use std::net::IpAddr;
 

@@ -1,7 +1,8 @@
 //! The registry client behind `husk pull`, run in the `husk-pull` helper
-//! process (see [`super::pull`] for why): the OCI distribution protocol through oci-client
-//! (anonymous, bearer-token and basic auth, manifest and blob fetches), with
-//! every byte verified here as it is stored ([`super::blobs::BlobWriter`]).
+//! process (see [`super::pull`] for why): the OCI distribution protocol
+//! (anonymous, bearer-token and basic auth, manifest and blob fetches) over
+//! [`super::distribution`], which bounds every body it reads, with every
+//! byte verified here as it is stored ([`super::blobs::BlobWriter`]).
 //!
 //! The HTTP stack (tokio, hyper, rustls) runs on a current-thread runtime
 //! built for the call and dropped after it.
@@ -20,21 +21,16 @@
 //! stored under the reference's name with the image manifest's digest.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use futures_util::StreamExt as _;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 
+use super::distribution::{self, OpenError, Registry};
 use super::manifest::{self, ConfigFile, Descriptor, Document, Manifest, MAX_JSON};
 use super::reference::{self, Ref};
 use super::{auth, digest, Image, ImageError, PullOptions, Store};
 
 /// The manifest media types we ask for.
-const ACCEPT: [&str; 4] = [
+pub(super) const ACCEPT: [&str; 4] = [
     manifest::OCI_MANIFEST,
     manifest::OCI_INDEX,
     manifest::DOCKER_MANIFEST,
@@ -46,9 +42,23 @@ const ACCEPT: [&str; 4] = [
 pub fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<Image, ImageError> {
     let r = reference::parse(reference)?;
     let root = store.dir().parent().unwrap_or(store.dir());
-    let auth = match auth::lookup(opts.credentials_file.as_deref(), root, &r.registry)? {
-        Some(b) => RegistryAuth::Basic(b.user, b.password),
-        None => RegistryAuth::Anonymous,
+    let basic = auth::lookup(opts.credentials_file.as_deref(), root, &r.registry)?;
+    let extra_roots = match std::env::var_os("HUSK_REGISTRY_CA").filter(|c| !c.is_empty()) {
+        Some(ca) => Some(std::fs::read(&ca).map_err(|e| {
+            ImageError::Usage(format!(
+                "HUSK_REGISTRY_CA {}: {e}",
+                PathBuf::from(&ca).display()
+            ))
+        })?),
+        None => None,
+    };
+    let cfg = distribution::Config {
+        name: r.name.clone(),
+        registry: registry_host(&r.registry).to_string(),
+        repository: r.path.clone(),
+        basic,
+        insecure: opts.insecure,
+        extra_roots,
     };
     let _ingest = store.blobs().lock_shared()?;
     let _quiet = QuietLibraryLogs::new();
@@ -58,90 +68,61 @@ pub fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<I
         .enable_all()
         .build()
         .map_err(ImageError::io("cannot start the network runtime"))?;
-    let oci = match (&r.tag, &r.digest) {
-        (Some(t), Some(d)) => {
-            Reference::with_tag_and_digest(r.registry.clone(), r.path.clone(), t.clone(), d.clone())
-        }
-        (None, Some(d)) => Reference::with_digest(r.registry.clone(), r.path.clone(), d.clone()),
-        (t, None) => Reference::with_tag(
-            r.registry.clone(),
-            r.path.clone(),
-            t.clone().unwrap_or_else(|| "latest".into()),
-        ),
-    };
-    let puller = Puller {
-        store,
-        r: &r,
-        oci,
-        auth,
-        opts,
-    };
-    let digest = rt.block_on(puller.run())?;
+    let puller = Puller { store, r: &r, opts };
+    let digest = rt.block_on(puller.run(&cfg))?;
     store.tag(&[(r.name.clone(), digest.clone())])?;
     store.load(&r.name, &digest)
+}
+
+/// Where the registry `name` is served: Docker Hub's API lives at
+/// `registry-1.docker.io`.
+fn registry_host(name: &str) -> &str {
+    if name == "docker.io" {
+        "registry-1.docker.io"
+    } else {
+        name
+    }
 }
 
 struct Puller<'a> {
     store: &'a Store,
     r: &'a Ref,
-    oci: Reference,
-    auth: RegistryAuth,
     opts: &'a PullOptions,
 }
 
 impl Puller<'_> {
-    fn client(&self, http: bool) -> Result<Client, ImageError> {
-        let mut extra = Vec::new();
-        if let Some(ca) = std::env::var_os("HUSK_REGISTRY_CA").filter(|c| !c.is_empty()) {
-            let data = std::fs::read(&ca).map_err(|e| {
-                ImageError::Usage(format!(
-                    "HUSK_REGISTRY_CA {}: {e}",
-                    PathBuf::from(&ca).display()
-                ))
-            })?;
-            extra.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            });
-        }
-        let config = ClientConfig {
-            protocol: if http {
-                ClientProtocol::HttpsExcept(vec![self.oci.resolve_registry().to_string()])
-            } else {
-                ClientProtocol::Https
-            },
-            accept_invalid_certificates: self.opts.insecure,
-            extra_root_certificates: extra,
-            // Indexes are resolved here, with the index bytes in hand.
-            platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(15)),
-            read_timeout: Some(Duration::from_secs(120)),
-            ..Default::default()
-        };
-        Client::try_from(config).map_err(|e| self.error(e))
-    }
-
-    async fn run(&self) -> Result<String, ImageError> {
+    /// Opens the registry over HTTPS, or plain HTTP where allowed.
+    async fn open(&self, cfg: &distribution::Config) -> Result<Registry, ImageError> {
         let http_ok = self.opts.insecure || reference::is_loopback(&self.r.registry);
-        let mut client = self.client(false)?;
-        let (bytes, top) = match self.fetch_manifest(&client, &self.oci).await {
-            Ok(found) => found,
-            Err(Fetch::Transport(first)) if http_ok => {
-                client = self.client(true)?;
-                match self.fetch_manifest(&client, &self.oci).await {
-                    Ok(found) => found,
+        match Registry::open(cfg, "https").await {
+            Ok(reg) => Ok(reg),
+            Err(OpenError::Transport(first)) if http_ok => {
+                match Registry::open(cfg, "http").await {
+                    Ok(reg) => Ok(reg),
                     // Plain HTTP did not get a registry's answer either: the
-                    // HTTPS failure says more (a TLS server answers HTTP
-                    // with a bare 400).
-                    Err(Fetch::Transport(_)) => return Err(self.error(first)),
-                    Err(Fetch::Other(e)) => return Err(e),
+                    // HTTPS failure says more (a TLS server answers HTTP with a
+                    // bare 400).
+                    Err(OpenError::Transport(_)) => Err(first),
+                    Err(OpenError::Other(e)) => Err(e),
                 }
             }
-            Err(Fetch::Transport(e)) => return Err(self.error(e)),
-            Err(Fetch::Other(e)) => return Err(e),
-        };
+            Err(OpenError::Transport(e) | OpenError::Other(e)) => Err(e),
+        }
+    }
+
+    async fn run(&self, cfg: &distribution::Config) -> Result<String, ImageError> {
+        let reg = self.open(cfg).await?;
+        let top = self
+            .r
+            .digest
+            .clone()
+            .or_else(|| self.r.tag.clone())
+            .unwrap_or_else(|| "latest".into());
+        let (bytes, top_digest) = self
+            .fetch_manifest(&reg, &top, self.r.digest.as_deref())
+            .await?;
         let (bytes, manifest_digest, m) = match Document::parse(&bytes, "manifest")? {
-            Document::Manifest(m) => (bytes, top, m),
+            Document::Manifest(m) => (bytes, top_digest, m),
             Document::Index(idx) => {
                 let entry = idx.linux_amd64().ok_or_else(|| {
                     ImageError::NotInRegistry(format!(
@@ -149,11 +130,9 @@ impl Puller<'_> {
                         self.r.name
                     ))
                 })?;
-                let child = self.oci.clone_with_digest(entry.digest.clone());
                 let (b, d) = self
-                    .fetch_manifest(&client, &child)
-                    .await
-                    .map_err(|f| f.into_error(self))?;
+                    .fetch_manifest(&reg, &entry.digest, Some(&entry.digest))
+                    .await?;
                 if b.len() as u64 != entry.size {
                     return Err(ImageError::Malformed(format!(
                         "image manifest {d}: {} bytes, the index says {}",
@@ -165,7 +144,7 @@ impl Puller<'_> {
                 (b, d, m)
             }
         };
-        let config = self.fetch_config(&client, &m.config).await?;
+        let config = self.fetch_config(&reg, &m.config).await?;
         ConfigFile::parse(&config, "image config")?;
         let bars = if self.opts.progress {
             MultiProgress::with_draw_target(ProgressDrawTarget::stderr())
@@ -173,7 +152,7 @@ impl Puller<'_> {
             MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
         };
         for l in &m.layers {
-            self.fetch_layer(&client, l, &bars).await?;
+            self.fetch_layer(&reg, l, &bars).await?;
         }
         // Leave the terminal as it was: the name printed next is the result.
         let _ = bars.clear();
@@ -183,68 +162,57 @@ impl Puller<'_> {
         Ok(manifest_digest)
     }
 
-    /// A manifest or index, bounded and hashed; a by-digest reference must
-    /// hash to its digest.
+    /// A manifest or index (bounded by [`distribution`]) and its digest; it
+    /// must hash to `want` when given, and to the digest the registry states
+    /// for it when it states one.
     async fn fetch_manifest(
         &self,
-        client: &Client,
-        r: &Reference,
-    ) -> Result<(Vec<u8>, String), Fetch> {
-        let (bytes, _) = client
-            .pull_manifest_raw(r, &self.auth, &ACCEPT)
-            .await
-            .map_err(|e| match e {
-                OciDistributionError::RequestError(_) => Fetch::Transport(e),
-                OciDistributionError::ServerError { code: 400, .. } => Fetch::Transport(e),
-                e => Fetch::Other(self.error(e)),
-            })?;
-        if bytes.len() as u64 > MAX_JSON {
-            return Err(Fetch::Other(ImageError::Malformed(format!(
-                "{}: the manifest is larger than {MAX_JSON} bytes",
-                self.r.name
-            ))));
-        }
+        reg: &Registry,
+        reference: &str,
+        want: Option<&str>,
+    ) -> Result<(Vec<u8>, String), ImageError> {
+        let (bytes, stated) = reg.manifest(reference).await?;
         let actual = digest::of(&bytes);
-        if let Some(want) = r.digest() {
-            if want != actual {
-                return Err(Fetch::Other(ImageError::DigestMismatch {
+        let stated = stated.filter(|s| s.starts_with("sha256:"));
+        for expected in want.into_iter().chain(stated.as_deref()) {
+            if expected != actual {
+                return Err(ImageError::DigestMismatch {
                     what: format!("manifest of {}", self.r.name),
-                    expected: want.to_string(),
+                    expected: expected.to_string(),
                     actual,
-                }));
+                });
             }
         }
-        Ok((bytes.to_vec(), actual))
+        Ok((bytes, actual))
     }
 
     /// The config blob, in memory (≤ [`MAX_JSON`]), verified.
-    async fn fetch_config(
-        &self,
-        client: &Client,
-        desc: &Descriptor,
-    ) -> Result<Vec<u8>, ImageError> {
-        let mut stream = client
-            .pull_blob_stream(&self.oci, desc.digest.as_str())
-            .await
-            .map_err(|e| self.error(e))?;
+    async fn fetch_config(&self, reg: &Registry, desc: &Descriptor) -> Result<Vec<u8>, ImageError> {
+        let mut resp = reg.blob(&desc.digest).await?;
+        let limit = desc.size.min(MAX_JSON);
         let mut buf = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            buf.extend_from_slice(&chunk.map_err(|e| self.stream_error("image config", e))?);
-            if buf.len() as u64 > desc.size.min(MAX_JSON) {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.transfer_error(reg, "image config", e))?
+        {
+            if (buf.len() + chunk.len()) as u64 > limit {
                 return Err(ImageError::Malformed(format!(
-                    "image config {}: more than the announced {} bytes",
+                    "image config {}: more than the announced {} bytes (the limit is {MAX_JSON})",
                     desc.digest, desc.size
                 )));
             }
+            buf.extend_from_slice(&chunk);
         }
         digest::verify("image config", &buf, &desc.digest)?;
         Ok(buf)
     }
 
-    /// Streams one layer into the store (skipped when present).
+    /// Streams one layer into the store (skipped when present); the store's
+    /// writer refuses more bytes than the descriptor announces.
     async fn fetch_layer(
         &self,
-        client: &Client,
+        reg: &Registry,
         desc: &Descriptor,
         bars: &MultiProgress,
     ) -> Result<(), ImageError> {
@@ -265,12 +233,12 @@ impl Puller<'_> {
             .store
             .blobs()
             .writer(&what, &desc.digest, Some(desc.size))?;
-        let mut stream = client
-            .pull_blob_stream(&self.oci, desc.digest.as_str())
+        let mut resp = reg.blob(&desc.digest).await?;
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| self.error(e))?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.stream_error(&what, e))?;
+            .map_err(|e| self.transfer_error(reg, &what, e))?
+        {
             w.write(&chunk)?;
             bar.inc(chunk.len() as u64);
         }
@@ -279,94 +247,17 @@ impl Puller<'_> {
         Ok(())
     }
 
-    /// A failure while a blob streams: oci-client's own digest check
-    /// (integrity), else the connection (registry).
-    fn stream_error(&self, what: &str, e: std::io::Error) -> ImageError {
-        let digest_failed = e
-            .get_ref()
-            .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>());
-        if digest_failed {
-            ImageError::Malformed(format!("{what}: content does not match its digest: {e}"))
-        } else {
-            self.registry(format!("{what}: transfer failed"), Some(Box::new(e)))
-        }
-    }
-
-    fn registry(
-        &self,
-        message: String,
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> ImageError {
-        ImageError::Registry {
-            registry: self.r.registry.clone(),
-            message,
-            source,
-        }
-    }
-
-    /// Maps an oci-client error to ours (and so to an exit status).
-    fn error(&self, e: OciDistributionError) -> ImageError {
-        use OciDistributionError as E;
-        let name = &self.r.name;
-        let not_found = || ImageError::NotInRegistry(format!("{name}: not found in the registry"));
-        match e {
-            E::ImageManifestNotFoundError(_) => not_found(),
-            E::RegistryError { ref envelope, .. } => {
-                let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|x| &x.code).collect();
-                if codes.iter().any(|c| {
-                    matches!(
-                        c,
-                        OciErrorCode::ManifestUnknown
-                            | OciErrorCode::NameUnknown
-                            | OciErrorCode::NotFound
-                    )
-                }) {
-                    not_found()
-                } else if codes
-                    .iter()
-                    .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-                {
-                    self.registry(
-                        format!("access to {name} denied (wrong or missing credentials?)"),
-                        None,
-                    )
-                } else {
-                    self.registry(format!("refused: {envelope}"), None)
-                }
-            }
-            E::ServerError { code: 404, .. } => not_found(),
-            E::ServerError { code, message, .. } => self.registry(
-                format!(
-                    "answered HTTP {code}: {}",
-                    message.trim().lines().next().unwrap_or("")
-                ),
-                None,
-            ),
-            E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => self.registry(
-                format!("access to {name} denied (wrong or missing credentials?)"),
-                None,
-            ),
-            E::DigestError(_) => {
-                ImageError::Malformed(format!("{name}: content does not match its digest: {e}"))
-            }
-            E::ManifestParsingError(_)
-            | E::VersionedParsingError(_)
-            | E::UnsupportedMediaTypeError(_)
-            | E::UnsupportedSchemaVersionError(_)
-            | E::SpecViolationError(_)
-            | E::ManifestEncodingError(_)
-            | E::JsonError(_) => ImageError::Malformed(format!("{name}: {e}")),
-            E::RequestError(re) => {
-                let what = if re.is_connect() {
-                    "cannot connect"
-                } else if re.is_timeout() {
-                    "timed out"
-                } else {
-                    "request failed"
-                };
-                self.registry(what.to_string(), Some(Box::new(re)))
-            }
-            other => self.registry(other.to_string(), None),
+    /// A failure while a blob streams.
+    fn transfer_error(&self, reg: &Registry, what: &str, e: reqwest::Error) -> ImageError {
+        match reg.request_error(e) {
+            ImageError::Registry {
+                registry, source, ..
+            } => ImageError::Registry {
+                registry,
+                message: format!("{what}: transfer failed"),
+                source,
+            },
+            other => other,
         }
     }
 }
@@ -390,20 +281,5 @@ impl QuietLibraryLogs {
 impl Drop for QuietLibraryLogs {
     fn drop(&mut self) {
         log::set_max_level(self.0);
-    }
-}
-
-/// A manifest fetch failure: transport ones may be retried in plain HTTP.
-enum Fetch {
-    Transport(OciDistributionError),
-    Other(ImageError),
-}
-
-impl Fetch {
-    fn into_error(self, p: &Puller<'_>) -> ImageError {
-        match self {
-            Fetch::Transport(e) => p.error(e),
-            Fetch::Other(e) => e,
-        }
     }
 }
