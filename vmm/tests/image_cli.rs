@@ -206,3 +206,42 @@ fn pull_without_its_helper_is_one_line() {
     assert_eq!(rc, 2);
     one_line_error(&err);
 }
+
+/// F9: a directory whose files are a symlink out of it or a FIFO is refused
+/// at once, with one line and status 122, and nothing lands in the store.
+#[test]
+fn import_refuses_symlinks_and_fifos_in_one_line() {
+    let dir = scratch("f9");
+    let root = dir.join("root");
+    let outside = dir.join("outside.json");
+    std::fs::write(&outside, br#"{"schemaVersion":2,"manifests":[]}"#).unwrap();
+    let layout = dir.join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&outside, layout.join("index.json")).unwrap();
+    let (rc, _, err) = husk(&root, &["import", layout.to_str().unwrap()]);
+    assert_eq!(rc, 122, "{err}");
+    one_line_error(&err);
+    assert!(err.contains("symbolic link"), "{err}");
+    std::fs::remove_file(layout.join("index.json")).unwrap();
+    let c = std::ffi::CString::new(
+        layout
+            .join("index.json")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo reads only it.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let (rc, _, err) = husk(&root, &["import", layout.to_str().unwrap()]);
+    assert_eq!(rc, 122, "{err}");
+    one_line_error(&err);
+    assert!(err.contains("not a regular file"), "{err}");
+    let (rc, out, _) = husk(&root, &["images", "--json"]);
+    assert_eq!((rc, out.trim()), (0, "[]"));
+    no_temp_files(&root);
+}

@@ -4,9 +4,22 @@
 //! Every blob is verified against its digest while it is copied in: OCI
 //! blobs against the descriptor that names them, a docker archive's config
 //! against its file name and its (uncompressed) layers against the config's
-//! `rootfs.diff_ids`. A tar is never unpacked: one pass records where each
-//! member's bytes sit, then each blob is read from there straight into the
-//! store.
+//! `rootfs.diff_ids`; a docker archive's config and compressed layers must
+//! be named by their digest (`<hex>.json`, `blobs/sha256/<hex>`), as every
+//! `docker save` names them, since nothing else vouches for them. A tar is
+//! never unpacked: one pass records where each member's bytes sit, then
+//! each blob is read from there straight into the store.
+//!
+//! A directory is read as untrusted input too (security review F9): each
+//! file is opened with `openat2` relative to the directory's descriptor,
+//! with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, so
+//! nothing outside it can be reached (no `..`, no symlink, not even one that
+//! stays inside: OCI layouts have none, and a legacy `docker save` tree
+//! that uses them can be imported as the tar it came as), and with
+//! `O_NONBLOCK`, so a FIFO cannot block the import (which holds the ingest
+//! lock, and so `gc`, while it runs); only regular files are read. The
+//! path given to `husk import` is opened the same way, without the
+//! confinement (it is the caller's own choice).
 //!
 //! Names: `--tag NAME` wins; else the archive's own — docker `RepoTags`, the
 //! OCI annotation `io.containerd.image.name`, or `org.opencontainers.image.ref.name`
@@ -20,7 +33,10 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use serde::Deserialize;
 
@@ -34,13 +50,13 @@ pub fn import(store: &Store, path: &Path, tag: Option<&str>) -> Result<Vec<Image
     let tag = tag.map(reference::parse_name).transpose()?;
     let _ingest = store.blobs().lock_shared()?;
     let mut src = open_source(store, path)?;
-    let found = if src.exists("oci-layout") && src.exists("index.json") {
+    let found = if src.exists("oci-layout")? && src.exists("index.json")? {
         let mut found = import_oci(store, src.as_mut())?;
-        if src.exists("manifest.json") {
+        if src.exists("manifest.json")? {
             name_from_repo_tags(store, src.as_mut(), &mut found)?;
         }
         found
-    } else if src.exists("manifest.json") {
+    } else if src.exists("manifest.json")? {
         import_docker(store, src.as_mut())?
     } else {
         return Err(ImageError::Malformed(format!(
@@ -86,8 +102,8 @@ type Opened<'a> = Option<(Box<dyn Read + 'a>, u64)>;
 trait Source {
     /// The file at archive path `path` and its size; `None` if absent.
     fn open(&mut self, path: &str) -> Result<Opened<'_>, ImageError>;
-    fn exists(&mut self, path: &str) -> bool {
-        matches!(self.open(path), Ok(Some(_)))
+    fn exists(&mut self, path: &str) -> Result<bool, ImageError> {
+        Ok(self.open(path)?.is_some())
     }
 }
 
@@ -106,7 +122,8 @@ fn clean(path: &str) -> Option<String> {
     Some(out.join("/"))
 }
 
-struct DirSource(PathBuf);
+/// An image directory, by a descriptor of it.
+struct DirSource(OwnedFd);
 
 impl Source for DirSource {
     fn open(&mut self, path: &str) -> Result<Opened<'_>, ImageError> {
@@ -115,21 +132,41 @@ impl Source for DirSource {
                 "archive path {path:?} leaves the archive"
             )));
         };
-        let p = self.0.join(rel);
-        match File::open(&p) {
-            Ok(f) => {
-                let meta = f
-                    .metadata()
-                    .map_err(ImageError::io(format!("cannot stat {}", p.display())))?;
-                if !meta.is_file() {
-                    return Ok(None);
-                }
-                Ok(Some((Box::new(f), meta.len())))
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match rustix::fs::openat2(&self.0, rel.as_str(), flags, Mode::empty(), how) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::XDEV) => {
+                return Err(ImageError::Malformed(format!(
+                    "{rel} is (or lies under) a symbolic link: an image directory may hold only directories and regular files"
+                )))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ImageError::io(format!("cannot open {}", p.display()))(e)),
-        }
+            Err(e) => {
+                return Err(ImageError::Io {
+                    what: format!("cannot open {rel} in the image directory"),
+                    source: e.into(),
+                })
+            }
+        };
+        let (file, size) = regular_file(fd, &rel)?;
+        Ok(Some((Box::new(file), size)))
     }
+}
+
+/// `fd` as a `File` if it is a regular file (and its size), else the
+/// reason it is refused.
+fn regular_file(fd: OwnedFd, name: &str) -> Result<(File, u64), ImageError> {
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(ImageError::io(format!("cannot stat {name}")))?;
+    if !meta.is_file() {
+        return Err(ImageError::Malformed(format!(
+            "{name} is not a regular file"
+        )));
+    }
+    Ok((file, meta.len()))
 }
 
 struct TarSource {
@@ -209,17 +246,28 @@ impl Source for TarSource {
 /// A directory, a tar, or a gzip-compressed tar (inflated into the store's
 /// tmp/ first, since a tar is read by seeking).
 fn open_source(store: &Store, path: &Path) -> Result<Box<dyn Source>, ImageError> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => {
+    // O_NONBLOCK: a FIFO (or a device) opens at once, and is refused below.
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
+        rustix::io::Errno::NOENT => {
             ImageError::Usage(format!("{}: no such file or directory", path.display()))
         }
-        _ => ImageError::io(format!("cannot open {}", path.display()))(e),
+        e => ImageError::io(format!("cannot open {}", path.display()))(e.into()),
     })?;
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(ImageError::io(format!("cannot stat {}", path.display())))?;
     if meta.is_dir() {
-        return Ok(Box::new(DirSource(path.to_path_buf())));
+        return Ok(Box::new(DirSource(file.into())));
     }
-    let mut file =
-        File::open(path).map_err(ImageError::io(format!("cannot open {}", path.display())))?;
+    if !meta.is_file() {
+        return Err(ImageError::Malformed(format!(
+            "{}: neither a directory nor a regular file",
+            path.display()
+        )));
+    }
+    let mut file = file;
     let mut magic = [0u8; 2];
     let n = file
         .read(&mut magic)
@@ -431,11 +479,14 @@ fn import_docker(store: &Store, src: &mut dyn Source) -> Result<Found, ImageErro
         .map_err(|e| ImageError::Malformed(format!("manifest.json is malformed: {e}")))?;
     let mut found = Vec::new();
     for e in &entries {
+        let config_digest = digest_in_path(&e.config).ok_or_else(|| {
+            ImageError::Malformed(format!(
+                "manifest.json: the config {:?} is not named by its digest",
+                e.config
+            ))
+        })?;
         let config = read_small(src, &e.config)?;
-        let config_digest = digest::of(&config);
-        if let Some(stated) = digest_in_path(&e.config) {
-            digest::verify("image config", &config, &stated)?;
-        }
+        digest::verify("image config", &config, &config_digest)?;
         let cfg = ConfigFile::parse(&config, "image config")?;
         let diff_ids = cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default();
         if diff_ids.len() != e.layers.len() {
@@ -479,7 +530,7 @@ fn import_docker(store: &Store, src: &mut dyn Source) -> Result<Found, ImageErro
 
 /// Stores one docker-archive layer; returns (media type, size, digest).
 /// An uncompressed layer must hash to its diff id; a compressed one to the
-/// digest its path states (or, with none, is hashed as found).
+/// digest its path states (with none, it is refused: nothing vouches for it).
 fn docker_layer(
     store: &Store,
     src: &mut dyn Source,
@@ -488,8 +539,9 @@ fn docker_layer(
     n: usize,
 ) -> Result<(&'static str, u64, String), ImageError> {
     let what = format!("layer {n} ({path})");
-    let missing = || ImageError::Malformed(format!("the archive lacks {path}"));
-    let (r, size) = src.open(path)?.ok_or_else(missing)?;
+    let (r, size) = src
+        .open(path)?
+        .ok_or_else(|| ImageError::Malformed(format!("the archive lacks {path}")))?;
     let mut r = BufReader::new(r);
     let head = r
         .fill_buf()
@@ -509,35 +561,15 @@ fn docker_layer(
             });
         }
         diff_id.to_string()
-    } else if let Some(s) = stated {
-        s
     } else {
-        let mut h = sha2::Sha256::default();
-        io::copy(&mut r, &mut HashWriter(&mut h))
-            .map_err(ImageError::io(format!("cannot read {path}")))?;
-        drop(r);
-        use sha2::Digest as _;
-        let d = format!("sha256:{}", digest::hex(&h.finalize()));
-        let (r2, _) = src.open(path)?.ok_or_else(missing)?;
-        store
-            .blobs()
-            .put(&what, &mut BufReader::new(r2), &d, Some(size))?;
-        return Ok((media_type, size, d));
+        stated.ok_or_else(|| {
+            ImageError::Malformed(format!(
+                "{what}: a compressed layer must be named by its digest"
+            ))
+        })?
     };
     store.blobs().put(&what, &mut r, &expected, Some(size))?;
     Ok((media_type, size, expected))
-}
-
-struct HashWriter<'a>(&'a mut sha2::Sha256);
-
-impl io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sha2::Digest::update(self.0, buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

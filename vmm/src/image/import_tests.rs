@@ -380,3 +380,127 @@ fn docker_25_archive_names_from_repo_tags() {
     assert_eq!(imgs[0].name, "docker.io/library/app:3");
     assert_eq!(imgs[0].manifest_digest, m["digest"].as_str().unwrap());
 }
+
+/// F9: a layout whose layer blob is a symlink to a host file outside it,
+/// with the descriptor naming that file's digest (so only the symlink rule
+/// stands between the host file and the store).
+#[test]
+fn symlinked_blob_to_a_host_file_is_refused() {
+    let (s, root) = store("symlink");
+    let secret = layer("etc/shadow", b"root:secret");
+    let host_file = root.join("host-secret");
+    fs::write(&host_file, &secret).unwrap();
+    let src = root.join("layout");
+    fs::create_dir_all(&src).unwrap();
+    let m = oci_image(&src, std::slice::from_ref(&secret));
+    let blob = src
+        .join("blobs/sha256")
+        .join(digest::hex_of(&digest::of(&secret)).unwrap());
+    fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink(&host_file, &blob).unwrap();
+    oci_layout(&src, vec![named(m, "x.io/leak:1")]);
+    let err = import(&s, &src, None).unwrap_err();
+    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+    assert!(!s.blobs().contains(&digest::of(&secret)));
+    assert!(s.list().unwrap().is_empty());
+    assert_eq!(leftovers(&s), 0);
+    // A symlinked directory on the way is refused the same way.
+    let src2 = root.join("layout2");
+    fs::create_dir_all(&src2).unwrap();
+    std::os::unix::fs::symlink(src.join("blobs"), src2.join("blobs")).unwrap();
+    fs::copy(src.join("index.json"), src2.join("index.json")).unwrap();
+    fs::copy(src.join("oci-layout"), src2.join("oci-layout")).unwrap();
+    let err = import(&s, &src2, None).unwrap_err();
+    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+}
+
+/// Runs `import` on another thread; fails the test instead of hanging if it
+/// blocks.
+fn import_within(s: Store, src: PathBuf, secs: u64) -> (Store, Result<Vec<Image>, ImageError>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = import(&s, &src, None);
+        let _ = tx.send((s, r));
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .expect("the import blocked")
+}
+
+/// F9: a FIFO in the layout (where a blob should be), and a FIFO given as
+/// the archive itself, are refused at once instead of blocking the import
+/// (and, through the ingest lock, `gc`) forever.
+#[test]
+fn fifo_is_refused_without_blocking() {
+    let (s, root) = store("fifo");
+    let src = root.join("layout");
+    fs::create_dir_all(&src).unwrap();
+    let l = layer("a", b"1");
+    let m = oci_image(&src, std::slice::from_ref(&l));
+    oci_layout(&src, vec![m]);
+    let blob = src
+        .join("blobs/sha256")
+        .join(digest::hex_of(&digest::of(&l)).unwrap());
+    fs::remove_file(&blob).unwrap();
+    let mkfifo = |p: &Path| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo reads only it.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    };
+    mkfifo(&blob);
+    let (s, r) = import_within(s, src, 10);
+    let err = r.unwrap_err();
+    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(s.list().unwrap().is_empty());
+    assert_eq!(leftovers(&s), 0);
+    let pipe = root.join("archive.tar");
+    mkfifo(&pipe);
+    let (s, r) = import_within(s, pipe, 10);
+    let err = r.unwrap_err();
+    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert!(s.list().unwrap().is_empty());
+}
+
+/// F9: a docker archive whose config is not named by its digest, or whose
+/// compressed layer is not, has nothing that vouches for those bytes.
+#[test]
+fn docker_archive_blobs_without_a_digest_are_refused() {
+    let (s, root) = store("nodigest");
+    let l = layer("a", b"x");
+    let cfg = config(&[digest::of(&l)]);
+    let write_archive = |dir: &Path, cfg_name: &str, layer_name: &str, layer_bytes: &[u8]| {
+        fs::create_dir_all(dir.join("l")).unwrap();
+        fs::write(dir.join(cfg_name), &cfg).unwrap();
+        fs::write(dir.join(layer_name), layer_bytes).unwrap();
+        let manifest =
+            json!([{"Config": cfg_name, "RepoTags": ["x.io/d:1"], "Layers": [layer_name]}]);
+        fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+    };
+    let a = root.join("a");
+    write_archive(&a, "config.json", "l/layer.tar", &l);
+    let err = import(&s, &a, None).unwrap_err();
+    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert!(err.to_string().contains("not named by its digest"), "{err}");
+    assert!(!s.blobs().contains(&digest::of(&cfg)));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &l).unwrap();
+    let gz = gz.finish().unwrap();
+    let b = root.join("b");
+    let cfg_name = format!("{}.json", digest::hex_of(&digest::of(&cfg)).unwrap());
+    write_archive(&b, &cfg_name, "l/layer.tar.gz", &gz);
+    let err = import(&s, &b, None).unwrap_err();
+    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert!(
+        err.to_string().contains("must be named by its digest"),
+        "{err}"
+    );
+    assert!(!s.blobs().contains(&digest::of(&gz)));
+    assert!(s.list().unwrap().is_empty());
+    assert_eq!(leftovers(&s), 0);
+}
