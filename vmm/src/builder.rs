@@ -8,7 +8,6 @@
 //! command line and boot tables, starts the vCPUs) and
 //! [`RunningVm::wait`] on the VMM thread.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -255,10 +254,15 @@ impl VmBuilder {
         let (out, input): (Box<dyn Write + Send>, bool) = match &config.console {
             ConsoleOutput::Stdio => (Box::new(std::io::stdout()), true),
             ConsoleOutput::File(path) => {
-                let f = File::create(path).map_err(|source| BuildError::Console {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                let f = crate::private::file_options()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(path)
+                    .map_err(|source| BuildError::Console {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
                 (Box::new(f), false)
             }
         };

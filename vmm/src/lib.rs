@@ -8,5 +8,6 @@ pub mod exit;
 pub mod fs;
 pub mod image;
 pub mod pod;
+pub mod private;
 pub mod trace;
 pub mod vstate;

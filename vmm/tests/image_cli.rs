@@ -245,3 +245,54 @@ fn import_refuses_symlinks_and_fifos_in_one_line() {
     assert_eq!((rc, out.trim()), (0, "[]"));
     no_temp_files(&root);
 }
+
+/// F7: the store is private to its user: directories 0700, files 0600
+/// (blobs 0444 behind them), also for a store an older husk made 0755.
+#[test]
+fn image_store_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("modes");
+    let Some(_) = mkimage(&dir.join("img"), &[]) else {
+        return;
+    };
+    let root = dir.join("root");
+    let old = root.join("images/tmp");
+    std::fs::create_dir_all(&old).unwrap();
+    for d in [&root, &root.join("images"), &old] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (rc, _, err) = husk(&root, &["import", dir.join("img").to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    let mode = |p: &str| {
+        std::fs::metadata(root.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    for d in [
+        "images",
+        "images/tmp",
+        "images/blobs",
+        "images/blobs/sha256",
+    ] {
+        assert_eq!(mode(d), 0o700, "{d}");
+    }
+    for f in [
+        "images/index.json",
+        "images/index.lock",
+        "images/ingest.lock",
+    ] {
+        assert_eq!(mode(f), 0o600, "{f}");
+    }
+    for b in std::fs::read_dir(root.join("images/blobs/sha256")).unwrap() {
+        let b = b.unwrap();
+        assert_eq!(b.metadata().unwrap().permissions().mode() & 0o777, 0o444);
+    }
+    // A new root is made 0700 too.
+    let fresh = dir.join("fresh");
+    let (rc, _, err) = husk(&fresh, &["import", dir.join("img").to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    let m = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+    assert_eq!(m, 0o700);
+}

@@ -389,7 +389,12 @@ fn start_detached(pods: &PodStore, pod: &PodDir) -> Result<i32, PodError> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| PodError::io(&pod.path, e))?;
     let log_path = pod.supervisor_log_path();
-    let log = std::fs::File::create(&log_path).map_err(|e| PodError::io(&log_path, e))?;
+    let log = crate::private::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&log_path)
+        .map_err(|e| PodError::io(&log_path, e))?;
     let mut cmd = Command::new(exe);
     cmd.args(["pod", "supervise"])
         .arg(&pod.path)

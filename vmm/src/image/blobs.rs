@@ -44,7 +44,7 @@ pub fn flock(path: &Path, op: libc::c_int) -> Result<FileLock, ImageError> {
         .create(true)
         .truncate(false)
         .write(true)
-        .mode(0o644)
+        .mode(crate::private::FILE_MODE)
         .open(path)
         .map_err(ImageError::io(format!("cannot open {}", path.display())))?;
     loop {
@@ -67,8 +67,9 @@ impl Blobs {
     pub fn open(store_dir: &Path) -> Result<Blobs, ImageError> {
         let dir = store_dir.join("blobs/sha256");
         let tmp = store_dir.join("tmp");
-        for d in [&dir, &tmp] {
-            fs::create_dir_all(d)
+        let blobs = store_dir.join("blobs");
+        for d in [&blobs, &dir, &tmp] {
+            crate::private::create_dir_all(d)
                 .map_err(ImageError::io(format!("cannot create {}", d.display())))?;
         }
         Ok(Blobs {
@@ -133,7 +134,7 @@ impl Blobs {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(crate::private::FILE_MODE)
             .open(&path)
             .map_err(ImageError::io(format!("cannot create {}", path.display())))?;
         Ok(BlobWriter {

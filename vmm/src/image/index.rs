@@ -90,7 +90,7 @@ impl Index {
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .mode(0o644)
+                .mode(crate::private::FILE_MODE)
                 .open(&tmp)?;
             f.write_all(&text)?;
             f.sync_all()?;

@@ -10,6 +10,9 @@
 //! index.lock           flock: serialises index updates between husk processes
 //! ingest.lock          flock: shared while a pull/import/link runs, exclusive for gc
 //! ```
+//! The root (when husk makes it), `images/` and its directories are 0700,
+//! its files 0600 ([`crate::private`]); an older store is tightened when
+//! opened.
 //! An image exists once its name is in `index.json`, and that entry is
 //! written last, after every blob it needs is verified and in place: a pull
 //! or import that fails (or is killed) half way leaves at worst unreferenced
@@ -30,7 +33,6 @@ mod pull;
 pub mod reference;
 mod registry;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use husk_proto::{ImageConfig, LayerSpec};
@@ -172,7 +174,7 @@ impl Store {
     /// belongs to the pod side and is never touched here.
     pub fn open(root: &Path) -> Result<Store, ImageError> {
         let dir = root.join("images");
-        fs::create_dir_all(&dir)
+        crate::private::create_dir_all(&dir)
             .map_err(ImageError::io(format!("cannot create {}", dir.display())))?;
         Ok(Store {
             blobs: Blobs::open(&dir)?,
@@ -231,7 +233,8 @@ impl Store {
     pub fn link_layers(&self, image: &Image, dest: &Path) -> Result<(), ImageError> {
         let _ingest = self.blobs.lock_shared()?;
         let dir = dest.join("sha256");
-        fs::create_dir_all(&dir)
+        crate::private::create_dir_all(dest)
+            .and_then(|()| crate::private::create_dir_all(&dir))
             .map_err(ImageError::io(format!("cannot create {}", dir.display())))?;
         for layer in &image.layers {
             self.blobs.link_into(&layer.digest, &dir)?;

@@ -13,13 +13,17 @@
 //!          supervisor.log  stderr of a detached pod's supervisor
 //! ```
 //!
+//! `pods/` and each pod's directory are 0700 and the files husk writes
+//! there 0600 ([`crate::private`]): `config.json` carries the apps'
+//! environment, secrets included, and the logs what the apps print.
+//!
 //! There is no daemon: the process that supervises a pod (the `husk run`
 //! in the foreground, or a detached `husk pod supervise`) records its pid
 //! and start time in `status.json`. A reader that finds the pod "running"
 //! but that process gone reports the pod as failed, with that reason, so a
 //! crash of the supervisor never leaves a pod that claims to run.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -202,7 +206,7 @@ struct StoreLock {
 
 impl StoreLock {
     fn take(dir: &Path) -> io::Result<StoreLock> {
-        let f = OpenOptions::new()
+        let f = crate::private::file_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -231,7 +235,7 @@ impl PodStore {
     /// Opens (creating) `husk_root/pods`.
     pub fn open(husk_root: &Path) -> Result<PodStore, PodError> {
         let dir = husk_root.join("pods");
-        fs::create_dir_all(&dir).map_err(|e| PodError::io(&dir, e))?;
+        crate::private::create_dir_all(&dir).map_err(|e| PodError::io(&dir, e))?;
         Ok(PodStore { dir })
     }
 
@@ -268,7 +272,7 @@ impl PodStore {
             return Err(PodError::NameInUse(name));
         }
         let path = self.dir.join(&id);
-        fs::create_dir(&path).map_err(|e| PodError::io(&path, e))?;
+        crate::private::create_dir(&path).map_err(|e| PodError::io(&path, e))?;
         let pod = PodDir { id, name, path };
         if let Err(e) = write_atomic(&pod.path.join("name"), pod.name.as_bytes()) {
             let _ = fs::remove_dir_all(&pod.path);
@@ -420,7 +424,11 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), PodError> {
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), PodError> {
     let tmp = path.with_extension("tmp");
     let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
+        let mut f = crate::private::file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(data)?;
         fs::rename(&tmp, path)
     };
@@ -478,6 +486,31 @@ mod tests {
         let seen = pod.read_status().unwrap();
         assert_eq!(seen.state, PodState::Failed);
         assert!(seen.reason.unwrap().contains("supervisor"));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    /// F7: the pod store, each pod's directory and its state files are
+    /// private to the user (0700 / 0600), and a pods/ an older husk made
+    /// 0755 is closed when opened.
+    #[test]
+    fn pod_state_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = scratch("modes");
+        let store = PodStore::open(&root).unwrap();
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("pods")), 0o700);
+        let pod = store.create(Some("secret"), "x").unwrap();
+        pod.write_status(&PodStatus::created()).unwrap();
+        write_atomic(&pod.config_path(), b"{\"env\":[\"TOKEN=x\"]}").unwrap();
+        assert_eq!(mode(&pod.path), 0o700);
+        for f in ["name", "status.json", "config.json"] {
+            assert_eq!(mode(&pod.path.join(f)), 0o600, "{f}");
+        }
+        assert_eq!(mode(&root.join("pods/.lock")), 0o600);
+        fs::set_permissions(root.join("pods"), fs::Permissions::from_mode(0o755)).unwrap();
+        PodStore::open(&root).unwrap();
+        assert_eq!(mode(&root.join("pods")), 0o700);
         fs::remove_dir_all(root).unwrap();
     }
 

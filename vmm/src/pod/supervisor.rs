@@ -14,7 +14,7 @@
 //! (Docker's sig-proxy) and SIGWINCH resizes its terminal; detached or for
 //! a multi-app pod, SIGINT and SIGHUP stop the pod like SIGTERM.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -322,7 +322,7 @@ impl Running<'_> {
     ) -> Result<(), PodError> {
         let app = &self.config.apps[index];
         let log_path = self.pod.log_path(&app.name);
-        let log = OpenOptions::new()
+        let log = crate::private::file_options()
             .create(true)
             .append(true)
             .open(&log_path)

@@ -118,7 +118,12 @@ pub fn spawn_vmm(
     shares: &[String],
 ) -> Result<VmmProcess, PodError> {
     let vmm_log = pod.path.join("vmm.log");
-    let stderr = File::create(&vmm_log).map_err(|e| PodError::io(&vmm_log, e))?;
+    let stderr = crate::private::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&vmm_log)
+        .map_err(|e| PodError::io(&vmm_log, e))?;
     let _ = std::fs::remove_file(pod.vsock_path());
     let args = VmArgs {
         kernel: guest.kernel.clone(),
