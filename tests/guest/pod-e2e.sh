@@ -58,6 +58,13 @@ if [ $rc -eq 0 ] && [ ${#id} -eq 12 ] && echo "$ps" | grep -q "web .*Up" && [ "$
 else
     bad detach-logs-exec-stop "rc=$rc id=$id erc=$erc src=$src state=$state ps=$ps logs=$logs host=$host logs2=$logs2 psa=$psa"
 fi
+# 6a. (F7) the pod's state is private to its user: directories 0700, files 0600
+P="$HUSK_ROOT/pods/$id"
+wrong=$(for f in config.json status.json name console.log vmm.log supervisor.log "$(ls "$P"/logs/*.log | head -1)"; do
+            m=$(stat -c %a "$P/${f#"$P/"}" 2>&1); [ "$m" = 600 ] || echo "$f=$m"; done)
+[ "$(stat -c %a "$HUSK_ROOT/pods")" = 700 ] && [ "$(stat -c %a "$P")" = 700 ] && [ -z "$wrong" ] \
+    && [ "$(stat -c %a "$HUSK_ROOT/images")" = 700 ] && ok state-private \
+    || bad state-private "pods=$(stat -c %a "$HUSK_ROOT/pods") pod=$(stat -c %a "$P") images=$(stat -c %a "$HUSK_ROOT/images") $wrong"
 $H rm web >/dev/null
 
 # 6b. signals: SIGINT to `husk run` and to `husk exec` reaches the app, which traps it

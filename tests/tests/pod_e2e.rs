@@ -2,7 +2,8 @@
 //! guest kernel and agent on real KVM (issue: "husk run"). One testbed
 //! session runs every case of tests/guest/pod-e2e.sh: output and exit
 //! status of `run` (codes and signals), env/workdir/user, stdin, volumes
-//! read-write and read-only, `-d` + `ps` + `logs` + `exec` + `stop`,
+//! read-write and read-only, `-d` + `ps` + `logs` + `exec` + `stop`, the
+//! pod directory's modes (0700 / 0600, F7),
 //! Ctrl-C (SIGINT) to `run` and `exec` reaching the app, a stop that
 //! needs SIGKILL after the grace period with `logs -f` following it,
 //! a two-app pod sharing a volume, a VMM killed under a running pod
@@ -20,6 +21,7 @@ const CASES: &[&str] = &[
     "stdin",
     "volumes",
     "detach-logs-exec-stop",
+    "state-private",
     "signals-forwarded",
     "stop-grace-kill",
     "two-app-pod",
