@@ -17,7 +17,7 @@ use std::sync::Arc;
 use fuse_backend_rs::abi::fuse_abi::{InHeader, Opcode, OutHeader};
 use fuse_backend_rs::api::server::MetricsHook;
 use husk_vmm::fs::host_mount::HostMount;
-use husk_vmm::fs::{default_fd_budget, CacheMode, ShareServer, ShareSpec};
+use husk_vmm::fs::{CacheMode, ShareServer, ShareSpec};
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         read_only,
         cache,
     };
-    let spec = match spec.resolve() {
+    let share = match spec.open() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("fs_mount: {e}");
@@ -73,7 +73,8 @@ fn main() -> ExitCode {
         }
     };
     let set = block_stop_signals();
-    let server = match ShareServer::<()>::new(&spec, default_fd_budget(1)) {
+    let budget = husk_vmm::fs::share_budgets(1).remove(0);
+    let server = match ShareServer::<()>::new(share, budget) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("fs_mount: {e}");
@@ -98,7 +99,7 @@ fn main() -> ExitCode {
     };
     println!(
         "fs_mount: {} mounted on {} (cache={cache}, ro={read_only}, threads={threads})",
-        spec.host_dir.display(),
+        server.spec().host_dir.display(),
         mount.mountpoint().display()
     );
     let _ = std::io::stdout().flush();

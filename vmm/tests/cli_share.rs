@@ -43,6 +43,31 @@ fn bad_shares_are_refused_with_one_line() {
     }
 }
 
+/// F12 for the flag, the one string form left: a `:` that is not an option is refused, so a
+/// directory named `x:rw` is never shared as `x` (at df579e2, `t=DIR/x:rw:ro` was accepted and
+/// shared `DIR/x:rw`, and `t=DIR/x:rw` shared `DIR/x` read-write).
+#[test]
+fn a_colon_in_the_host_directory_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.as_path().display().to_string();
+    std::fs::create_dir_all(dir.as_path().join("x:y")).unwrap();
+    std::fs::create_dir_all(dir.as_path().join("x:rw")).unwrap();
+    for share in [format!("t={d}/x:y"), format!("t={d}/x:rw:ro")] {
+        assert_refused(&[share], "containing ':'");
+    }
+}
+
+/// F1: a host directory with a symlink anywhere in its path is refused, naming the real path.
+#[test]
+fn a_symlink_in_the_host_directory_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.as_path();
+    std::fs::create_dir_all(d.join("real/inner")).unwrap();
+    std::os::unix::fs::symlink(d.join("real"), d.join("link")).unwrap();
+    let share = format!("t={}/link/inner", d.display());
+    assert_refused(&[share], &format!("{}/real/inner", d.display()));
+}
+
 #[test]
 fn a_good_share_gets_as_far_as_the_kernel() {
     // The share is accepted; the missing kernel is what stops this run.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use husk_vmm::fs::host_mount::HostMount;
-use husk_vmm::fs::{default_fd_budget, CacheMode, ShareServer, ShareSpec};
+use husk_vmm::fs::{share_budgets, CacheMode, ShareServer, ShareSpec};
 use vmm_sys_util::tempdir::TempDir;
 
 /// A mounted share. Field order is drop order: unmount before the directories go.
@@ -56,9 +56,9 @@ fn share(read_only: bool, setup: impl FnOnce(&Path)) -> Option<Share> {
         read_only,
         cache: CacheMode::Auto,
     }
-    .resolve()
+    .open()
     .unwrap();
-    let server = ShareServer::<()>::new(&spec, default_fd_budget(4)).unwrap();
+    let server = ShareServer::<()>::new(spec, share_budgets(1).remove(0)).unwrap();
     let mount = HostMount::mount(server.server().clone(), mnt.as_path(), 2, false).unwrap();
     Some(Share {
         mount,

@@ -39,7 +39,7 @@ use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 use husk_vmm::devices::virtio::fs::queue::process_queue;
 use husk_vmm::devices::virtio::testing::{guest_memory, Buf, DriverQueue};
 use husk_vmm::devices::virtio::GuestMemory;
-use husk_vmm::fs::{prepare_server_thread, CacheMode, FsServer, ShareServer, ShareSpec};
+use husk_vmm::fs::{prepare_server_thread, CacheMode, FdBudget, FsServer, ShareServer, ShareSpec};
 use libfuzzer_sys::fuzz_target;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
@@ -90,7 +90,7 @@ fn share(root: &Path, name: &str, read_only: bool) -> (ShareServer, PathBuf) {
         cache: CacheMode::Auto,
     };
     // A small descriptor budget keeps a long run from exhausting the fuzzer's own descriptors.
-    let s = ShareServer::new(&spec, 4096).unwrap();
+    let s = ShareServer::new(spec.open().unwrap(), FdBudget::new(4096)).unwrap();
     s.fs().init(FsOptions::empty()).unwrap();
     (s, p)
 }

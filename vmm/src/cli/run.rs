@@ -133,13 +133,10 @@ fn parse_volume(spec: &str) -> Result<(PathBuf, String, bool), PodError> {
             "-v {spec}: {guest:?} must be an absolute path"
         )));
     }
-    let host = std::fs::canonicalize(host).map_err(|e| usage(format!("-v {spec}: {host}: {e}")))?;
-    if !host.is_dir() {
-        return Err(usage(format!(
-            "-v {spec}: {} is not a directory",
-            host.display()
-        )));
-    }
+    // Absolute, but symlinks are not resolved: the VMM refuses a host path
+    // with a symlink in it (another pod may control a directory on the way),
+    // and the pod checks that when it is made.
+    let host = std::path::absolute(host).map_err(|e| usage(format!("-v {spec}: {host}: {e}")))?;
     Ok((host, guest.to_owned(), read_only))
 }
 

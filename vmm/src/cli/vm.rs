@@ -13,7 +13,7 @@ use crate::devices::virtio::fs::VirtioFs;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::vsock::unix::MuxerError;
 use crate::devices::virtio::vsock::{Vsock, VsockMuxer, DEFAULT_GUEST_CID};
-use crate::fs::{default_fd_budget, ShareError, ShareServer, ShareSpec};
+use crate::fs::{share_budgets, FdBudget, OpenShare, ShareError, ShareServer, ShareSpec};
 
 /// Smallest guest: a minimal kernel is loaded at 16 MiB and needs its image,
 /// bss and early allocations above that, plus the initramfs and its unpacked
@@ -145,6 +145,12 @@ pub fn validate(args: &VmArgs, host_mem_mib: Option<u64>) -> Result<VmConfig, Vm
 
 /// Runs `husk vm`; returns the exit status.
 pub fn run(args: VmArgs) -> i32 {
+    run_with_shares(args, Vec::new())
+}
+
+/// Runs `husk vm` with `shares` added to those of `--share`: the pod code's entry, which hands
+/// its shares over as typed data so that no host path is re-parsed as a flag (F12).
+pub fn run_with_shares(args: VmArgs, shares: Vec<ShareSpec>) -> i32 {
     let config = match validate(&args, host_mem_mib()) {
         Ok(c) => c,
         Err(e) => {
@@ -152,7 +158,7 @@ pub fn run(args: VmArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let shares = match resolve_shares(&args.shares) {
+    let shares = match open_shares(&args.shares, shares) {
         Ok(s) => s,
         Err(e) => {
             print_error(&e);
@@ -180,9 +186,9 @@ pub fn run(args: VmArgs) -> i32 {
             };
         }
     }
-    let fd_budget = default_fd_budget(shares.len());
-    for spec in &shares {
-        if let Err(e) = add_share(&mut builder, spec, fd_budget) {
+    let budgets = share_budgets(shares.len());
+    for (share, budget) in shares.into_iter().zip(budgets) {
+        if let Err(e) = add_share(&mut builder, share, budget) {
             print_error(e.as_ref());
             let no_slot = matches!(e.downcast_ref(), Some(BuildError::NoVirtioSlot(_)));
             return if no_slot { EXIT_USAGE } else { EXIT_RUNTIME };
@@ -220,23 +226,24 @@ fn add_vsock(builder: &mut VmBuilder, path: &Path, cid: u64) -> anyhow::Result<V
     Ok(slot)
 }
 
-/// Parses and checks every `--share` before any KVM work, so bad input
-/// (malformed or duplicate tag, missing directory) fails first.
-fn resolve_shares(args: &[String]) -> Result<Vec<ShareSpec>, ShareError> {
-    ShareSpec::parse_all(args)?
-        .into_iter()
-        .map(ShareSpec::resolve)
-        .collect()
+/// Parses every `--share`, adds the typed `extra` shares, and opens each root
+/// once, before any KVM work (and so before the guest runs), so bad input
+/// (malformed or duplicate tag, missing directory, a symlink in the path)
+/// fails first and the directories checked are the ones served.
+fn open_shares(args: &[String], extra: Vec<ShareSpec>) -> Result<Vec<OpenShare>, ShareError> {
+    let mut specs = ShareSpec::parse_all(args)?;
+    specs.extend(extra);
+    ShareSpec::open_all(specs)
 }
 
-/// Adds one virtio-fs device serving `spec` in the next virtio-mmio slot. Its
+/// Adds one virtio-fs device serving `share` in the next virtio-mmio slot. Its
 /// requests are served on the device's own thread, not on the event loop.
 fn add_share(
     builder: &mut VmBuilder,
-    spec: &ShareSpec,
-    max_fds: usize,
+    share: OpenShare,
+    budget: FdBudget,
 ) -> anyhow::Result<VirtioMmioSlot> {
-    let server = ShareServer::new(spec, max_fds)?;
+    let server = ShareServer::new(share, budget)?;
     let fs = Arc::new(Mutex::new(VirtioFs::new(server)?));
     let wiring = MmioTransport::new(builder.guest_memory().clone(), fs)?.into_wiring()?;
     Ok(builder.add_virtio_mmio_device(wiring.device, &wiring.queue_evts, &wiring.irq)?)
@@ -322,11 +329,15 @@ mod tests {
     fn shares_are_checked_before_the_vm_exists() {
         let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
         let d = dir.as_path().display().to_string();
-        let ok = resolve_shares(&[format!("a={d}:ro"), format!("b={d}/./:cache=never")]).unwrap();
+        let ok = open_shares(
+            &[format!("a={d}:ro"), format!("b={d}/./:cache=never")],
+            vec![],
+        )
+        .unwrap();
         assert_eq!(ok.len(), 2);
-        assert!(ok[0].read_only && !ok[1].read_only);
-        assert_eq!(ok[1].host_dir, dir.as_path().canonicalize().unwrap());
-        let bad = |args: &[String]| resolve_shares(args).unwrap_err();
+        assert!(ok[0].spec.read_only && !ok[1].spec.read_only);
+        assert_eq!(ok[1].root.path(), dir.as_path());
+        let bad = |args: &[String]| open_shares(args, vec![]).unwrap_err();
         assert!(matches!(
             bad(&[format!("t={d}/missing")]),
             ShareError::HostDir { .. }
@@ -339,6 +350,17 @@ mod tests {
             bad(&[format!("a/b={d}")]),
             ShareError::BadTagChar(_)
         ));
+        // Typed shares meet the same checks, together with the flag's.
+        let typed = ShareSpec {
+            tag: "t".into(),
+            host_dir: dir.as_path().into(),
+            read_only: false,
+            cache: crate::fs::CacheMode::Auto,
+        };
+        assert_eq!(
+            open_shares(&[format!("t={d}")], vec![typed]).unwrap_err(),
+            ShareError::DuplicateTag("t".into())
+        );
     }
 
     #[test]

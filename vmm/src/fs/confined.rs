@@ -36,6 +36,7 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::{
@@ -50,6 +51,10 @@ use fuse_backend_rs::transport::FsCacheReqHandler;
 use vm_memory::bitmap::BitmapSlice;
 
 use super::budget::FdBudget;
+use super::root::ShareRoot;
+
+/// FUSE node id of the root directory.
+const ROOT_ID: u64 = 1;
 
 /// Largest xattr value or name list Linux supports (`XATTR_SIZE_MAX`, `XATTR_LIST_MAX`).
 const XATTR_MAX: u32 = 65_536;
@@ -98,7 +103,13 @@ fn err(code: i32) -> io::Error {
 /// A passthrough file system with the share's policy applied. One instance per share: inodes,
 /// handles and descriptors are never shared between shares.
 pub struct ConfinedFs<S: BitmapSlice + Send + Sync = ()> {
-    inner: PassthroughFs<S>,
+    /// Reached through [`ConfinedFs::inner`], which refuses while the root is not verified;
+    /// only INIT, DESTROY and reference drops use it directly.
+    passthrough: PassthroughFs<S>,
+    /// The share's root, opened once; the passthrough's root must be this directory.
+    root: ShareRoot,
+    /// Whether the passthrough's current root was checked against `root`.
+    serving: AtomicBool,
     read_only: bool,
     budget: FdBudget,
     /// How long the client may cache a failed LOOKUP (zero: not at all, plain ENOENT).
@@ -106,12 +117,21 @@ pub struct ConfinedFs<S: BitmapSlice + Send + Sync = ()> {
 }
 
 impl<S: BitmapSlice + Send + Sync> ConfinedFs<S> {
-    /// Wraps `inner`. `max_fds` bounds the descriptors the share may hold.
-    pub fn new(inner: PassthroughFs<S>, read_only: bool, max_fds: usize) -> Self {
+    /// Wraps `passthrough`, whose configured root must be `root`'s
+    /// [`ShareRoot::passthrough_path`]. `budget` bounds the descriptors the share may hold.
+    /// Nothing is served until INIT has imported the root and it checked out.
+    pub fn new(
+        passthrough: PassthroughFs<S>,
+        root: ShareRoot,
+        read_only: bool,
+        budget: FdBudget,
+    ) -> Self {
         ConfinedFs {
-            inner,
+            passthrough,
+            root,
+            serving: AtomicBool::new(false),
             read_only,
-            budget: FdBudget::new(max_fds),
+            budget,
             negative_timeout: Duration::ZERO,
         }
     }
@@ -136,6 +156,45 @@ impl<S: BitmapSlice + Send + Sync> ConfinedFs<S> {
         &self.budget
     }
 
+    /// The passthrough, if its root is the share's root (else `EIO`: nothing is served).
+    fn inner(&self) -> io::Result<&PassthroughFs<S>> {
+        if self.serving.load(Ordering::Acquire) {
+            Ok(&self.passthrough)
+        } else {
+            Err(err(libc::EIO))
+        }
+    }
+
+    /// Drops every inode and handle and has the passthrough open its root again (its DESTROY),
+    /// with our accounting cleared to match. Nothing is served until [`Self::check_root`].
+    fn drop_all(&self) {
+        self.serving.store(false, Ordering::Release);
+        self.passthrough.destroy();
+        self.budget.clear();
+    }
+
+    /// Serves again only if the root the passthrough imported is the share's root by device
+    /// and inode number. The path it opens goes through the held descriptor, so a mismatch
+    /// means this process's `/proc` is not what it should be: fail closed with `EIO`.
+    fn check_root(&self) -> io::Result<()> {
+        let (st, _) = self
+            .passthrough
+            .getattr(&Context::new(), ROOT_ID, None)
+            .map_err(|e| {
+                log::error!("virtio-fs: cannot import the share root: {e}");
+                err(libc::EIO)
+            })?;
+        if !self.root.is(st.st_dev, st.st_ino) {
+            log::error!(
+                "virtio-fs: the imported root is not {}: refusing to serve",
+                self.root.path().display()
+            );
+            return Err(err(libc::EIO));
+        }
+        self.serving.store(true, Ordering::Release);
+        Ok(())
+    }
+
     fn writable(&self) -> io::Result<()> {
         if self.read_only {
             Err(err(libc::EROFS))
@@ -158,7 +217,7 @@ impl<S: BitmapSlice + Send + Sync> ConfinedFs<S> {
         if self.budget.admit_node(entry.inode) {
             Ok(entry)
         } else {
-            self.inner.forget(ctx, entry.inode, 1);
+            self.passthrough.forget(ctx, entry.inode, 1);
             Err(err(libc::ENFILE))
         }
     }
@@ -213,24 +272,27 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         // passthrough's inodes and handles together with our accounting keeps the budget
         // equal to the descriptors really held, instead of letting INIT reset the count
         // while the descriptors stay open.
-        self.inner.destroy();
-        self.budget.clear();
+        self.drop_all();
         // No DAX window exists, so never advertise per-file DAX. The server enables the
-        // intersection of what the client offers and what this returns.
-        let wanted = self.inner.init(capable - FsOptions::PERFILE_DAX)?;
+        // intersection of what the client offers and what this returns. The passthrough's
+        // init imports the root (again): that import is the one checked.
+        let wanted = self.passthrough.init(capable - FsOptions::PERFILE_DAX)?;
+        self.check_root()?;
         Ok(wanted | INIT_WANTED)
     }
 
     fn destroy(&self) {
-        self.inner.destroy();
-        self.budget.clear();
+        // Also what a device reset calls. A failed check is logged; the share then answers
+        // EIO until an INIT imports a root that checks out.
+        self.drop_all();
+        let _ = self.check_root();
     }
 
     fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
         if is_dot_or_dotdot(name) {
             return Err(err(libc::EINVAL));
         }
-        match self.inner.lookup(ctx, parent, name) {
+        match self.inner()?.lookup(ctx, parent, name) {
             Ok(entry) => self.admit(ctx, entry),
             Err(e)
                 if e.raw_os_error() == Some(libc::ENOENT) && !self.negative_timeout.is_zero() =>
@@ -254,14 +316,14 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
 
     fn forget(&self, ctx: &Context, inode: u64, count: u64) {
         self.budget.forget_node(inode, count);
-        self.inner.forget(ctx, inode, count)
+        self.passthrough.forget(ctx, inode, count)
     }
 
     fn batch_forget(&self, ctx: &Context, requests: Vec<(u64, u64)>) {
         for &(inode, count) in &requests {
             self.budget.forget_node(inode, count);
         }
-        self.inner.batch_forget(ctx, requests)
+        self.passthrough.batch_forget(ctx, requests)
     }
 
     fn getattr(
@@ -270,7 +332,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         inode: u64,
         handle: Option<u64>,
     ) -> io::Result<(stat64, Duration)> {
-        self.inner.getattr(ctx, inode, handle)
+        self.inner()?.getattr(ctx, inode, handle)
     }
 
     fn setattr(
@@ -285,11 +347,11 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         if valid.contains(SetattrValid::MODE) {
             attr.st_mode &= !SET_ID_BITS;
         }
-        self.inner.setattr(ctx, inode, attr, handle, valid)
+        self.inner()?.setattr(ctx, inode, attr, handle, valid)
     }
 
     fn readlink(&self, ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
-        self.inner.readlink(ctx, inode)
+        self.inner()?.readlink(ctx, inode)
     }
 
     fn symlink(
@@ -301,7 +363,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
     ) -> io::Result<Entry> {
         self.writable()?;
         self.room()?;
-        let entry = self.inner.symlink(ctx, linkname, parent, name)?;
+        let entry = self.inner()?.symlink(ctx, linkname, parent, name)?;
         self.admit(ctx, entry)
     }
 
@@ -323,7 +385,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         self.room()?;
         // rdev only matters for devices, which are refused above.
         let entry = self
-            .inner
+            .inner()?
             .mknod(ctx, parent, name, mode & !SET_ID_BITS, 0, umask)?;
         self.admit(ctx, entry)
     }
@@ -339,19 +401,19 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         self.writable()?;
         self.room()?;
         let entry = self
-            .inner
+            .inner()?
             .mkdir(ctx, parent, name, mode & !SET_ID_BITS, umask)?;
         self.admit(ctx, entry)
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
         self.writable()?;
-        self.inner.unlink(ctx, parent, name)
+        self.inner()?.unlink(ctx, parent, name)
     }
 
     fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
         self.writable()?;
-        self.inner.rmdir(ctx, parent, name)
+        self.inner()?.rmdir(ctx, parent, name)
     }
 
     fn rename(
@@ -367,13 +429,13 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         if flags & !RENAME_ALLOWED != 0 {
             return Err(err(libc::EINVAL));
         }
-        self.inner
+        self.inner()?
             .rename(ctx, olddir, oldname, newdir, newname, flags)
     }
 
     fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
         self.writable()?;
-        let entry = self.inner.link(ctx, inode, newparent, newname)?;
+        let entry = self.inner()?.link(ctx, inode, newparent, newname)?;
         self.admit(ctx, entry)
     }
 
@@ -386,7 +448,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
         check_open_flags(flags, self.read_only)?;
         self.with_handle(|| {
-            self.inner
+            self.inner()?
                 .open(ctx, inode, flags, fuse_flags)
                 .map(|(h, o, p)| (h, (open_options(o), p)))
         })
@@ -405,7 +467,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         self.room()?;
         args.mode &= !SET_ID_BITS;
         let (handle, (entry, opts, passthrough)) = self.with_handle(|| {
-            self.inner
+            self.inner()?
                 .create(ctx, parent, name, args)
                 .map(|(e, h, o, p)| (h, (e, o, p)))
         })?;
@@ -431,7 +493,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         lock_owner: Option<u64>,
         flags: u32,
     ) -> io::Result<usize> {
-        self.inner
+        self.inner()?
             .read(ctx, inode, handle, w, size, offset, lock_owner, flags)
     }
 
@@ -450,7 +512,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         fuse_flags: u32,
     ) -> io::Result<usize> {
         self.writable()?;
-        self.inner.write(
+        self.inner()?.write(
             ctx,
             inode,
             handle,
@@ -465,11 +527,11 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
     }
 
     fn flush(&self, ctx: &Context, inode: u64, handle: u64, lock_owner: u64) -> io::Result<()> {
-        self.inner.flush(ctx, inode, handle, lock_owner)
+        self.inner()?.flush(ctx, inode, handle, lock_owner)
     }
 
     fn fsync(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
-        self.inner.fsync(ctx, inode, datasync, handle)
+        self.inner()?.fsync(ctx, inode, datasync, handle)
     }
 
     fn fallocate(
@@ -482,7 +544,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         length: u64,
     ) -> io::Result<()> {
         self.writable()?;
-        self.inner
+        self.inner()?
             .fallocate(ctx, inode, handle, mode, offset, length)
     }
 
@@ -497,14 +559,14 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         flock_release: bool,
         lock_owner: Option<u64>,
     ) -> io::Result<()> {
-        self.inner
+        self.inner()?
             .release(ctx, inode, flags, handle, flush, flock_release, lock_owner)?;
         self.budget.release_handle();
         Ok(())
     }
 
     fn statfs(&self, ctx: &Context, inode: u64) -> io::Result<statvfs64> {
-        self.inner.statfs(ctx, inode)
+        self.inner()?.statfs(ctx, inode)
     }
 
     fn setxattr(
@@ -517,7 +579,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
     ) -> io::Result<()> {
         self.writable()?;
         check_xattr_write(name)?;
-        self.inner.setxattr(ctx, inode, name, value, flags)
+        self.inner()?.setxattr(ctx, inode, name, value, flags)
     }
 
     fn getxattr(
@@ -527,17 +589,18 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         name: &CStr,
         size: u32,
     ) -> io::Result<GetxattrReply> {
-        self.inner.getxattr(ctx, inode, name, size.min(XATTR_MAX))
+        self.inner()?
+            .getxattr(ctx, inode, name, size.min(XATTR_MAX))
     }
 
     fn listxattr(&self, ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
-        self.inner.listxattr(ctx, inode, size.min(XATTR_MAX))
+        self.inner()?.listxattr(ctx, inode, size.min(XATTR_MAX))
     }
 
     fn removexattr(&self, ctx: &Context, inode: u64, name: &CStr) -> io::Result<()> {
         self.writable()?;
         check_xattr_write(name)?;
-        self.inner.removexattr(ctx, inode, name)
+        self.inner()?.removexattr(ctx, inode, name)
     }
 
     fn opendir(
@@ -547,7 +610,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions)> {
         check_open_flags(flags, self.read_only)?;
-        self.with_handle(|| self.inner.opendir(ctx, inode, flags))
+        self.with_handle(|| self.inner()?.opendir(ctx, inode, flags))
     }
 
     fn readdir(
@@ -559,7 +622,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.inner
+        self.inner()?
             .readdir(ctx, inode, handle, size, offset, add_entry)
     }
 
@@ -572,7 +635,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.inner
+        self.inner()?
             .readdirplus(ctx, inode, handle, size, offset, &mut |dirent, entry| {
                 if self.budget.admit_node(entry.inode) {
                     let written = add_entry(dirent, entry)?;
@@ -593,18 +656,18 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
                 };
                 let written = add_entry(dirent, anonymous)?;
                 if written != 0 {
-                    self.inner.forget(ctx, entry.inode, 1);
+                    self.passthrough.forget(ctx, entry.inode, 1);
                 }
                 Ok(written)
             })
     }
 
     fn fsyncdir(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {
-        self.inner.fsyncdir(ctx, inode, datasync, handle)
+        self.inner()?.fsyncdir(ctx, inode, datasync, handle)
     }
 
     fn releasedir(&self, ctx: &Context, inode: u64, flags: u32, handle: u64) -> io::Result<()> {
-        self.inner.releasedir(ctx, inode, flags, handle)?;
+        self.inner()?.releasedir(ctx, inode, flags, handle)?;
         self.budget.release_handle();
         Ok(())
     }
@@ -638,7 +701,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         if self.read_only && mask & libc::W_OK as u32 != 0 {
             return Err(err(libc::EROFS));
         }
-        self.inner.access(ctx, inode, mask)
+        self.inner()?.access(ctx, inode, mask)
     }
 
     fn lseek(
@@ -649,7 +712,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         offset: u64,
         whence: u32,
     ) -> io::Result<u64> {
-        self.inner.lseek(ctx, inode, handle, offset, whence)
+        self.inner()?.lseek(ctx, inode, handle, offset, whence)
     }
 
     fn getlk(
@@ -661,7 +724,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         lock: FileLock,
         flags: u32,
     ) -> io::Result<FileLock> {
-        self.inner.getlk(ctx, inode, handle, owner, lock, flags)
+        self.inner()?.getlk(ctx, inode, handle, owner, lock, flags)
     }
 
     fn setlk(
@@ -673,7 +736,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         lock: FileLock,
         flags: u32,
     ) -> io::Result<()> {
-        self.inner.setlk(ctx, inode, handle, owner, lock, flags)
+        self.inner()?.setlk(ctx, inode, handle, owner, lock, flags)
     }
 
     fn setlkw(
@@ -685,7 +748,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> FileSystem for ConfinedFs<S> {
         lock: FileLock,
         flags: u32,
     ) -> io::Result<()> {
-        self.inner.setlkw(ctx, inode, handle, owner, lock, flags)
+        self.inner()?.setlkw(ctx, inode, handle, owner, lock, flags)
     }
 
     #[allow(clippy::too_many_arguments)]

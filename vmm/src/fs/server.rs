@@ -5,9 +5,7 @@
 //! by two transports: `/dev/fuse` on the host ([`super::host_mount`], for conformance tests and
 //! benchmarks) and the virtio-fs device's descriptor chains in a VM.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use caps::{CapSet, Capability};
@@ -15,31 +13,13 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{Config, PassthroughFs};
 use vm_memory::bitmap::BitmapSlice;
 
+use super::budget::{fd_limits, FdBudget, FdPool};
 use super::confined::ConfinedFs;
-use super::share::ShareSpec;
-
-/// Descriptors kept back for the rest of the VMM (KVM, eventfds, sockets, console, logs) when
-/// [`fd_budget_per_share`] divides the process limit between shares.
-const FD_RESERVE: u64 = 1024;
-/// Per-share ceiling: past this the inode map itself (not descriptors) becomes the cost.
-const FD_CEILING: u64 = 1 << 20;
-/// Per-share floor: below this a guest cannot even untar a small image.
-const FD_FLOOR: u64 = 256;
+use super::share::{OpenShare, ShareSpec};
 
 /// Errors from building a share's server.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// Share root cannot be opened as a directory.
-    #[error("share `{tag}`: cannot open root directory {path}")]
-    Root {
-        /// Share tag.
-        tag: String,
-        /// Host directory.
-        path: String,
-        /// Cause.
-        #[source]
-        source: io::Error,
-    },
     /// fuse-backend-rs refused to build the passthrough (e.g. no /proc/self/fd).
     #[error("share `{tag}`: cannot create the passthrough file system")]
     Passthrough {
@@ -65,18 +45,15 @@ pub struct ShareServer<S: BitmapSlice + Send + Sync + 'static = ()> {
 }
 
 impl<S: BitmapSlice + Send + Sync + 'static> ShareServer<S> {
-    /// Builds the server for `spec` (whose `host_dir` should come from [`ShareSpec::resolve`]),
-    /// allowing it at most `max_fds` host descriptors.
-    pub fn new(spec: &ShareSpec, max_fds: usize) -> Result<Self, ServerError> {
-        let path = spec.host_dir.to_string_lossy().into_owned();
-        check_root(&spec.host_dir).map_err(|source| ServerError::Root {
-            tag: spec.tag.clone(),
-            path: path.clone(),
-            source,
-        })?;
+    /// Builds the server for an opened share, holding at most what `budget` allows.
+    pub fn new(share: OpenShare, budget: FdBudget) -> Result<Self, ServerError> {
+        let OpenShare { spec, root } = share;
         let timeout = spec.cache.timeout();
         let cfg = Config {
-            root_dir: path,
+            // Never the configured path: the held root through /proc/self/fd (see
+            // `super::root`), re-resolved at every INIT and DESTROY without a guest being able
+            // to change what it names.
+            root_dir: root.passthrough_path(),
             cache_policy: spec.cache.policy(),
             entry_timeout: timeout,
             attr_timeout: timeout,
@@ -99,14 +76,11 @@ impl<S: BitmapSlice + Send + Sync + 'static> ShareServer<S> {
                 source,
             })?;
         let fs = Arc::new(
-            ConfinedFs::new(passthrough, spec.read_only, max_fds).with_negative_timeout(timeout),
+            ConfinedFs::new(passthrough, root, spec.read_only, budget)
+                .with_negative_timeout(timeout),
         );
         let server = Arc::new(Server::new(fs.clone()));
-        Ok(ShareServer {
-            spec: spec.clone(),
-            fs,
-            server,
-        })
+        Ok(ShareServer { spec, fs, server })
     }
 
     /// The share this server exports.
@@ -123,24 +97,6 @@ impl<S: BitmapSlice + Send + Sync + 'static> ShareServer<S> {
     pub fn fs(&self) -> &Arc<ConfinedFs<S>> {
         &self.fs
     }
-}
-
-fn check_root(path: &std::path::Path) -> io::Result<()> {
-    let c = CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `c` is a valid NUL-terminated string; the return value is checked.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    Ok(())
 }
 
 /// Prepares the calling thread to serve FUSE requests. Call it first thing on every thread
@@ -192,36 +148,32 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// Splits a process descriptor limit between `shares` shares, keeping [`FD_RESERVE`] for the
-/// rest of the VMM. Pure so the arithmetic is tested.
-pub fn fd_budget_per_share(nofile: u64, shares: usize) -> usize {
-    let shares = shares.max(1) as u64;
-    let per = nofile.saturating_sub(FD_RESERVE) / shares;
-    per.clamp(FD_FLOOR, FD_CEILING) as usize
-}
-
-/// `raise_nofile_limit` then `fd_budget_per_share`, the usual start-up sequence.
-pub fn default_fd_budget(shares: usize) -> usize {
+/// One budget per share for a VMM serving `shares` shares: the soft `RLIMIT_NOFILE` raised to
+/// the hard limit, then the fixed bounds of [`super::budget`], every share drawing from one pool
+/// for the pod.
+pub fn share_budgets(shares: usize) -> Vec<FdBudget> {
     let nofile = raise_nofile_limit().unwrap_or(1024);
-    fd_budget_per_share(nofile, shares)
+    let (per_share, per_pod) = fd_limits(nofile);
+    let pool = FdPool::new(per_pod);
+    (0..shares)
+        .map(|_| FdBudget::pooled(per_share, pool.clone()))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::budget::{FD_PER_POD, FD_PER_SHARE};
 
     #[test]
-    fn budget_splits_the_limit() {
-        assert_eq!(fd_budget_per_share(1_048_576, 2), (1_048_576 - 1024) / 2);
-        assert_eq!(fd_budget_per_share(1024, 1), FD_FLOOR as usize);
-        assert_eq!(fd_budget_per_share(u64::MAX, 1), FD_CEILING as usize);
-        assert_eq!(fd_budget_per_share(9216, 0), 8192);
-    }
-
-    #[test]
-    fn missing_root_is_an_error() {
-        let spec = ShareSpec::parse("t=/nonexistent/husk-share").unwrap();
-        let err = ShareServer::<()>::new(&spec, 100).err().unwrap();
-        assert!(matches!(err, ServerError::Root { .. }), "{err}");
+    fn a_vmm_gets_the_fixed_bounds_and_one_pool() {
+        let budgets = share_budgets(3);
+        assert_eq!(budgets.len(), 3);
+        for b in &budgets {
+            assert!(b.max() <= FD_PER_SHARE, "{}", b.max());
+        }
+        assert!(budgets[0].admit_node(7));
+        assert_eq!(budgets[1].pool().used(), 1, "one pool for the pod");
+        assert!(budgets[1].pool().max() <= FD_PER_POD);
     }
 }

@@ -1,19 +1,26 @@
 //! Share configuration: `TAG=HOSTDIR[:ro|:rw][:cache=never|auto|always]`.
 //!
-//! Parsing is a pure function so the CLI (`husk vm --share`, repeatable) and the pod code build
-//! the same [`ShareSpec`] and get the same errors. Touching the host file system (does the
-//! directory exist, what is its canonical path) is a separate step, [`ShareSpec::resolve`], so
-//! that parsing stays testable without a file system.
+//! A [`ShareSpec`] is typed data: the pod code builds it directly and hands it to the VMM as
+//! is (security review F12: a host path that ended in `:rw` used to be re-parsed as an option
+//! when pods passed shares as `--share` strings). The string form exists only for the
+//! `husk vm --share` flag, and parsing it is a pure function.
 //!
-//! Options are read from the right: `/data:ro` is the directory `/data`, read-only. A host path
-//! that itself ends in `:ro`, `:rw` or `:cache=...` cannot be shared without renaming it; that
-//! ambiguity is accepted to keep the syntax virtiofsd/Kata users know.
+//! Touching the host file system is one separate step, [`ShareSpec::open`]: it opens the root
+//! directory once (see [`super::root`]) and that open is the whole validation, so what is
+//! checked is exactly what is served.
+//!
+//! Options are read from the right: `/data:ro` is the directory `/data`, read-only. Any `:` left
+//! in the host path after the options are peeled off is refused: `/d:ro:rw` could mean the
+//! directory `/d:ro` or a mistake, and the flag has no way to say which. Pods (typed specs) share
+//! such directories as they are.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use fuse_backend_rs::passthrough::CachePolicy;
+
+use super::root::ShareRoot;
 
 /// Longest tag the virtio-fs config space can carry (`tag[36]`, not NUL terminated when full).
 pub const MAX_TAG_LEN: usize = 36;
@@ -36,6 +43,9 @@ pub enum ShareError {
     /// Host directory is empty.
     #[error("share `{0}` has an empty host directory")]
     EmptyPath(String),
+    /// `:` left in the host directory of a `--share` string.
+    #[error("share `{0}`: a host directory containing ':' cannot be given as TAG=HOSTDIR")]
+    ColonInPath(String),
     /// Unknown cache mode.
     #[error("unknown cache mode `{0}` (expected never, auto or always)")]
     BadCacheMode(String),
@@ -59,6 +69,16 @@ pub enum ShareError {
         tag: String,
         /// Path as given.
         path: PathBuf,
+    },
+    /// A component of the host path is a symlink.
+    #[error("share `{tag}`: {path} has a symbolic link in it (share the real path{real})")]
+    Symlink {
+        /// Share tag.
+        tag: String,
+        /// Path as given.
+        path: PathBuf,
+        /// `: /the/real/path` when it can be found, else empty.
+        real: String,
     },
 }
 
@@ -125,7 +145,7 @@ impl fmt::Display for CacheMode {
 pub struct ShareSpec {
     /// The tag the guest mounts (`mount -t virtiofs TAG /mnt`).
     pub tag: String,
-    /// Host directory (as given until [`ShareSpec::resolve`] canonicalizes it).
+    /// Host directory: no component may be a symlink (see [`super::root`]).
     pub host_dir: PathBuf,
     /// Refuse every modifying request with `EROFS`.
     pub read_only: bool,
@@ -160,6 +180,9 @@ impl ShareSpec {
         if path.is_empty() {
             return Err(ShareError::EmptyPath(arg.to_string()));
         }
+        if path.contains(':') {
+            return Err(ShareError::ColonInPath(tag.to_string()));
+        }
         Ok(ShareSpec {
             tag: tag.to_string(),
             host_dir: PathBuf::from(path),
@@ -181,30 +204,54 @@ impl ShareSpec {
         Ok(out)
     }
 
-    /// Checks that the host directory exists and replaces it by its canonical path, so that
-    /// the server is rooted at a fixed directory even if a symlink on the way is later changed.
-    pub fn resolve(mut self) -> Result<ShareSpec, ShareError> {
-        let canonical = canonical_dir(&self.tag, &self.host_dir)?;
-        self.host_dir = canonical;
-        Ok(self)
+    /// Opens the host directory once (no symlink in any component, a directory): the share's
+    /// validation and the descriptor its server keeps. Call before the guest runs.
+    pub fn open(self) -> Result<OpenShare, ShareError> {
+        match ShareRoot::open(&self.host_dir) {
+            Ok(root) => Ok(OpenShare { spec: self, root }),
+            Err(e) => Err(self.open_error(e)),
+        }
+    }
+
+    /// Checks typed specs as [`ShareSpec::parse_all`] checks strings (tags valid and unique),
+    /// then opens each one.
+    pub fn open_all(specs: Vec<ShareSpec>) -> Result<Vec<OpenShare>, ShareError> {
+        for (i, spec) in specs.iter().enumerate() {
+            validate_tag(&spec.tag, &spec.tag)?;
+            if specs[..i].iter().any(|s| s.tag == spec.tag) {
+                return Err(ShareError::DuplicateTag(spec.tag.clone()));
+            }
+        }
+        specs.into_iter().map(ShareSpec::open).collect()
+    }
+
+    fn open_error(&self, e: std::io::Error) -> ShareError {
+        let (tag, path) = (self.tag.clone(), self.host_dir.clone());
+        match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                let real = path
+                    .canonicalize()
+                    .map(|p| format!(": {}", p.display()))
+                    .unwrap_or_default();
+                ShareError::Symlink { tag, path, real }
+            }
+            Some(libc::ENOTDIR) if path.exists() => ShareError::NotADirectory { tag, path },
+            _ => ShareError::HostDir {
+                tag,
+                path,
+                reason: e.to_string(),
+            },
+        }
     }
 }
 
-fn canonical_dir(tag: &str, path: &Path) -> Result<PathBuf, ShareError> {
-    let host_err = |e: std::io::Error| ShareError::HostDir {
-        tag: tag.to_string(),
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let canonical = path.canonicalize().map_err(host_err)?;
-    let meta = std::fs::metadata(&canonical).map_err(host_err)?;
-    if !meta.is_dir() {
-        return Err(ShareError::NotADirectory {
-            tag: tag.to_string(),
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(canonical)
+/// A share whose root directory is open: what a share's server is built from.
+#[derive(Debug)]
+pub struct OpenShare {
+    /// What was asked for.
+    pub spec: ShareSpec,
+    /// The root directory, held for the life of the share.
+    pub root: ShareRoot,
 }
 
 fn validate_tag(tag: &str, arg: &str) -> Result<(), ShareError> {
@@ -251,9 +298,6 @@ mod tests {
                 "v=rel/dir:cache=never:ro",
                 spec("v", "rel/dir", true, Never),
             ),
-            // A colon inside the path that is not an option stays in the path.
-            ("v=/a:b/c:ro", spec("v", "/a:b/c", true, Auto)),
-            ("v=/a:b", spec("v", "/a:b", false, Auto)),
             ("v=/x=y", spec("v", "/x=y", false, Auto)),
         ];
         for (arg, want) in cases {
@@ -288,12 +332,21 @@ mod tests {
     }
 
     #[test]
-    fn repeated_option_belongs_to_the_path() {
-        // Only the rightmost ro/rw is an option; a second one is part of the directory name.
-        assert_eq!(
-            ShareSpec::parse("t=/d:ro:rw"),
-            Ok(spec("t", "/d:ro", false, CacheMode::Auto))
-        );
+    fn colon_left_in_the_path_is_refused() {
+        // F12: `/d:ro:rw` used to share `/d:ro` read-write; a `:` that is not an option is now
+        // an error instead of a guess, in any position.
+        for arg in [
+            "t=/d:ro:rw",
+            "t=/a:b/c:ro",
+            "t=/a:b",
+            "t=/srv/x:rw:cache=auto:ro",
+        ] {
+            assert_eq!(
+                ShareSpec::parse(arg),
+                Err(ShareError::ColonInPath("t".into())),
+                "{arg}"
+            );
+        }
     }
 
     #[test]
@@ -306,23 +359,49 @@ mod tests {
     }
 
     #[test]
-    fn resolve_checks_the_host_directory() {
+    fn open_checks_the_host_directory() {
         let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
         let p = dir.as_path().to_str().unwrap().to_string();
         let ok = ShareSpec::parse(&format!("t={p}/./"))
             .unwrap()
-            .resolve()
+            .open()
             .unwrap();
-        assert_eq!(ok.host_dir, dir.as_path().canonicalize().unwrap());
+        assert_eq!(ok.root.path(), dir.as_path());
 
-        let missing = ShareSpec::parse(&format!("t={p}/missing"))
-            .unwrap()
-            .resolve();
+        let missing = ShareSpec::parse(&format!("t={p}/missing")).unwrap().open();
         assert!(matches!(missing, Err(ShareError::HostDir { .. })));
 
         std::fs::write(dir.as_path().join("file"), b"x").unwrap();
-        let file = ShareSpec::parse(&format!("t={p}/file")).unwrap().resolve();
+        let file = ShareSpec::parse(&format!("t={p}/file")).unwrap().open();
         assert!(matches!(file, Err(ShareError::NotADirectory { .. })));
+
+        std::fs::create_dir(dir.as_path().join("real")).unwrap();
+        std::os::unix::fs::symlink("real", dir.as_path().join("link")).unwrap();
+        let link = ShareSpec::parse(&format!("t={p}/link")).unwrap().open();
+        let err = link.unwrap_err();
+        assert!(matches!(err, ShareError::Symlink { .. }), "{err}");
+        assert!(err.to_string().contains(&format!("{p}/real")), "{err}");
+    }
+
+    #[test]
+    fn typed_specs_are_checked_like_strings() {
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let d = dir.as_path().to_str().unwrap();
+        let typed = |tag: &str| spec(tag, d, false, CacheMode::Auto);
+        assert_eq!(
+            ShareSpec::open_all(vec![typed("a"), typed("a")]).unwrap_err(),
+            ShareError::DuplicateTag("a".into())
+        );
+        assert_eq!(
+            ShareSpec::open_all(vec![typed("a b")]).unwrap_err(),
+            ShareError::BadTagChar("a b".into())
+        );
+        assert_eq!(
+            ShareSpec::open_all(vec![typed("a"), typed("b")])
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use fuse_backend_rs::abi::fuse_abi::{CreateIn, FsOptions, SetattrValid};
 use fuse_backend_rs::api::filesystem::{Context, FileSystem};
 use vmm_sys_util::tempdir::TempDir;
 
-use super::{prepare_server_thread, CacheMode, ConfinedFs, ShareServer, ShareSpec};
+use super::{prepare_server_thread, CacheMode, ConfinedFs, FdBudget, ShareServer, ShareSpec};
 
 const ROOT: u64 = 1;
 
@@ -32,7 +32,7 @@ fn share(dir: &Path, ro: bool, max_fds: usize) -> ShareServer {
         read_only: ro,
         cache: CacheMode::Auto,
     };
-    let s = ShareServer::new(&spec, max_fds).unwrap();
+    let s = ShareServer::new(spec.open().unwrap(), FdBudget::new(max_fds)).unwrap();
     s.fs().init(FsOptions::empty()).unwrap();
     s
 }
@@ -435,5 +435,167 @@ fn init_negotiates_virtiofsd_flags_and_opens_skip_flush() {
         fs.budget().used(),
         1,
         "the node only, both handles released"
+    );
+}
+
+/// Whether a lookup found a node (a negative entry, node id 0, is a miss).
+fn found(r: std::io::Result<fuse_backend_rs::api::filesystem::Entry>) -> bool {
+    matches!(r, Ok(e) if e.inode != 0)
+}
+
+/// F1: one share's root lies two levels below another, writable share's root (`app` and
+/// `app/web/data`). Through the outer share the guest renames `web` away and puts a symlink to
+/// a host directory in its place, then makes the inner share's server import its root again:
+/// by INIT (a remount), by DESTROY (an unmount) and by what a device reset calls (`destroy`).
+/// At df579e2 each import re-opened `.../app/web/data` by path, following the new symlink, so
+/// the inner share then served, and wrote into, `host/data`. Now it keeps the directory it
+/// opened before the guest ran (which the rename moved to `app/web.old/data`).
+#[test]
+fn nested_share_keeps_its_root_when_a_parent_becomes_a_symlink() {
+    let tmp = TempDir::new().unwrap();
+    let t = tmp.as_path();
+    fs::create_dir_all(t.join("app/web/data")).unwrap();
+    fs::write(t.join("app/web/data/inside"), b"the inner share").unwrap();
+    fs::create_dir_all(t.join("host/data")).unwrap();
+    fs::write(t.join("host/data/secret"), b"a host file").unwrap();
+    let outer = share(&t.join("app"), false, 1000);
+    let inner = share(&t.join("app/web/data"), false, 1000);
+    let c = ctx();
+
+    let o = outer.fs();
+    o.rename(&c, ROOT, &cs("web"), ROOT, &cs("web.old"), 0)
+        .unwrap();
+    let target = cs(t.join("host").to_str().unwrap());
+    o.symlink(&c, &target, ROOT, &cs("web")).unwrap();
+    assert!(
+        t.join("app/web/data/secret").exists(),
+        "the swap is in place"
+    );
+
+    let i: &ConfinedFs = inner.fs();
+    let reimports: [(&str, &dyn Fn()); 3] = [
+        ("init", &|| {
+            i.init(FsOptions::empty()).unwrap();
+        }),
+        ("destroy", &|| i.destroy()),
+        ("destroy+init", &|| {
+            i.destroy();
+            i.init(FsOptions::empty()).unwrap();
+        }),
+    ];
+    for (how, reimport) in reimports {
+        reimport();
+        assert!(
+            !found(i.lookup(&c, ROOT, &cs("secret"))),
+            "{how}: sees the host dir"
+        );
+        assert!(
+            found(i.lookup(&c, ROOT, &cs("inside"))),
+            "{how}: lost its own root"
+        );
+        let name = format!("planted-{how}");
+        let (e, h, _, _) = i.create(&c, ROOT, &cs(&name), create_in(0o644)).unwrap();
+        i.release(&c, e.inode, 0, h.unwrap(), false, false, None)
+            .unwrap();
+        assert!(
+            !t.join("host/data").join(&name).exists(),
+            "{how}: wrote to the host dir"
+        );
+        assert!(t.join("app/web.old/data").join(&name).exists(), "{how}");
+    }
+}
+
+/// The check behind the F1 fix fails closed: a passthrough whose root is not the share's root
+/// (by device and inode) serves nothing, neither after INIT nor after DESTROY.
+#[test]
+fn a_root_that_is_not_the_share_root_is_never_served() {
+    use fuse_backend_rs::passthrough::{Config, PassthroughFs};
+    prepare_server_thread().unwrap();
+    let tmp = TempDir::new().unwrap();
+    let t = tmp.as_path();
+    fs::create_dir_all(t.join("share")).unwrap();
+    fs::create_dir_all(t.join("other")).unwrap();
+    fs::write(t.join("other/secret"), b"x").unwrap();
+    let cfg = Config {
+        root_dir: t.join("other").to_str().unwrap().to_string(),
+        do_import: true,
+        ..Config::default()
+    };
+    let root = super::ShareRoot::open(&t.join("share")).unwrap();
+    let fs = ConfinedFs::<()>::new(
+        PassthroughFs::new(cfg).unwrap(),
+        root,
+        false,
+        FdBudget::new(100),
+    );
+    let c = ctx();
+    assert_eq!(errno(fs.init(FsOptions::empty())), libc::EIO);
+    assert_eq!(errno(fs.lookup(&c, ROOT, &cs("secret"))), libc::EIO);
+    assert_eq!(errno(fs.getattr(&c, ROOT, None)), libc::EIO);
+    assert_eq!(errno(fs.opendir(&c, ROOT, 0)), libc::EIO);
+    fs.destroy();
+    assert_eq!(errno(fs.lookup(&c, ROOT, &cs("secret"))), libc::EIO);
+    assert_eq!(errno(fs.statfs(&c, ROOT)), libc::EIO);
+}
+
+/// F5: all the shares of one VMM draw from one pool, so a guest cannot multiply its descriptor
+/// bound by the number of shares; a share at the pod bound answers ENFILE and recovers when
+/// another share's nodes are forgotten.
+#[test]
+fn shares_of_one_vmm_share_one_descriptor_pool() {
+    prepare_server_thread().unwrap();
+    let tmp = TempDir::new().unwrap();
+    let t = tmp.as_path();
+    for d in ["a", "b"] {
+        fs::create_dir_all(t.join(d)).unwrap();
+        for n in 0..4 {
+            fs::write(t.join(d).join(format!("f{n}")), b"").unwrap();
+        }
+    }
+    let pool = super::FdPool::new(5);
+    let make = |d: &str| {
+        let spec = ShareSpec {
+            tag: d.into(),
+            host_dir: t.join(d),
+            read_only: false,
+            cache: CacheMode::Never,
+        };
+        let s: ShareServer =
+            ShareServer::new(spec.open().unwrap(), FdBudget::pooled(4, pool.clone())).unwrap();
+        s.fs().init(FsOptions::empty()).unwrap();
+        s
+    };
+    let (a, b, c) = (make("a"), make("b"), ctx());
+    let a_nodes: Vec<u64> = (0..4)
+        .map(|n| {
+            a.fs()
+                .lookup(&c, ROOT, &cs(&format!("f{n}")))
+                .unwrap()
+                .inode
+        })
+        .collect();
+    assert_eq!(
+        errno(a.fs().open(&c, a_nodes[0], 0, 0)),
+        libc::ENFILE,
+        "share cap"
+    );
+    assert!(b.fs().lookup(&c, ROOT, &cs("f0")).is_ok());
+    assert_eq!(
+        errno(b.fs().lookup(&c, ROOT, &cs("f1"))),
+        libc::ENFILE,
+        "pod cap"
+    );
+    assert_eq!(errno(b.fs().opendir(&c, ROOT, 0)), libc::ENFILE, "pod cap");
+    a.fs().forget(&c, a_nodes[3], 1);
+    assert!(
+        b.fs().lookup(&c, ROOT, &cs("f1")).is_ok(),
+        "room given back"
+    );
+    assert_eq!(pool.used(), 5);
+    a.fs().destroy();
+    assert_eq!(
+        pool.used(),
+        2,
+        "DESTROY returns the share's descriptors to the pool"
     );
 }

@@ -5,6 +5,7 @@
 use super::spec::{PinnedImage, PodConfig, PodRequest};
 use super::state::{now_secs, PodDir, PodStore};
 use super::PodError;
+use crate::fs::{CacheMode, ShareSpec};
 use crate::image::{self, Image, ImageError, PullOptions, Store};
 
 /// When `husk run` pulls an image (Docker's and Podman's `--pull`).
@@ -58,12 +59,17 @@ pub fn create(
 ) -> Result<Made, PodError> {
     for v in &request.volumes {
         if let Some(host) = &v.host {
-            if !host.is_dir() {
-                return Err(PodError::Usage(format!(
-                    "volume {}: {} is not a directory",
-                    v.name,
-                    host.display()
-                )));
+            // The same open the VMM does (a directory, no symlink on the way),
+            // so that a volume it would refuse is bad input here; the error
+            // names the volume as the share's tag.
+            let spec = ShareSpec {
+                tag: v.name.clone(),
+                host_dir: host.clone(),
+                read_only: v.read_only,
+                cache: CacheMode::Auto,
+            };
+            if let Err(e) = spec.open() {
+                return Err(PodError::Usage(e.to_string()));
             }
         }
     }

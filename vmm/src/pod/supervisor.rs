@@ -208,20 +208,15 @@ impl Running<'_> {
 
     /// The VMM with the pod's shares.
     fn start_vmm(&mut self, guest: &GuestArtifacts) -> Result<VmmProcess, PodError> {
-        let mut shares = vec![vm::share_arg(
-            BLOBS_TAG,
-            &self.pod.blobs_dir(),
-            true,
-            "always",
-        )];
-        for (i, v) in self.config.volumes.iter().enumerate() {
+        let volumes = self.config.volumes.iter().map(|v| {
             let dir = v
                 .host
                 .clone()
                 .unwrap_or_else(|| self.pod.volume_dir(&v.name));
-            shares.push(vm::share_arg(&format!("vol{i}"), &dir, v.read_only, "auto"));
-        }
-        let child = vm::spawn_vmm(self.pod, self.config, guest, &shares)?;
+            (dir, v.read_only)
+        });
+        let shares = vm::pod_shares(BLOBS_TAG, &self.pod.blobs_dir(), volumes);
+        let child = vm::spawn_vmm(self.pod, self.config, guest, shares)?;
         self.vmm_pid = Some(child.id() as i32);
         self.status.vmm_pid = self.vmm_pid;
         self.save()?;

@@ -20,6 +20,7 @@ use super::PodError;
 use crate::cli::doctor::{backend_from_modules, Backend};
 use crate::cli::vm::VmArgs;
 use crate::devices::virtio::vsock::DEFAULT_GUEST_CID;
+use crate::fs::{CacheMode, ShareSpec};
 
 /// Environment variables that point at the guest kernel and initramfs.
 pub const KERNEL_ENV: &str = "HUSK_KERNEL";
@@ -99,13 +100,33 @@ pub fn check_kvm() -> Result<(), PodError> {
     Ok(())
 }
 
-/// A `--share` argument of `husk vm`.
-pub fn share_arg(tag: &str, dir: &Path, read_only: bool, cache: &str) -> String {
-    format!(
-        "{tag}={}{}:cache={cache}",
-        dir.display(),
-        if read_only { ":ro" } else { "" }
-    )
+/// The pod's shares, as typed data for the VMM: the image blobs
+/// (read-only, cached: content-addressed files never change) under
+/// `blobs_tag`, then each volume's host directory (`vol0`, `vol1`...). The
+/// paths are handed over exactly as configured: never turned into a
+/// `--share` string, in which a directory ending in `:rw` or `:ro` would be
+/// read as an option (F12).
+pub fn pod_shares(
+    blobs_tag: &str,
+    blobs_dir: &Path,
+    volumes: impl IntoIterator<Item = (PathBuf, bool)>,
+) -> Vec<ShareSpec> {
+    let blobs = ShareSpec {
+        tag: blobs_tag.to_owned(),
+        host_dir: blobs_dir.to_path_buf(),
+        read_only: true,
+        cache: CacheMode::Always,
+    };
+    let volumes = volumes
+        .into_iter()
+        .enumerate()
+        .map(|(i, (host_dir, read_only))| ShareSpec {
+            tag: format!("vol{i}"),
+            host_dir,
+            read_only,
+            cache: CacheMode::Auto,
+        });
+    std::iter::once(blobs).chain(volumes).collect()
 }
 
 /// Starts the pod's VMM (see [`VmmProcess`]): the guest console goes to
@@ -115,7 +136,7 @@ pub fn spawn_vmm(
     pod: &PodDir,
     config: &PodConfig,
     guest: &GuestArtifacts,
-    shares: &[String],
+    shares: Vec<ShareSpec>,
 ) -> Result<VmmProcess, PodError> {
     let vmm_log = pod.path.join("vmm.log");
     let stderr = crate::private::file_options()
@@ -136,9 +157,10 @@ pub fn spawn_vmm(
         boot_trace: false,
         vsock: Some(pod.vsock_path()),
         cid: DEFAULT_GUEST_CID,
-        shares: shares.to_vec(),
+        shares: Vec::new(),
     };
-    VmmProcess::fork(args, &stderr).map_err(|e| PodError::Vmm(format!("cannot start the VMM: {e}")))
+    VmmProcess::fork(args, shares, &stderr)
+        .map_err(|e| PodError::Vmm(format!("cannot start the VMM: {e}")))
 }
 
 /// Why a VMM that exited did: its status and the last line it printed.
@@ -270,6 +292,51 @@ pub fn connect_running(pod: &PodDir) -> Result<Session, PodError> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// F12: a volume whose host directory ends in `:rw` reaches the VMM as
+    /// that directory. At df579e2 the pod turned it into the string
+    /// `vol0=/srv/x:rw:cache=auto`, which `husk vm`'s parser read as the
+    /// directory `/srv/x`, read-write: the validated directory was not the
+    /// shared one. End to end, through the VMM's own opening of the shares.
+    #[test]
+    fn volume_paths_reach_the_vmm_as_configured() {
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let d = dir.as_path();
+        for sub in ["blobs", "srv/x", "srv/x:rw", "srv/y", "srv/y:ro", "srv/z"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let shares = pod_shares(
+            "blobs",
+            &d.join("blobs"),
+            [
+                (d.join("srv/x:rw"), false),
+                (d.join("srv/y:ro"), false),
+                (d.join("srv/z"), true),
+            ],
+        );
+        let opened = crate::fs::ShareSpec::open_all(shares).unwrap();
+        let got: Vec<_> = opened
+            .iter()
+            .map(|s| {
+                (
+                    s.spec.tag.as_str(),
+                    s.root.path().to_path_buf(),
+                    s.spec.read_only,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("blobs", d.join("blobs"), true),
+                ("vol0", d.join("srv/x:rw"), false),
+                ("vol1", d.join("srv/y:ro"), false),
+                ("vol2", d.join("srv/z"), true),
+            ]
+        );
+        assert_eq!(opened[0].spec.cache, CacheMode::Always);
+        assert_eq!(opened[1].spec.cache, CacheMode::Auto);
+    }
 
     #[test]
     fn console_watch_finds_the_line_across_writes() {

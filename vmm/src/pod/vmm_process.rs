@@ -22,6 +22,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
 use crate::cli::vm::VmArgs;
+use crate::fs::ShareSpec;
 
 /// A forked VMM, reaped through `waitpid`.
 #[derive(Debug)]
@@ -31,10 +32,10 @@ pub struct VmmProcess {
 }
 
 impl VmmProcess {
-    /// Forks and runs `args` in the child, its stderr to `stderr` and its
-    /// stdin and stdout on /dev/null. Call only while this process has a
-    /// single thread.
-    pub fn fork(args: VmArgs, stderr: &File) -> io::Result<VmmProcess> {
+    /// Forks and runs `args` with `shares` in the child, its stderr to
+    /// `stderr` and its stdin and stdout on /dev/null. Call only while this
+    /// process has a single thread.
+    pub fn fork(args: VmArgs, shares: Vec<ShareSpec>, stderr: &File) -> io::Result<VmmProcess> {
         let null = OpenOptions::new()
             .read(true)
             .write(true)
@@ -45,7 +46,7 @@ impl VmmProcess {
         // child gets a consistent copy of all memory and locks.
         match unsafe { libc::fork() } {
             -1 => Err(io::Error::last_os_error()),
-            0 => child(args, stderr, &null, parent),
+            0 => child(args, shares, stderr, &null, parent),
             pid => Ok(VmmProcess { pid, status: None }),
         }
     }
@@ -91,7 +92,13 @@ impl VmmProcess {
 }
 
 /// The child's side of the fork: set up, run the VMM, `_exit`.
-fn child(args: VmArgs, stderr: &File, null: &File, parent: libc::pid_t) -> ! {
+fn child(
+    args: VmArgs,
+    shares: Vec<ShareSpec>,
+    stderr: &File,
+    null: &File,
+    parent: libc::pid_t,
+) -> ! {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     // SAFETY: getppid() has no preconditions.
@@ -122,7 +129,7 @@ fn child(args: VmArgs, stderr: &File, null: &File, parent: libc::pid_t) -> ! {
         // SAFETY: dup2 between descriptors this process holds.
         unsafe { libc::dup2(from, to) };
     }
-    let code = crate::cli::vm::run(args);
+    let code = crate::cli::vm::run_with_shares(args, shares);
     // SAFETY: _exit skips the supervisor's atexit handlers and buffered
     // output that this copy of the process must not flush twice.
     unsafe { libc::_exit(code) }

@@ -56,7 +56,7 @@ impl Guest {
             read_only,
             cache: CacheMode::Auto,
         };
-        let share = ShareServer::new(&spec, 100).unwrap();
+        let share = ShareServer::new(spec.open().unwrap(), FdBudget::new(100)).unwrap();
         let dev = Arc::new(Mutex::new(VirtioFs::new(share).unwrap()));
         let mem = memory();
         let t = MmioTransport::new(mem.clone(), dev.clone()).unwrap();
@@ -211,5 +211,36 @@ fn read_only_device_refuses_writes() {
     let r = g.call(REQUEST_QUEUE, &create_req(2, ROOT, "x"));
     assert_eq!(r.errno(), libc::EROFS);
     assert!(!dir.as_path().join("x").exists());
+    g.dev.lock().unwrap().shutdown();
+}
+
+/// F1 through a device reset: the share's root lies two levels below a directory the guest can
+/// write through another share; a parent is swapped for a symlink to a host directory, then the
+/// driver resets the device (status 0) and, without any INIT, looks a name up in the root. At
+/// df579e2 the reset re-opened the root by path and the lookup found the host directory's file.
+#[test]
+fn reset_does_not_reopen_the_root_by_path() {
+    let tmp = TempDir::new().unwrap();
+    let t = tmp.as_path();
+    std::fs::create_dir_all(t.join("app/web/data")).unwrap();
+    std::fs::create_dir_all(t.join("host/data")).unwrap();
+    std::fs::write(t.join("host/data/secret"), b"x").unwrap();
+    let mut g = Guest::new(&t.join("app/web/data"), "d", false);
+    g.setup();
+    assert_eq!(g.call(REQUEST_QUEUE, &init_req(1)).errno(), 0);
+
+    std::fs::rename(t.join("app/web"), t.join("app/web.old")).unwrap();
+    std::os::unix::fs::symlink(t.join("host"), t.join("app/web")).unwrap();
+    mmio_write(&mut g.t, u64::from(VIRTIO_MMIO_STATUS), 0);
+    g.hq = DriverQueue::new(&g.mem, 0x1_0000, 16);
+    g.rq = DriverQueue::new(&g.mem, 0x2_0000, 64);
+    assert_ne!(g.setup() & STATUS_DRIVER_OK, 0);
+    let r = g.call(REQUEST_QUEUE, &lookup_req(2, ROOT, "secret"));
+    // A miss is ENOENT or a negative entry (node id 0).
+    let found = r.errno() == 0 && r.obj::<EntryOut>().nodeid != 0;
+    assert!(
+        !found,
+        "the reset re-rooted the share in the host directory"
+    );
     g.dev.lock().unwrap().shutdown();
 }

@@ -22,7 +22,7 @@ use vm_memory::{ByteValued, Bytes, GuestAddress};
 use super::queue::{process_queue, Pass};
 use crate::devices::virtio::testing::{DESC_F_NEXT, DESC_F_WRITE};
 use crate::devices::virtio::GuestMemory;
-use crate::fs::{prepare_server_thread, CacheMode, FsServer, ShareServer, ShareSpec};
+use crate::fs::{prepare_server_thread, CacheMode, FdBudget, FsServer, ShareServer, ShareSpec};
 
 pub(super) const ROOT: u64 = 1;
 const OUT_LEN: usize = std::mem::size_of::<OutHeader>();
@@ -36,7 +36,7 @@ pub(super) fn share(dir: &Path, read_only: bool) -> ShareServer {
         read_only,
         cache: CacheMode::Auto,
     };
-    ShareServer::new(&spec, 1000).unwrap()
+    ShareServer::new(spec.open().unwrap(), FdBudget::new(1000)).unwrap()
 }
 
 /// Request bytes: `fuse_in_header` with the right `len`, then `args`.
