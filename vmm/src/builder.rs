@@ -2,14 +2,15 @@
 //! command line, boot tables, legacy devices, virtio-mmio devices, vCPUs
 //! and the event loop. Every other module receives only what it needs.
 //!
-//! Use: [`VmBuilder::new`] (creates the VM, memory, platform devices and
-//! loads the kernel), any number of [`VmBuilder::add_virtio_mmio_device`]
-//! and [`VmBuilder::add_subscriber`], then [`VmBuilder::start`] (writes the
-//! command line and boot tables, starts the vCPUs) and
-//! [`RunningVm::wait`] on the VMM thread.
+//! [`run`] is the VMM's one entry: it takes a [`PreparedVm`] (a typed
+//! [`crate::vm_config::VmConfig`], checked, with its files open) and runs
+//! the VM to its end. Inside: [`VmBuilder::new`] (creates the VM, memory,
+//! platform devices and loads the kernel), one [`VmBuilder::add_device`] per
+//! configured device (each a virtio-mmio transport, placed in slot order),
+//! then [`VmBuilder::start`] (writes the command line and boot tables,
+//! starts the vCPUs) and [`RunningVm::wait`] on the VMM thread.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,8 +27,14 @@ use crate::devices::bus::{Bus, BusError, SharedDevice};
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_PORTS};
 use crate::devices::legacy::{Cmos, CMOS_BASE, CMOS_PORTS};
 use crate::devices::serial::{SerialDevice, COM1_BASE, UART_PORTS};
+use crate::devices::virtio::fs::VirtioFs;
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::vsock::unix::MuxerError;
+use crate::devices::virtio::vsock::{Vsock, VsockMuxer};
 use crate::event_loop::{ConsoleInput, ExitWatcher, Subscriber, VmmEventManager};
-use crate::exit::{ExitReason, ExitSignal};
+use crate::exit::{ExitReason, ExitSignal, EXIT_BAD_INPUT, EXIT_FAILED};
+use crate::fs::{share_budgets, FdBudget, OpenShare, ShareServer};
+use crate::vm_config::{PreparedDevice, PreparedVm, VmConfig, VsockSpec, MIB};
 use crate::vstate::vcpu::{self, Vcpu};
 use crate::vstate::vm::Vm;
 use crate::vstate::{cpuid, msr, regs};
@@ -71,14 +78,16 @@ pub enum BuildError {
     /// An EventFd could not be created.
     #[error("cannot create an eventfd")]
     EventFd(#[source] std::io::Error),
-    /// The console output file.
-    #[error("cannot open console output {path}")]
-    Console {
-        /// The file.
-        path: String,
+    /// The vsock device's host socket.
+    #[error(transparent)]
+    VsockSocket(#[from] MuxerError),
+    /// A device could not be set up.
+    #[error("cannot set up the {what} device: {source}")]
+    Device {
+        /// Which device.
+        what: String,
         /// Why.
-        #[source]
-        source: std::io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// More vCPUs than KVM allows.
     #[error("--vcpus {requested} is more than the {max} vCPUs KVM allows here")]
@@ -116,40 +125,11 @@ impl BuildError {
             self,
             BuildError::Loader(_)
                 | BuildError::Cmdline(_)
-                | BuildError::Console { .. }
+                | BuildError::VsockSocket(_)
+                | BuildError::NoVirtioSlot(_)
                 | BuildError::TooManyVcpus { .. }
         )
     }
-}
-
-/// Where the guest's console output goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConsoleOutput {
-    /// The VMM's stdout (and console input from its stdin).
-    Stdio,
-    /// A file, created or truncated (no console input).
-    File(PathBuf),
-}
-
-/// Everything needed to build a VM.
-#[derive(Debug, Clone)]
-pub struct VmConfig {
-    /// Kernel image (ELF vmlinux or bzImage).
-    pub kernel: PathBuf,
-    /// Initramfs.
-    pub initrd: Option<PathBuf>,
-    /// Added after the default command line.
-    pub cmdline_extra: String,
-    /// Start from [`cmdline::DEFAULT_CMDLINE`].
-    pub default_cmdline: bool,
-    /// Guest RAM in MiB.
-    pub mem_mib: u64,
-    /// vCPU count.
-    pub vcpus: u32,
-    /// Console destination.
-    pub console: ConsoleOutput,
-    /// Print the boot trace line before the first KVM_RUN.
-    pub boot_trace: bool,
 }
 
 /// Where a virtio-mmio device was placed.
@@ -195,16 +175,13 @@ fn eventfd() -> Result<EventFd, BuildError> {
 impl VmBuilder {
     /// Creates the VM and its memory, loads kernel and initramfs, and puts
     /// the platform devices (serial, i8042, ACPI PM, CMOS) on the PIO bus.
-    pub fn new(config: VmConfig) -> Result<Self, BuildError> {
-        // Kernel, initramfs and command line are checked first: bad input
-        // fails before any KVM or memory work.
-        let probe = loader::probe_kernel(&config.kernel)?;
-        let initrd_file = config
-            .initrd
-            .as_deref()
-            .map(loader::open_initrd)
-            .transpose()?;
-        let cmdline_capacity = probe.cmdline_capacity.min(layout::CMDLINE_MAX_SIZE);
+    fn new(
+        config: VmConfig,
+        probe: loader::KernelProbe,
+        initrd_file: Option<(std::fs::File, u64)>,
+        console: Option<std::fs::File>,
+        cmdline_capacity: usize,
+    ) -> Result<Self, BuildError> {
         let cmdline = cmdline::build(
             cmdline_capacity,
             config.default_cmdline,
@@ -219,13 +196,13 @@ impl VmBuilder {
                 max: max_vcpus,
             });
         }
-        let mem_bytes = config.mem_mib << 20;
+        let mem_bytes = config.mem_bytes;
         let ranges: Vec<(GuestAddress, usize)> = layout::ram_ranges(mem_bytes)
             .into_iter()
             .map(|(a, l)| (a, l as usize))
             .collect();
         let mem = GuestMemoryMmap::from_ranges(&ranges)
-            .map_err(|e| BuildError::Memory(config.mem_mib, e))?;
+            .map_err(|e| BuildError::Memory(mem_bytes / MIB, e))?;
         vm.set_memory(&mem)?;
         vm.setup_irqchip()?;
 
@@ -251,20 +228,9 @@ impl VmBuilder {
         let serial_irq = eventfd()?;
         vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)?;
         let rx_ready = eventfd()?;
-        let (out, input): (Box<dyn Write + Send>, bool) = match &config.console {
-            ConsoleOutput::Stdio => (Box::new(std::io::stdout()), true),
-            ConsoleOutput::File(path) => {
-                let f = crate::private::file_options()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(path)
-                    .map_err(|source| BuildError::Console {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                (Box::new(f), false)
-            }
+        let (out, input): (Box<dyn Write + Send>, bool) = match console {
+            None => (Box::new(std::io::stdout()), true),
+            Some(f) => (Box::new(f), false),
         };
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             serial_irq,
@@ -317,6 +283,66 @@ impl VmBuilder {
         self.exit.clone()
     }
 
+    /// Adds one configured device in the next virtio-mmio slot; `budget` is
+    /// the descriptor budget of a share.
+    fn add_device(
+        &mut self,
+        device: PreparedDevice,
+        budget: Option<FdBudget>,
+    ) -> Result<VirtioMmioSlot, BuildError> {
+        match (device, budget) {
+            (PreparedDevice::Vsock(spec), _) => self.add_vsock(&spec),
+            (PreparedDevice::Fs(share), Some(budget)) => self.add_share(share, budget),
+            (PreparedDevice::Fs(share), None) => Err(BuildError::Device {
+                what: format!("virtio-fs {}", share.spec.tag),
+                source: "no descriptor budget".into(),
+            }),
+        }
+    }
+
+    /// The vsock device, bridged to Unix sockets at `spec.uds`, with its
+    /// event handler on the VMM thread's loop.
+    fn add_vsock(&mut self, spec: &VsockSpec) -> Result<VirtioMmioSlot, BuildError> {
+        let device_err = |e: Box<dyn std::error::Error + Send + Sync>| BuildError::Device {
+            what: "virtio-vsock".into(),
+            source: e,
+        };
+        let muxer = VsockMuxer::new(spec.cid, &spec.uds)?;
+        let vsock = Arc::new(Mutex::new(
+            Vsock::new(spec.cid, muxer).map_err(|e| device_err(e.into()))?,
+        ));
+        let wiring = MmioTransport::new(self.mem.clone(), vsock.clone())
+            .map_err(|e| device_err(e.into()))?
+            .into_wiring()
+            .map_err(|e| device_err(e.into()))?;
+        let slot = self.add_virtio_mmio_device(wiring.device, &wiring.queue_evts, &wiring.irq)?;
+        self.add_subscriber(vsock);
+        Ok(slot)
+    }
+
+    /// A virtio-fs device serving `share`; its requests are served on the
+    /// device's own thread, not on the event loop.
+    fn add_share(
+        &mut self,
+        share: OpenShare,
+        budget: FdBudget,
+    ) -> Result<VirtioMmioSlot, BuildError> {
+        let what = format!("virtio-fs {}", share.spec.tag);
+        let device_err = |e: Box<dyn std::error::Error + Send + Sync>| BuildError::Device {
+            what: what.clone(),
+            source: e,
+        };
+        let server = ShareServer::new(share, budget).map_err(|e| device_err(e.into()))?;
+        let fs = Arc::new(Mutex::new(
+            VirtioFs::new(server).map_err(|e| device_err(e.into()))?,
+        ));
+        let wiring = MmioTransport::new(self.mem.clone(), fs)
+            .map_err(|e| device_err(e.into()))?
+            .into_wiring()
+            .map_err(|e| device_err(e.into()))?;
+        self.add_virtio_mmio_device(wiring.device, &wiring.queue_evts, &wiring.irq)
+    }
+
     /// Adds a virtio-mmio transport: puts `device` in the next free 4 KiB
     /// MMIO slot, makes a guest write of queue index `i` to QueueNotify
     /// (base + 0x50) signal `queue_notify[i]` (ioeventfd with datamatch, no
@@ -353,7 +379,7 @@ impl VmBuilder {
     }
 
     /// Adds an event source to the VMM thread's loop.
-    pub fn add_subscriber(&mut self, subscriber: Subscriber) {
+    fn add_subscriber(&mut self, subscriber: Subscriber) {
         self.event_manager.add_subscriber(subscriber);
     }
 
@@ -367,7 +393,7 @@ impl VmBuilder {
     pub fn start(self) -> Result<RunningVm, BuildError> {
         let mem = &self.mem;
         let vcpus = self.config.vcpus;
-        let mem_bytes = self.config.mem_mib << 20;
+        let mem_bytes = self.config.mem_bytes;
         load_cmdline(mem, GuestAddress(layout::CMDLINE_ADDR), &self.cmdline)
             .map_err(BuildError::CmdlineWrite)?;
         let cmdline_len = cmdline::to_string(&self.cmdline).len() as u32;
@@ -442,6 +468,63 @@ impl VmBuilder {
             stop,
             threads,
         })
+    }
+}
+
+/// Builds the VM of `prepared` and starts it: the VMM's one entry.
+pub fn start(prepared: PreparedVm) -> Result<RunningVm, BuildError> {
+    let PreparedVm {
+        config,
+        kernel,
+        initrd,
+        console,
+        cmdline_capacity,
+        devices,
+    } = prepared;
+    let mut builder = VmBuilder::new(config, kernel, initrd, console, cmdline_capacity)?;
+    let shares = devices
+        .iter()
+        .filter(|d| matches!(d, PreparedDevice::Fs(_)))
+        .count();
+    let mut budgets = share_budgets(shares).into_iter();
+    for device in devices {
+        let budget = match device {
+            PreparedDevice::Fs(_) => budgets.next(),
+            PreparedDevice::Vsock(_) => None,
+        };
+        builder.add_device(device, budget)?;
+    }
+    log::debug!(
+        "kernel command line: {} (defaults: {})",
+        builder.cmdline(),
+        cmdline::DEFAULT_CMDLINE
+    );
+    builder.start()
+}
+
+/// Runs the VM of `prepared` until it ends, and says why it ended.
+pub fn run(prepared: PreparedVm) -> Result<ExitReason, BuildError> {
+    Ok(start(prepared)?.wait())
+}
+
+/// Runs the VM of `prepared` as the body of a VMM process: prints one line
+/// on stderr saying why it ended and returns the process's exit status
+/// ([`ExitReason::exit_code`], or [`EXIT_BAD_INPUT`]/[`EXIT_FAILED`] when
+/// it could not be built).
+pub fn run_to_status(prepared: PreparedVm) -> i32 {
+    match run(prepared) {
+        Ok(reason) => {
+            eprintln!("husk: {}", reason.message());
+            reason.exit_code()
+        }
+        Err(e) => {
+            eprintln!("husk: {}", crate::report::error_line(&e));
+            if e.is_bad_input() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_FAILED
+            }
+        }
     }
 }
 

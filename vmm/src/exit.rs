@@ -23,6 +23,12 @@ pub enum ExitReason {
     Error(String),
 }
 
+/// The VMM's exit status when its input was bad (a kernel that is not a
+/// kernel, a command line too long): `husk vm`'s usage status.
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// The VMM's exit status when the host or KVM failed it.
+pub const EXIT_FAILED: i32 = 1;
+
 impl ExitReason {
     /// `husk vm`'s exit status for this reason.
     pub fn exit_code(&self) -> i32 {
@@ -30,7 +36,7 @@ impl ExitReason {
             ExitReason::PowerOff => 0,
             ExitReason::Reset => 3,
             ExitReason::TripleFault => 4,
-            ExitReason::Error(_) => 1,
+            ExitReason::Error(_) => EXIT_FAILED,
         }
     }
 

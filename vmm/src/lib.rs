@@ -9,5 +9,10 @@ pub mod fs;
 pub mod image;
 pub mod pod;
 pub mod private;
+pub mod report;
 pub mod trace;
+pub mod vm_config;
 pub mod vstate;
+
+pub use builder::run;
+pub use vm_config::{DeviceSpec, VmConfig};

@@ -1,7 +1,7 @@
 //! `husk doctor`: can this host run husk VMs, and at what speed?
 //!
-//! Checks that /dev/kvm opens, speaks API 12 and creates a VM, then finds
-//! which module backs it: `kvm_intel`/`kvm_amd` mean hardware
+//! Reports [`crate::vstate::probe`]: whether /dev/kvm opens, speaks API 12
+//! and creates a VM, and which module backs it: `kvm_intel`/`kvm_amd` mean hardware
 //! virtualization (guests run at native speed); `kvm_pvm` means PVM, where
 //! a stock guest kernel's code is emulated (~1M instructions/s), so guests
 //! do not boot at a useful speed and tests go through scripts/testbed.sh.
@@ -9,67 +9,15 @@
 //! Exit status: 0 hardware KVM is usable; 1 /dev/kvm is missing or
 //! unusable; 3 KVM works but is not hardware-backed (PVM or unknown).
 
-use std::path::Path;
-
-use kvm_ioctls::Kvm;
+use crate::vstate::probe::{self, cpu_has_virt_flags, Backend};
 
 /// Exit status: KVM usable but guests run emulated.
 pub const EXIT_NOT_HARDWARE: i32 = 3;
 
-/// Which implementation backs /dev/kvm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Intel VT-x.
-    Intel,
-    /// AMD-V (SVM).
-    Amd,
-    /// Pagetable-based Virtual Machine (no hardware virtualization).
-    Pvm,
-    /// No known vendor module loaded.
-    Unknown,
-}
-
-/// Decides the backend from the loaded modules (names under /sys/module).
-pub fn backend_from_modules(has: impl Fn(&str) -> bool) -> Backend {
-    if has("kvm_intel") {
-        Backend::Intel
-    } else if has("kvm_amd") {
-        Backend::Amd
-    } else if has("kvm_pvm") {
-        Backend::Pvm
-    } else {
-        Backend::Unknown
-    }
-}
-
-/// Whether the CPU flags in /proc/cpuinfo text include vmx or svm.
-pub fn cpu_has_virt_flags(cpuinfo: &str) -> bool {
-    cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-}
-
-fn probe_kvm() -> Result<i32, String> {
-    let kvm = Kvm::new().map_err(|e| format!("cannot open /dev/kvm: {e}"))?;
-    let api = kvm.get_api_version();
-    if api != 12 {
-        return Err(format!("KVM API version {api}, husk needs 12"));
-    }
-    kvm.create_vm()
-        .map_err(|e| format!("KVM_CREATE_VM failed: {e}"))?;
-    Ok(kvm.get_max_vcpus() as i32)
-}
-
 /// Runs the checks, prints a report, returns the exit status.
 pub fn run() -> i32 {
-    let exists = Path::new("/dev/kvm").exists();
-    let probe = if exists {
-        probe_kvm()
-    } else {
-        Err("/dev/kvm does not exist".to_string())
-    };
-    let backend = backend_from_modules(|m| Path::new("/sys/module").join(m).exists());
+    let probe = probe::probe().map(|p| p.max_vcpus);
+    let backend = Backend::of_host();
     let flags = std::fs::read_to_string("/proc/cpuinfo")
         .map(|c| cpu_has_virt_flags(&c))
         .unwrap_or(false);
@@ -113,29 +61,5 @@ pub fn run() -> i32 {
             );
             1
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backend_order() {
-        assert_eq!(
-            backend_from_modules(|m| m == "kvm_amd" || m == "kvm"),
-            Backend::Amd
-        );
-        assert_eq!(backend_from_modules(|m| m == "kvm_intel"), Backend::Intel);
-        assert_eq!(backend_from_modules(|m| m == "kvm_pvm"), Backend::Pvm);
-        assert_eq!(backend_from_modules(|_| false), Backend::Unknown);
-    }
-
-    #[test]
-    fn cpu_flags() {
-        assert!(cpu_has_virt_flags(
-            "processor : 0\nflags : fpu vme svm sse\n"
-        ));
-        assert!(!cpu_has_virt_flags("flags : fpu vmxx sse\nmodel : vmx\n"));
     }
 }

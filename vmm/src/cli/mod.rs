@@ -23,9 +23,9 @@ use std::ffi::OsString;
 use clap::{Parser, Subcommand};
 
 /// Exit status for bad usage or input.
-pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_USAGE: i32 = crate::exit::EXIT_BAD_INPUT;
 /// Exit status for a VMM failure at run time.
-pub const EXIT_RUNTIME: i32 = 1;
+pub const EXIT_RUNTIME: i32 = crate::exit::EXIT_FAILED;
 
 /// husk: run OCI images as pods, each in its own KVM microVM.
 #[derive(Debug, Parser)]
@@ -49,20 +49,9 @@ pub enum Command {
     Pods(pods::PodCommand),
 }
 
-/// `err` and its causes as one line, `what: why: root cause` (a cause its
-/// parent's text already holds is not repeated).
+/// `err` and its causes as one line (see [`crate::report::error_line`]).
 pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = s.source();
-    }
-    line.replace('\n', " ")
+    crate::report::error_line(err)
 }
 
 /// Prints `err` and its causes as one line: `husk: what: why: root cause`.

@@ -1,24 +1,18 @@
 //! `husk vm`: boot a raw VM.
+//!
+//! The flags become a typed [`VmConfig`], which is checked and prepared
+//! (files opened) before any KVM work; errors name the flag at fault.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{print_error, EXIT_RUNTIME, EXIT_USAGE};
-use crate::boot::cmdline::DEFAULT_CMDLINE;
-use crate::boot::mptable::MAX_CPUS;
-use crate::builder::{BuildError, ConsoleOutput, VirtioMmioSlot, VmBuilder, VmConfig};
-use crate::devices::virtio::fs::VirtioFs;
-use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::vsock::unix::MuxerError;
-use crate::devices::virtio::vsock::{Vsock, VsockMuxer, DEFAULT_GUEST_CID};
-use crate::fs::{share_budgets, FdBudget, OpenShare, ShareError, ShareServer, ShareSpec};
-
-/// Smallest guest: a minimal kernel is loaded at 16 MiB and needs its image,
-/// bss and early allocations above that, plus the initramfs and its unpacked
-/// copy; below 64 MiB real guests fail in confusing ways.
-pub const MIN_MEM_MIB: u64 = 64;
+use super::{error_line, EXIT_USAGE};
+use crate::devices::virtio::vsock::DEFAULT_GUEST_CID;
+use crate::fs::{ShareError, ShareSpec};
+use crate::vm_config::{
+    ConfigError, ConsoleOutput, DeviceSpec, Field, HostLimits, VmConfig, VsockSpec, MIB,
+};
 
 /// Arguments of `husk vm`.
 #[derive(Debug, Args)]
@@ -64,189 +58,75 @@ pub struct VmArgs {
     pub shares: Vec<String>,
 }
 
-/// Reasons `husk vm` refuses its arguments before touching KVM.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum VmArgsError {
-    /// Too little memory.
-    #[error("--mem {0} MiB is too small: a guest needs at least {MIN_MEM_MIB} MiB")]
-    MemTooSmall(u64),
-    /// More memory than the host has.
-    #[error("--mem {requested} MiB is more than this host's {host} MiB of memory")]
-    MemTooLarge {
-        /// Asked for.
-        requested: u64,
-        /// The host's MemTotal.
-        host: u64,
-    },
-    /// Zero vCPUs.
-    #[error("--vcpus must be at least 1")]
-    NoVcpus,
-    /// Over the VMM's limit.
-    #[error("--vcpus {0} is more than the {MAX_CPUS} vCPUs husk supports")]
-    TooManyVcpus(u32),
-    /// Empty console path.
-    #[error("--console needs \"stdio\" or a file path")]
-    EmptyConsole,
-    /// Reserved or out-of-range vsock CID.
-    #[error("--cid {0} is reserved or out of range: use 3 to 4294967294")]
-    InvalidCid(u64),
+impl VmArgs {
+    /// The typed configuration these flags describe, with `extra` shares
+    /// after those of `--share`. Only `--share` strings are parsed here;
+    /// everything else is checked by [`VmConfig::check`].
+    pub fn to_config(&self, extra: Vec<ShareSpec>) -> Result<VmConfig, ShareError> {
+        let mut devices = Vec::new();
+        if let Some(uds) = &self.vsock {
+            devices.push(DeviceSpec::Vsock(VsockSpec {
+                cid: self.cid,
+                uds: uds.clone(),
+            }));
+        }
+        let shares = ShareSpec::parse_all(&self.shares)?.into_iter().chain(extra);
+        devices.extend(shares.map(DeviceSpec::Fs));
+        let console = match self.console.as_str() {
+            "stdio" | "-" => ConsoleOutput::Stdio,
+            path => ConsoleOutput::File(PathBuf::from(path)),
+        };
+        Ok(VmConfig {
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cmdline_extra: self.cmdline.clone(),
+            default_cmdline: !self.no_default_cmdline,
+            mem_bytes: self.mem.saturating_mul(MIB),
+            vcpus: self.vcpus,
+            console,
+            boot_trace: self.boot_trace || crate::trace::enabled(),
+            devices,
+        })
+    }
 }
 
-/// The host's MemTotal in MiB.
-pub fn host_mem_mib() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024)
+/// The `husk vm` flag that sets `field`.
+fn flag(field: Field) -> &'static str {
+    match field {
+        Field::Kernel => "--kernel",
+        Field::Initrd => "--initrd",
+        Field::Cmdline => "--cmdline",
+        Field::Memory => "--mem",
+        Field::Vcpus => "--vcpus",
+        Field::Console => "--console",
+        Field::VsockCid => "--cid",
+        Field::VsockPath => "--vsock",
+        Field::Share => "--share",
+    }
 }
 
-/// Checks the arguments that need no file access or KVM.
-pub fn validate(args: &VmArgs, host_mem_mib: Option<u64>) -> Result<VmConfig, VmArgsError> {
-    if args.mem < MIN_MEM_MIB {
-        return Err(VmArgsError::MemTooSmall(args.mem));
+/// `err` in one line, led by the flag at fault unless it names itself.
+pub fn describe(err: &ConfigError) -> String {
+    if err.names_itself() {
+        error_line(err)
+    } else {
+        format!("{} {}", flag(err.field()), error_line(err))
     }
-    if let Some(host) = host_mem_mib.filter(|h| args.mem > *h) {
-        return Err(VmArgsError::MemTooLarge {
-            requested: args.mem,
-            host,
-        });
-    }
-    if args.vcpus == 0 {
-        return Err(VmArgsError::NoVcpus);
-    }
-    if args.vcpus > u32::from(MAX_CPUS) {
-        return Err(VmArgsError::TooManyVcpus(args.vcpus));
-    }
-    if args.cid < 3 || args.cid >= u64::from(u32::MAX) {
-        return Err(VmArgsError::InvalidCid(args.cid));
-    }
-    let console = match args.console.as_str() {
-        "" => return Err(VmArgsError::EmptyConsole),
-        "stdio" | "-" => ConsoleOutput::Stdio,
-        path => ConsoleOutput::File(PathBuf::from(path)),
-    };
-    Ok(VmConfig {
-        kernel: args.kernel.clone(),
-        initrd: args.initrd.clone(),
-        cmdline_extra: args.cmdline.clone(),
-        default_cmdline: !args.no_default_cmdline,
-        mem_mib: args.mem,
-        vcpus: args.vcpus,
-        console,
-        boot_trace: args.boot_trace || crate::trace::enabled(),
-    })
 }
 
 /// Runs `husk vm`; returns the exit status.
 pub fn run(args: VmArgs) -> i32 {
-    run_with_shares(args, Vec::new())
-}
-
-/// Runs `husk vm` with `shares` added to those of `--share`: the pod code's entry, which hands
-/// its shares over as typed data so that no host path is re-parsed as a flag (F12).
-pub fn run_with_shares(args: VmArgs, shares: Vec<ShareSpec>) -> i32 {
-    let config = match validate(&args, host_mem_mib()) {
-        Ok(c) => c,
+    let prepared = args
+        .to_config(Vec::new())
+        .map_err(ConfigError::from)
+        .and_then(|c| c.prepare(&HostLimits::of_host()));
+    match prepared {
+        Ok(vm) => crate::builder::run_to_status(vm),
         Err(e) => {
-            print_error(&e);
-            return EXIT_USAGE;
-        }
-    };
-    let shares = match open_shares(&args.shares, shares) {
-        Ok(s) => s,
-        Err(e) => {
-            print_error(&e);
-            return EXIT_USAGE;
-        }
-    };
-    let mut builder = match VmBuilder::new(config) {
-        Ok(b) => b,
-        Err(e) => {
-            print_error(&e);
-            return if e.is_bad_input() {
-                EXIT_USAGE
-            } else {
-                EXIT_RUNTIME
-            };
-        }
-    };
-    if let Some(path) = &args.vsock {
-        if let Err(e) = add_vsock(&mut builder, path, args.cid) {
-            print_error(e.as_ref());
-            return if e.is::<MuxerError>() {
-                EXIT_USAGE
-            } else {
-                EXIT_RUNTIME
-            };
+            eprintln!("husk: {}", describe(&e));
+            EXIT_USAGE
         }
     }
-    let budgets = share_budgets(shares.len());
-    for (share, budget) in shares.into_iter().zip(budgets) {
-        if let Err(e) = add_share(&mut builder, share, budget) {
-            print_error(e.as_ref());
-            let no_slot = matches!(e.downcast_ref(), Some(BuildError::NoVirtioSlot(_)));
-            return if no_slot { EXIT_USAGE } else { EXIT_RUNTIME };
-        }
-    }
-    log::debug!(
-        "kernel command line: {} (defaults: {DEFAULT_CMDLINE})",
-        builder.cmdline()
-    );
-    let vm = match builder.start() {
-        Ok(vm) => vm,
-        Err(e) => {
-            print_error(&e);
-            return if e.is_bad_input() {
-                EXIT_USAGE
-            } else {
-                EXIT_RUNTIME
-            };
-        }
-    };
-    let reason = vm.wait();
-    eprintln!("husk: {}", reason.message());
-    reason.exit_code()
-}
-
-/// Adds the vsock device, bridged to Unix sockets at `path`, in the next
-/// virtio-mmio slot, with its event handler on the VMM thread's loop.
-fn add_vsock(builder: &mut VmBuilder, path: &Path, cid: u64) -> anyhow::Result<VirtioMmioSlot> {
-    let muxer = VsockMuxer::new(cid, path)?;
-    let vsock = Arc::new(Mutex::new(Vsock::new(cid, muxer)?));
-    let wiring =
-        MmioTransport::new(builder.guest_memory().clone(), vsock.clone())?.into_wiring()?;
-    let slot = builder.add_virtio_mmio_device(wiring.device, &wiring.queue_evts, &wiring.irq)?;
-    builder.add_subscriber(vsock);
-    Ok(slot)
-}
-
-/// Parses every `--share`, adds the typed `extra` shares, and opens each root
-/// once, before any KVM work (and so before the guest runs), so bad input
-/// (malformed or duplicate tag, missing directory, a symlink in the path)
-/// fails first and the directories checked are the ones served.
-fn open_shares(args: &[String], extra: Vec<ShareSpec>) -> Result<Vec<OpenShare>, ShareError> {
-    let mut specs = ShareSpec::parse_all(args)?;
-    specs.extend(extra);
-    ShareSpec::open_all(specs)
-}
-
-/// Adds one virtio-fs device serving `share` in the next virtio-mmio slot. Its
-/// requests are served on the device's own thread, not on the event loop.
-fn add_share(
-    builder: &mut VmBuilder,
-    share: OpenShare,
-    budget: FdBudget,
-) -> anyhow::Result<VirtioMmioSlot> {
-    let server = ShareServer::new(share, budget)?;
-    let fs = Arc::new(Mutex::new(VirtioFs::new(server)?));
-    let wiring = MmioTransport::new(builder.guest_memory().clone(), fs)?.into_wiring()?;
-    Ok(builder.add_virtio_mmio_device(wiring.device, &wiring.queue_evts, &wiring.irq)?)
 }
 
 #[cfg(test)]
@@ -269,102 +149,71 @@ mod tests {
         }
     }
 
-    #[test]
-    fn accepts_defaults() {
-        let c = validate(&args(), Some(1024)).unwrap();
-        assert_eq!((c.mem_mib, c.vcpus, c.default_cmdline), (256, 1, true));
-        assert_eq!(c.console, ConsoleOutput::Stdio);
+    const HOST: HostLimits = HostLimits {
+        mem_bytes: Some(1024 * MIB),
+        max_vcpus: None,
+    };
+
+    fn refused(a: &VmArgs) -> String {
+        describe(&a.to_config(Vec::new()).unwrap().check(&HOST).unwrap_err())
     }
 
     #[test]
-    fn refuses_bad_numbers() {
+    fn flags_become_one_typed_config() {
+        let mut a = args();
+        a.vsock = Some("/run/v.sock".into());
+        a.shares = vec!["data=/srv:ro".into()];
+        a.console = "/tmp/x.log".into();
+        let extra = ShareSpec::parse("vol0=/x").unwrap();
+        let c = a.to_config(vec![extra.clone()]).unwrap();
+        assert_eq!(c.mem_bytes, 256 * MIB);
+        assert_eq!(c.console, ConsoleOutput::File("/tmp/x.log".into()));
+        assert!(c.default_cmdline);
+        assert_eq!(c.devices.len(), 3);
+        assert!(matches!(&c.devices[0], DeviceSpec::Vsock(v) if v.cid == DEFAULT_GUEST_CID));
+        assert!(matches!(&c.devices[1], DeviceSpec::Fs(s) if s.tag == "data" && s.read_only));
+        assert_eq!(c.devices[2], DeviceSpec::Fs(extra));
+        c.check(&HOST).unwrap();
+    }
+
+    #[test]
+    fn errors_name_husk_vm_flags() {
         let mut a = args();
         a.mem = 63;
         assert_eq!(
-            validate(&a, None).unwrap_err(),
-            VmArgsError::MemTooSmall(63)
+            refused(&a),
+            "--mem 63 MiB is too small: a guest needs at least 64 MiB"
         );
-        a.mem = 2048;
-        assert!(matches!(
-            validate(&a, Some(1024)),
-            Err(VmArgsError::MemTooLarge { .. })
-        ));
+        a.mem = 4096;
+        assert_eq!(
+            refused(&a),
+            "--mem 4096 MiB is more than this host's 1024 MiB of memory"
+        );
         let mut a = args();
         a.vcpus = 0;
-        assert_eq!(validate(&a, None).unwrap_err(), VmArgsError::NoVcpus);
+        assert_eq!(refused(&a), "--vcpus must be at least 1");
         a.vcpus = 255;
-        assert_eq!(
-            validate(&a, None).unwrap_err(),
-            VmArgsError::TooManyVcpus(255)
-        );
-    }
-
-    #[test]
-    fn console_file() {
+        assert!(refused(&a).starts_with("--vcpus 255 is more than the 254"));
         let mut a = args();
-        a.console = "/tmp/x.log".into();
-        assert_eq!(
-            validate(&a, None).unwrap().console,
-            ConsoleOutput::File("/tmp/x.log".into())
-        );
         a.console = String::new();
-        assert_eq!(validate(&a, None).unwrap_err(), VmArgsError::EmptyConsole);
-    }
-
-    #[test]
-    fn vsock_cid_range() {
+        assert_eq!(refused(&a), "--console needs \"stdio\" or a file path");
         let mut a = args();
+        a.vsock = Some("/tmp/v.sock".into());
         for cid in [0, 1, 2, u64::from(u32::MAX)] {
             a.cid = cid;
-            assert_eq!(
-                validate(&a, None).unwrap_err(),
-                VmArgsError::InvalidCid(cid)
-            );
+            assert!(refused(&a).starts_with(&format!("--cid {cid} is reserved")));
         }
-        a.cid = 3;
-        assert!(validate(&a, None).is_ok());
     }
 
     #[test]
-    fn shares_are_checked_before_the_vm_exists() {
-        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
-        let d = dir.as_path().display().to_string();
-        let ok = open_shares(
-            &[format!("a={d}:ro"), format!("b={d}/./:cache=never")],
-            vec![],
-        )
-        .unwrap();
-        assert_eq!(ok.len(), 2);
-        assert!(ok[0].spec.read_only && !ok[1].spec.read_only);
-        assert_eq!(ok[1].root.path(), dir.as_path());
-        let bad = |args: &[String]| open_shares(args, vec![]).unwrap_err();
-        assert!(matches!(
-            bad(&[format!("t={d}/missing")]),
-            ShareError::HostDir { .. }
-        ));
-        assert_eq!(
-            bad(&[format!("t={d}"), format!("t={d}:ro")]),
-            ShareError::DuplicateTag("t".into())
-        );
-        assert!(matches!(
-            bad(&[format!("a/b={d}")]),
-            ShareError::BadTagChar(_)
-        ));
-        // Typed shares meet the same checks, together with the flag's.
-        let typed = ShareSpec {
-            tag: "t".into(),
-            host_dir: dir.as_path().into(),
-            read_only: false,
-            cache: crate::fs::CacheMode::Auto,
-        };
-        assert_eq!(
-            open_shares(&[format!("t={d}")], vec![typed]).unwrap_err(),
-            ShareError::DuplicateTag("t".into())
-        );
+    fn a_huge_memory_flag_does_not_overflow() {
+        let mut a = args();
+        a.mem = u64::MAX;
+        assert!(refused(&a).contains("more than this host's"));
     }
 
     #[test]
-    fn host_memory_is_readable() {
-        assert!(host_mem_mib().unwrap() > 0);
+    fn host_memory_is_read() {
+        assert!(crate::vm_config::host_mem_bytes().unwrap() > 0);
     }
 }

@@ -254,7 +254,8 @@ pub struct OpenShare {
     pub root: ShareRoot,
 }
 
-fn validate_tag(tag: &str, arg: &str) -> Result<(), ShareError> {
+/// Checks a tag: 1 to 36 characters of `[A-Za-z0-9._-]`; `arg` is what the error quotes.
+pub(crate) fn validate_tag(tag: &str, arg: &str) -> Result<(), ShareError> {
     if tag.is_empty() {
         return Err(ShareError::EmptyTag(arg.to_string()));
     }

@@ -216,7 +216,10 @@ impl Running<'_> {
             (dir, v.read_only)
         });
         let shares = vm::pod_shares(BLOBS_TAG, &self.pod.blobs_dir(), volumes);
-        let child = vm::spawn_vmm(self.pod, self.config, guest, shares)?;
+        let child = vm::spawn_vmm(
+            self.pod,
+            vm::vm_config(self.pod, self.config, guest, shares),
+        )?;
         self.vmm_pid = Some(child.id() as i32);
         self.status.vmm_pid = self.vmm_pid;
         self.save()?;

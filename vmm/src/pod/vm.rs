@@ -17,10 +17,12 @@ use super::spec::PodConfig;
 use super::state::PodDir;
 use super::vmm_process::VmmProcess;
 use super::PodError;
-use crate::cli::doctor::{backend_from_modules, Backend};
-use crate::cli::vm::VmArgs;
 use crate::devices::virtio::vsock::DEFAULT_GUEST_CID;
 use crate::fs::{CacheMode, ShareSpec};
+use crate::vm_config::{
+    ConfigError, ConsoleOutput, DeviceSpec, Field, HostLimits, PreparedVm, VmConfig, VsockSpec, MIB,
+};
+use crate::vstate::probe::{self, Backend};
 
 /// Environment variables that point at the guest kernel and initramfs.
 pub const KERNEL_ENV: &str = "HUSK_KERNEL";
@@ -85,13 +87,8 @@ pub fn find_guest_artifacts() -> Result<GuestArtifacts, PodError> {
 /// usable /dev/kvm, or KVM without hardware virtualization (PVM), where a
 /// stock guest kernel runs emulated and never boots in useful time.
 pub fn check_kvm() -> Result<(), PodError> {
-    let kvm = kvm_ioctls::Kvm::new()
-        .map_err(|e| PodError::NoKvm(format!("cannot open /dev/kvm: {e} (see husk doctor)")))?;
-    if kvm.get_api_version() != 12 {
-        return Err(PodError::NoKvm("/dev/kvm speaks an unknown KVM API".into()));
-    }
-    let backend = backend_from_modules(|m| Path::new("/sys/module").join(m).exists());
-    if backend == Backend::Pvm {
+    let found = probe::probe().map_err(|e| PodError::NoKvm(format!("{e} (see husk doctor)")))?;
+    if found.backend == Backend::Pvm {
         return Err(PodError::NoKvm(
             "KVM here is PVM, without hardware virtualization (see husk doctor; run inside scripts/testbed.sh)"
                 .into(),
@@ -129,15 +126,78 @@ pub fn pod_shares(
     std::iter::once(blobs).chain(volumes).collect()
 }
 
-/// Starts the pod's VMM (see [`VmmProcess`]): the guest console goes to
-/// `console.log`, the VMM's stderr (one line if it fails) to `vmm.log`.
-/// Call only while this process has a single thread.
-pub fn spawn_vmm(
+/// The pod's VM as a typed configuration: the guest kernel and agent,
+/// the memory and vCPUs `config` asks for, the console into `console.log`,
+/// the agent's vsock socket and `shares`.
+pub fn vm_config(
     pod: &PodDir,
     config: &PodConfig,
     guest: &GuestArtifacts,
     shares: Vec<ShareSpec>,
-) -> Result<VmmProcess, PodError> {
+) -> VmConfig {
+    let vsock = DeviceSpec::Vsock(VsockSpec {
+        cid: DEFAULT_GUEST_CID,
+        uds: pod.vsock_path(),
+    });
+    VmConfig {
+        kernel: guest.kernel.clone(),
+        initrd: Some(guest.initrd.clone()),
+        cmdline_extra: "quiet".into(),
+        default_cmdline: true,
+        mem_bytes: config.vm_mem_mib() * MIB,
+        vcpus: config.vcpus,
+        console: ConsoleOutput::File(pod.console_path()),
+        boot_trace: false,
+        devices: std::iter::once(vsock)
+            .chain(shares.into_iter().map(DeviceSpec::Fs))
+            .collect(),
+    }
+}
+
+/// Checks `vm` against this host and opens its files, with errors in the
+/// pod's own terms (its memory and CPU settings, its volumes).
+pub fn prepare(vm: VmConfig) -> Result<PreparedVm, PodError> {
+    let mem = vm.mem_bytes;
+    vm.prepare(&HostLimits::of_host())
+        .map_err(|e| pod_config_error(&e, mem))
+}
+
+/// `err` worded for a pod: guest memory is the apps' memory plus their
+/// root file systems plus the guest's own share, so that is what it says.
+fn pod_config_error(err: &ConfigError, mem_bytes: u64) -> PodError {
+    let line = crate::report::error_line(err);
+    let text = match err.field() {
+        Field::Memory => format!(
+            "the pod needs {} MiB of guest memory (the apps' --memory, their --rootfs-size and {} MiB for the guest): {line}",
+            mem_bytes / MIB,
+            super::spec::VM_OVERHEAD / MIB
+        ),
+        Field::Vcpus => format!("--cpus {line}"),
+        Field::Share => format!("volume: {line}"),
+        _ => line,
+    };
+    match err {
+        ConfigError::Loader(_) | ConfigError::ConsoleOpen { .. } => PodError::Vmm(text),
+        _ => PodError::Usage(text),
+    }
+}
+
+/// Checks the pod's memory and vCPUs against this host, without opening
+/// anything: the early refusal of `husk run -m 100g`.
+pub fn check_fits_host(pod: &PodDir, config: &PodConfig) -> Result<(), PodError> {
+    let guest = GuestArtifacts {
+        kernel: PathBuf::new(),
+        initrd: PathBuf::new(),
+    };
+    let vm = vm_config(pod, config, &guest, Vec::new());
+    vm.check(&HostLimits::of_host())
+        .map_err(|e| pod_config_error(&e, vm.mem_bytes))
+}
+
+/// Starts the pod's VMM (see [`VmmProcess`]) for `vm`: the guest console
+/// goes to `console.log`, the VMM's stderr (one line if it fails) to
+/// `vmm.log`. Call only while this process has a single thread.
+pub fn spawn_vmm(pod: &PodDir, vm: VmConfig) -> Result<VmmProcess, PodError> {
     let vmm_log = pod.path.join("vmm.log");
     let stderr = crate::private::file_options()
         .write(true)
@@ -146,20 +206,8 @@ pub fn spawn_vmm(
         .open(&vmm_log)
         .map_err(|e| PodError::io(&vmm_log, e))?;
     let _ = std::fs::remove_file(pod.vsock_path());
-    let args = VmArgs {
-        kernel: guest.kernel.clone(),
-        initrd: Some(guest.initrd.clone()),
-        cmdline: "quiet".into(),
-        no_default_cmdline: false,
-        mem: config.vm_mem_mib(),
-        vcpus: config.vcpus,
-        console: pod.console_path().display().to_string(),
-        boot_trace: false,
-        vsock: Some(pod.vsock_path()),
-        cid: DEFAULT_GUEST_CID,
-        shares: Vec::new(),
-    };
-    VmmProcess::fork(args, shares, &stderr)
+    let prepared = prepare(vm)?;
+    VmmProcess::fork(prepared, &stderr)
         .map_err(|e| PodError::Vmm(format!("cannot start the VMM: {e}")))
 }
 

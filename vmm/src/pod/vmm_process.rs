@@ -1,6 +1,7 @@
 //! The pod's VMM process: forked from the supervisor, without exec.
 //!
-//! The VMM runs the same code as `husk vm` (`cli::vm::run`), in a process of
+//! The VMM runs the same code as `husk vm` ([`crate::builder::run_to_status`]
+//! on a [`PreparedVm`]: checked and with its files open before the fork), in a process of
 //! its own — its death is visible to the supervisor, which records why, and
 //! it can be jailed on its own later. Forking without exec spares a second
 //! program start (dynamic loading, faulting in the binary), which is the
@@ -21,8 +22,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use crate::cli::vm::VmArgs;
-use crate::fs::ShareSpec;
+use crate::vm_config::PreparedVm;
 
 /// A forked VMM, reaped through `waitpid`.
 #[derive(Debug)]
@@ -32,10 +32,12 @@ pub struct VmmProcess {
 }
 
 impl VmmProcess {
-    /// Forks and runs `args` with `shares` in the child, its stderr to
-    /// `stderr` and its stdin and stdout on /dev/null. Call only while this
-    /// process has a single thread.
-    pub fn fork(args: VmArgs, shares: Vec<ShareSpec>, stderr: &File) -> io::Result<VmmProcess> {
+    /// Forks and runs `vm` in the child, its stderr to `stderr` and its
+    /// stdin and stdout on /dev/null. Call only while this process has a
+    /// single thread. This process keeps nothing of `vm`: its descriptors
+    /// are closed here once the child has its copies.
+    pub fn fork(vm: PreparedVm, stderr: &File) -> io::Result<VmmProcess> {
+        ensure_single_thread()?;
         let null = OpenOptions::new()
             .read(true)
             .write(true)
@@ -46,7 +48,7 @@ impl VmmProcess {
         // child gets a consistent copy of all memory and locks.
         match unsafe { libc::fork() } {
             -1 => Err(io::Error::last_os_error()),
-            0 => child(args, shares, stderr, &null, parent),
+            0 => child(vm, stderr, &null, parent),
             pid => Ok(VmmProcess { pid, status: None }),
         }
     }
@@ -91,14 +93,25 @@ impl VmmProcess {
     }
 }
 
+/// Refuses while this process has more than one thread: a fork then could
+/// hand the child a lock another thread holds, forever.
+fn ensure_single_thread() -> io::Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let threads: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no Threads: line in /proc/self/status"))?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork the VMM from a process with {threads} threads"
+        )));
+    }
+    Ok(())
+}
+
 /// The child's side of the fork: set up, run the VMM, `_exit`.
-fn child(
-    args: VmArgs,
-    shares: Vec<ShareSpec>,
-    stderr: &File,
-    null: &File,
-    parent: libc::pid_t,
-) -> ! {
+fn child(vm: PreparedVm, stderr: &File, null: &File, parent: libc::pid_t) -> ! {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     // SAFETY: getppid() has no preconditions.
@@ -129,8 +142,23 @@ fn child(
         // SAFETY: dup2 between descriptors this process holds.
         unsafe { libc::dup2(from, to) };
     }
-    let code = crate::cli::vm::run_with_shares(args, shares);
+    let code = crate::builder::run_to_status(vm);
     // SAFETY: _exit skips the supervisor's atexit handlers and buffered
     // output that this copy of the process must not flush twice.
     unsafe { libc::_exit(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fork_is_refused_while_another_thread_runs() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        let err = ensure_single_thread().unwrap_err();
+        assert!(err.to_string().contains("threads"), "{err}");
+        drop(tx);
+        let _ = other.join();
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod cpuid;
 pub mod msr;
+pub mod probe;
 pub mod regs;
 pub mod vcpu;
 pub mod vm;
