@@ -53,6 +53,11 @@ pub const WRITE: Duration = Duration::from_secs(60);
 /// second on hardware KVM and a few seconds in the nested testbed.
 pub const BOOT: Duration = Duration::from_secs(120);
 
+/// Connecting to the agent of a pod that runs (`husk exec`): attempts are
+/// retried this long (each handshake bounded by [`HANDSHAKE`]), for a
+/// vsock device busy with another connection.
+pub const CONNECT_RUNNING: Duration = Duration::from_secs(5);
+
 /// The VMM exiting after the agent answered `shutdown` (or after the
 /// supervisor killed it).
 pub const POWEROFF: Duration = Duration::from_secs(30);
