@@ -12,6 +12,7 @@ use husk_agent_client::Session;
 use husk_proto::{ProcessSpec, Request};
 use signal_hook::iterator::Signals;
 
+use super::escape::escape;
 use super::run::{self, PodRunArgs, RunArgs};
 use super::{exit, print_error};
 use crate::image::Store;
@@ -159,7 +160,7 @@ fn each(
     let mut code = 0;
     for name in names {
         match pods.find(name).and_then(|p| f(&pods, &p).map(|()| p)) {
-            Ok(_) => println!("{name}"),
+            Ok(_) => println!("{}", escape(name)),
             Err(e) => {
                 print_error(&e);
                 if code == 0 {
@@ -250,11 +251,11 @@ fn ps(args: PsArgs) -> Result<i32, PodError> {
             .unwrap_or_default();
         println!(
             "{:<12}  {:<24}  {:<32}  {:<12}  {}",
-            pod.id,
-            pod.name,
-            image,
+            escape(&pod.id),
+            escape(&pod.name),
+            escape(&image),
             ago(config.map(|c| c.created)),
-            describe(&status)
+            escape(&describe(&status))
         );
     }
     Ok(0)
@@ -467,7 +468,11 @@ fn gc() -> Result<i32, PodError> {
             continue;
         }
         pods.remove(&pod)?;
-        println!("removed pod {} ({})", pod.name, describe(&status));
+        println!(
+            "removed pod {} ({})",
+            escape(&pod.name),
+            escape(&describe(&status))
+        );
     }
     let store = Store::open(&root)?;
     let report = store.gc()?;
