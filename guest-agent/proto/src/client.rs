@@ -6,18 +6,24 @@
 //! granted only when the caller has taken the bytes ([`Process::next_event`]),
 //! and stdin is sent only within the credit the agent granted, so memory on
 //! both sides stays bounded by the window whatever the speed of either end.
+//! The agent is not trusted to keep its half: output beyond the credit
+//! granted is a protocol error that ends the session ([`crate::inbox`]),
+//! and no wait for it is unbounded ([`crate::timeouts`]).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::frame::{Frame, FrameError, FrameReader, FrameWriter};
+use crate::inbox::{Inbox, PopError};
 use crate::message::*;
+use crate::timeouts::{self, HANDSHAKE};
 use crate::{INITIAL_WINDOW, MAX_DATA, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 /// A failed exchange with the agent.
@@ -33,6 +39,10 @@ pub enum ClientError {
     Protocol(String),
     #[error("the connection to the agent is gone: {0}")]
     Lost(String),
+    /// The agent did not answer in time (see [`crate::timeouts`]); the
+    /// session is over.
+    #[error("{0}")]
+    NoAnswer(String),
     #[error("timed out waiting for the agent")]
     Timeout,
     #[error("the agent failed the request ({:?}): {}", .0.kind, .0.message)]
@@ -53,42 +63,101 @@ pub enum ProcEvent {
     },
 }
 
-type Pending = Sender<Result<(Reply, Option<Receiver<ProcEvent>>), ClientError>>;
+/// A reply, and for a started process the queue of its events.
+type Answer = Result<(Reply, Option<Arc<Inbox>>), ClientError>;
 
 struct ProcEntry {
-    events: Sender<ProcEvent>,
+    inbox: Arc<Inbox>,
     stdin_credit: u32,
 }
 
 #[derive(Default)]
 struct State {
-    pending: HashMap<u64, Pending>,
+    /// Requests waiting for their reply; each channel holds one answer.
+    pending: HashMap<u64, SyncSender<Answer>>,
     procs: HashMap<u32, ProcEntry>,
     lost: Option<String>,
 }
 
 struct Shared {
     writer: Mutex<FrameWriter<UnixStream>>,
+    /// The connection, to shut it down when the session is lost.
+    conn: UnixStream,
     state: Mutex<State>,
     credit: Condvar,
     next_id: AtomicU64,
 }
 
+/// Whether an I/O error is a socket timeout (`SO_RCVTIMEO`/`SO_SNDTIMEO`).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// A frame error as one line, with its I/O cause.
+fn frame_error_text(e: &FrameError) -> String {
+    match e {
+        FrameError::Io(io) => format!("{e}: {io}"),
+        other => other.to_string(),
+    }
+}
+
 impl Shared {
+    /// Writes one frame; a failed write (the agent stopped reading for
+    /// [`timeouts::WRITE`], or the connection broke) may have left half a
+    /// frame behind, so it ends the session.
     fn send(&self, frame: &Frame) -> Result<(), ClientError> {
+        if let Some(why) = &self.state().lost {
+            return Err(ClientError::Lost(why.clone()));
+        }
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        w.write_frame(frame).map_err(ClientError::from)
+        let Err(e) = w.write_frame(frame) else {
+            return Ok(());
+        };
+        drop(w);
+        let why = match &e {
+            FrameError::Io(io) if is_timeout(io) => format!(
+                "the agent stopped reading: a write did not complete within {:?}",
+                timeouts::WRITE
+            ),
+            other => format!("cannot write to the agent: {}", frame_error_text(other)),
+        };
+        self.lose(&why);
+        Err(ClientError::Lost(why))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Ends the session (the first reason given stays): every waiting
+    /// request fails, every process's queue closes after what it holds, the
+    /// connection is shut down so the reader thread stops.
+    fn lose(&self, why: &str) {
+        let mut st = self.state();
+        let why = st.lost.get_or_insert_with(|| why.to_owned()).clone();
+        for (_, tx) in st.pending.drain() {
+            let _ = tx.try_send(Err(ClientError::Lost(why.clone())));
+        }
+        for (_, entry) in st.procs.drain() {
+            entry.inbox.close(&why);
+        }
+        drop(st);
+        self.credit.notify_all();
+        let _ = self.conn.shutdown(Shutdown::Both);
+    }
 }
 
 /// A session with the agent: handshake done, reader thread running.
+///
+/// Every wait for the agent is bounded ([`crate::timeouts`]): the
+/// handshake, each reply, each write. A reply that does not come in time
+/// ends the session ([`ClientError::NoAnswer`]); what the processes do
+/// (their output, their exit) is waited for without a bound.
 pub struct Session {
     shared: Arc<Shared>,
-    stream: UnixStream,
     reader: Option<JoinHandle<()>>,
     /// The protocol version agreed on.
     pub version: u32,
@@ -98,16 +167,36 @@ pub struct Session {
 
 impl Session {
     /// Performs the version handshake on a connected stream (already past
-    /// any transport handshake such as the VMM's `CONNECT`).
+    /// any transport handshake such as the VMM's `CONNECT`), waiting at most
+    /// [`HANDSHAKE`] for the agent.
     pub fn start(stream: UnixStream, software: &str) -> Result<Session, ClientError> {
+        Session::start_within(stream, software, HANDSHAKE)
+    }
+
+    /// [`Session::start`], waiting at most `handshake` for the agent.
+    pub(crate) fn start_within(
+        stream: UnixStream,
+        software: &str,
+        handshake: Duration,
+    ) -> Result<Session, ClientError> {
+        stream.set_read_timeout(Some(handshake))?;
+        stream.set_write_timeout(Some(handshake))?;
         let mut writer = FrameWriter::new(stream.try_clone()?);
         let mut reader = FrameReader::new(stream.try_clone()?);
-        writer.write_frame(&Frame::Control(Message::Hello {
-            min_version: MIN_PROTOCOL_VERSION,
-            max_version: PROTOCOL_VERSION,
-            software: software.to_owned(),
-        }))?;
-        let (version, agent) = match reader.read_frame()? {
+        let no_answer = |e: FrameError| match e {
+            FrameError::Io(io) if is_timeout(&io) => ClientError::NoAnswer(format!(
+                "the agent did not answer the handshake within {handshake:?}"
+            )),
+            other => ClientError::Frame(other),
+        };
+        writer
+            .write_frame(&Frame::Control(Message::Hello {
+                min_version: MIN_PROTOCOL_VERSION,
+                max_version: PROTOCOL_VERSION,
+                software: software.to_owned(),
+            }))
+            .map_err(no_answer)?;
+        let (version, agent) = match reader.read_frame().map_err(no_answer)? {
             Frame::Control(Message::Welcome { version, software })
                 if (MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) =>
             {
@@ -122,8 +211,13 @@ impl Session {
                 )))
             }
         };
+        // From here the reader waits as long as the processes run; replies
+        // and writes have bounds of their own.
+        stream.set_read_timeout(None)?;
+        stream.set_write_timeout(Some(timeouts::WRITE))?;
         let shared = Arc::new(Shared {
             writer: Mutex::new(writer),
+            conn: stream,
             state: Mutex::new(State::default()),
             credit: Condvar::new(),
             next_id: AtomicU64::new(1),
@@ -134,19 +228,32 @@ impl Session {
             .spawn(move || read_loop(reader, &reader_shared))?;
         Ok(Session {
             shared,
-            stream,
             reader: Some(reader),
             version,
             agent,
         })
     }
 
-    fn call_inner(
+    fn call_inner(&self, body: Request) -> Answer {
+        let timeout = timeouts::reply_timeout(&body);
+        self.call_inner_within(body, timeout)
+    }
+
+    /// [`Session::call`], waiting at most `timeout` for the reply.
+    #[cfg(test)]
+    pub(crate) fn call_within(
         &self,
         body: Request,
-    ) -> Result<(Reply, Option<Receiver<ProcEvent>>), ClientError> {
+        timeout: Duration,
+    ) -> Result<Reply, ClientError> {
+        self.call_inner_within(body, timeout)
+            .map(|(reply, _)| reply)
+    }
+
+    fn call_inner_within(&self, body: Request, timeout: Duration) -> Answer {
+        let op = body.op();
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = channel();
+        let (tx, rx) = sync_channel(1);
         {
             let mut st = self.shared.state();
             if let Some(why) = &st.lost {
@@ -161,11 +268,21 @@ impl Session {
             self.shared.state().pending.remove(&id);
             return Err(e);
         }
-        rx.recv()
-            .map_err(|_| ClientError::Lost("reader stopped".into()))?
+        match rx.recv_timeout(timeout) {
+            Ok(answer) => answer,
+            Err(RecvTimeoutError::Timeout) => {
+                let why = format!("the agent did not answer {op} within {timeout:?}");
+                self.shared.lose(&why);
+                Err(ClientError::NoAnswer(why))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(ClientError::Lost("the session's reader stopped".into()))
+            }
+        }
     }
 
-    /// Sends a request and waits for its reply.
+    /// Sends a request and waits for its reply, at most
+    /// [`timeouts::reply_timeout`] for it.
     pub fn call(&self, body: Request) -> Result<Reply, ClientError> {
         self.call_inner(body).map(|(reply, _)| reply)
     }
@@ -173,10 +290,10 @@ impl Session {
     /// Sends a request that starts a process (`CreateContainer`, `Exec`).
     pub fn start_process(&self, body: Request) -> Result<Process, ClientError> {
         match self.call_inner(body)? {
-            (Reply::Started { proc, pid }, Some(events)) => Ok(Process {
+            (Reply::Started { proc, pid }, Some(inbox)) => Ok(Process {
                 proc,
                 pid,
-                events,
+                inbox,
                 shared: self.shared.clone(),
             }),
             (other, _) => Err(ClientError::Protocol(format!(
@@ -188,11 +305,16 @@ impl Session {
     pub fn ping(&self) -> Result<Reply, ClientError> {
         self.call(Request::Ping)
     }
+
+    /// Why the session ended, if it has.
+    pub fn lost(&self) -> Option<String> {
+        self.shared.state().lost.clone()
+    }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
+        let _ = self.shared.conn.shutdown(Shutdown::Both);
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
@@ -204,22 +326,17 @@ fn read_loop(mut reader: FrameReader<UnixStream>, shared: &Shared) {
         let frame = match reader.read_frame() {
             Ok(frame) => frame,
             Err(FrameError::Closed) => break "the agent closed the connection".to_owned(),
-            Err(e) => break format!("{e}"),
+            Err(e) => break frame_error_text(&e),
         };
         if let Err(why) = route(frame, shared) {
-            break why;
+            break format!("the agent broke the protocol: {why}");
         }
     };
-    let mut st = shared.state();
-    st.lost = Some(why.clone());
-    for (_, tx) in st.pending.drain() {
-        let _ = tx.send(Err(ClientError::Lost(why.clone())));
-    }
-    // Dropping the senders ends every process's event stream.
-    st.procs.clear();
-    shared.credit.notify_all();
+    shared.lose(&why);
 }
 
+/// Hands one frame from the agent to whoever waits for it. `Err` is a
+/// protocol violation, which ends the session.
 fn route(frame: Frame, shared: &Shared) -> Result<(), String> {
     let mut st = shared.state();
     match frame {
@@ -232,13 +349,7 @@ fn route(frame: Frame, shared: &Shared) -> Result<(), String> {
                 .procs
                 .get(&proc)
                 .ok_or_else(|| format!("data for unknown process {proc}"))?;
-            let event = match (stream, bytes.is_empty()) {
-                (Stream::Stdin, _) => return Err("stdin data from the agent".into()),
-                (s, true) => ProcEvent::Eof(s),
-                (Stream::Stdout, false) => ProcEvent::Stdout(bytes),
-                (Stream::Stderr, false) => ProcEvent::Stderr(bytes),
-            };
-            let _ = entry.events.send(event);
+            entry.inbox.push_data(proc, stream, &bytes)?;
         }
         Frame::Control(Message::Response { id, result }) => {
             let tx = st
@@ -247,20 +358,23 @@ fn route(frame: Frame, shared: &Shared) -> Result<(), String> {
                 .ok_or_else(|| format!("response to unknown request {id}"))?;
             let answer = match result {
                 Outcome::Ok(reply @ Reply::Started { proc, .. }) => {
-                    let (etx, erx) = channel();
+                    if st.procs.contains_key(&proc) {
+                        return Err(format!("process {proc} started twice"));
+                    }
+                    let inbox = Arc::new(Inbox::default());
                     st.procs.insert(
                         proc,
                         ProcEntry {
-                            events: etx,
+                            inbox: inbox.clone(),
                             stdin_credit: INITIAL_WINDOW,
                         },
                     );
-                    Ok((reply, Some(erx)))
+                    Ok((reply, Some(inbox)))
                 }
                 Outcome::Ok(reply) => Ok((reply, None)),
                 Outcome::Err(e) => Err(ClientError::Agent(e)),
             };
-            let _ = tx.send(answer);
+            let _ = tx.try_send(answer);
         }
         Frame::Control(Message::Event {
             event:
@@ -271,7 +385,7 @@ fn route(frame: Frame, shared: &Shared) -> Result<(), String> {
                 },
         }) => {
             if let Some(entry) = st.procs.remove(&proc) {
-                let _ = entry.events.send(ProcEvent::Exited { status, oom_killed });
+                entry.inbox.push_exit(status, oom_killed);
             }
             shared.credit.notify_all();
         }
@@ -296,7 +410,7 @@ pub struct Process {
     pub proc: u32,
     /// Its pid inside the guest (in the agent's PID namespace).
     pub pid: i32,
-    events: Receiver<ProcEvent>,
+    inbox: Arc<Inbox>,
     shared: Arc<Shared>,
 }
 
@@ -304,17 +418,22 @@ impl Process {
     /// The next event; output is acknowledged (credit granted) as it is
     /// taken. `Err` when the connection is lost before the process exited.
     pub fn next_event(&self) -> Result<ProcEvent, ClientError> {
-        let event = self.events.recv().map_err(|_| {
-            ClientError::Lost(
-                self.shared
-                    .state()
-                    .lost
-                    .clone()
-                    .unwrap_or_else(|| "session closed".into()),
-            )
+        self.take(None)
+    }
+
+    fn take(&self, timeout: Option<Duration>) -> Result<ProcEvent, ClientError> {
+        let event = self.inbox.pop(timeout).map_err(|e| match e {
+            PopError::Timeout => ClientError::Timeout,
+            PopError::Closed(why) => ClientError::Lost(why),
         })?;
         self.grant(&event);
         Ok(event)
+    }
+
+    /// The most its queue of unread output has held, in bytes (records
+    /// included): never more than [`crate::inbox::MAX_QUEUED_COST`].
+    pub fn peak_queued(&self) -> usize {
+        self.inbox.peak_cost()
     }
 
     /// Returns credit for output the caller has taken.
@@ -352,19 +471,8 @@ impl Process {
     }
 
     /// Like [`Process::next_event`], giving up after `timeout`.
-    pub fn next_event_timeout(
-        &self,
-        timeout: std::time::Duration,
-    ) -> Result<ProcEvent, ClientError> {
-        use std::sync::mpsc::RecvTimeoutError;
-        match self.events.recv_timeout(timeout) {
-            Ok(event) => {
-                self.grant(&event);
-                Ok(event)
-            }
-            Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout),
-            Err(RecvTimeoutError::Disconnected) => Err(ClientError::Lost("session closed".into())),
-        }
+    pub fn next_event_timeout(&self, timeout: Duration) -> Result<ProcEvent, ClientError> {
+        self.take(Some(timeout))
     }
 
     /// Writes all output to `stdout` / `stderr` until it exits; returns how.

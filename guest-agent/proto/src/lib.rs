@@ -28,13 +28,21 @@
 //! neither side ever buffers without bound and a slow reader slows the
 //! writer down (backpressure reaches the process's pipe).
 //!
+//! The host enforces the window on what the agent sends ([`inbox`]): data
+//! beyond it is a protocol error that ends the session. Every wait for the
+//! agent is bounded ([`timeouts`]).
+//!
 //! `client` holds a host-side session over any byte stream, shared by the
 //! CLI (through `husk_vmm::agent_client`) and the agent's own tests; it lives
 //! here because `vmm` and `guest-agent` must not depend on each other.
 
 pub mod client;
+#[cfg(test)]
+mod client_tests;
 pub mod frame;
+pub mod inbox;
 pub mod message;
+pub mod timeouts;
 
 pub use frame::{Frame, FrameError, FrameReader, FrameWriter};
 pub use message::*;

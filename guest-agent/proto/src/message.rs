@@ -54,6 +54,15 @@ impl Stream {
             _ => None,
         }
     }
+
+    /// Its name, as in messages: `stdin`, `stdout`, `stderr`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdin => "stdin",
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
 }
 
 /// What the host asks of the agent.
@@ -94,6 +103,24 @@ pub enum Request {
     /// Stop every process (SIGTERM, `grace_ms`, SIGKILL), sync and power the
     /// guest off (on the host: stop serving). Answered before powering off.
     Shutdown { grace_ms: u64 },
+}
+
+impl Request {
+    /// Its operation's name on the wire (`ping`, `unpack`, ...).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Unpack(_) => "unpack",
+            Request::CreateContainer(_) => "create_container",
+            Request::Exec { .. } => "exec",
+            Request::Signal { .. } => "signal",
+            Request::ResizeTty { .. } => "resize_tty",
+            Request::Stop { .. } => "stop",
+            Request::RemoveContainer { .. } => "remove_container",
+            Request::MountShare { .. } => "mount_share",
+            Request::Shutdown { .. } => "shutdown",
+        }
+    }
 }
 
 /// Unpack `layers`, in order, from `blob_dir` into `rootfs`.
@@ -404,6 +431,40 @@ mod tests {
         };
         assert_eq!(process.args, Some(vec!["true".to_string()]));
         assert!(!process.tty && !process.stdin);
+    }
+
+    #[test]
+    fn op_names_are_the_wire_tags() {
+        let requests = [
+            Request::Ping,
+            Request::Unpack(Box::default()),
+            Request::CreateContainer(Box::default()),
+            Request::Exec {
+                container: None,
+                process: Box::default(),
+            },
+            Request::Signal { proc: 1, signal: 2 },
+            Request::ResizeTty {
+                proc: 1,
+                rows: 1,
+                cols: 1,
+            },
+            Request::Stop {
+                proc: 1,
+                grace_ms: 0,
+            },
+            Request::RemoveContainer { id: "a".into() },
+            Request::MountShare {
+                tag: "t".into(),
+                target: "/t".into(),
+                read_only: true,
+            },
+            Request::Shutdown { grace_ms: 0 },
+        ];
+        for r in requests {
+            let json = serde_json::to_value(&r).unwrap();
+            assert_eq!(json["op"], r.op(), "{r:?}");
+        }
     }
 
     #[test]

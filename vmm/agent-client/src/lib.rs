@@ -44,6 +44,11 @@ pub enum AgentClientError {
     },
     #[error("the VMM refused the vsock connection to port {port}: {answer:?}")]
     VsockRefused { port: u32, answer: String },
+    #[error(
+        "the VMM did not answer the vsock connection to port {port} within {:?}",
+        husk_proto::timeouts::HANDSHAKE
+    )]
+    VsockNoAnswer { port: u32 },
     #[error("no agent answered within {0:?}")]
     Timeout(Duration),
     #[error(transparent)]
@@ -70,13 +75,25 @@ pub fn open(endpoint: &Endpoint) -> Result<UnixStream, AgentClientError> {
     Ok(stream)
 }
 
-/// Firecracker's host-initiated vsock handshake on an open stream.
+/// Firecracker's host-initiated vsock handshake on an open stream, waiting
+/// at most [`husk_proto::timeouts::HANDSHAKE`] for the answer.
 fn vsock_connect(stream: &UnixStream, port: u32) -> Result<(), AgentClientError> {
-    (&*stream).write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let timeout = Some(husk_proto::timeouts::HANDSHAKE);
+    stream.set_read_timeout(timeout)?;
+    stream.set_write_timeout(timeout)?;
+    let no_answer = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            AgentClientError::VsockNoAnswer { port }
+        }
+        _ => AgentClientError::Io(e),
+    };
+    (&*stream)
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .map_err(no_answer)?;
     // Byte by byte: anything after the newline already belongs to the guest.
     let mut answer = Vec::new();
     let mut reader = BufReader::with_capacity(1, stream.take(MAX_ANSWER));
-    reader.read_until(b'\n', &mut answer)?;
+    reader.read_until(b'\n', &mut answer).map_err(no_answer)?;
     let text = String::from_utf8_lossy(&answer).trim_end().to_owned();
     let ok = text
         .strip_prefix("OK ")
@@ -97,9 +114,11 @@ pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Session, AgentC
         });
         match attempt {
             Ok(session) => return Ok(session),
-            // A refused agent or a protocol violation will not improve.
+            // A refused agent, a protocol violation or an agent that
+            // accepted and then said nothing will not improve.
             Err(e @ AgentClientError::Session(ClientError::Refused(_))) => return Err(e),
             Err(e @ AgentClientError::Session(ClientError::Protocol(_))) => return Err(e),
+            Err(e @ AgentClientError::Session(ClientError::NoAnswer(_))) => return Err(e),
             Err(e) if Instant::now() >= deadline => {
                 return Err(match e {
                     AgentClientError::Connect { .. } => e,

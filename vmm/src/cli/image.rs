@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::escape::escape;
 use crate::image::{self, reference, Image, ImageError, PullOptions, Store};
 
 /// The image commands, flattened into husk's top level.
@@ -84,12 +85,12 @@ fn execute(cmd: ImageCommand) -> Result<i32, ImageError> {
                 progress: !a.quiet && std::io::stderr().is_terminal(),
             };
             let img = image::pull(&store, &a.reference, &opts)?;
-            out(&format!("{}\n", img.name));
+            out(&format!("{}\n", escape(&img.name)));
         }
         ImageCommand::Import(a) => {
             let names: String = image::import(&store, &a.path, a.tag.as_deref())?
                 .iter()
-                .map(|i| format!("{}\n", i.name))
+                .map(|i| format!("{}\n", escape(&i.name)))
                 .collect();
             out(&names);
         }
@@ -108,7 +109,9 @@ fn execute(cmd: ImageCommand) -> Result<i32, ImageError> {
             let mut status = 0;
             for r in &a.references {
                 match store.remove(r) {
-                    Ok(names) => names.iter().for_each(|n| out(&format!("Untagged: {n}\n"))),
+                    Ok(names) => names
+                        .iter()
+                        .for_each(|n| out(&format!("Untagged: {}\n", escape(n)))),
                     Err(e) => {
                         super::print_error(&e);
                         if status == 0 {
@@ -147,7 +150,7 @@ fn table(images: &[Image], now: i64) -> String {
                 if i.name.starts_with("sha256:") {
                     "<none>".to_string()
                 } else {
-                    reference::familiar(&i.name).to_string()
+                    escape(reference::familiar(&i.name)).into_owned()
                 },
                 i.short_id().to_string(),
                 human_size(i.size),

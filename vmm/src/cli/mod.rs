@@ -12,6 +12,7 @@
 //! Every error is one line on stderr, prefixed `husk: `.
 
 pub mod doctor;
+pub mod escape;
 pub mod exit;
 pub mod image;
 pub mod pods;
@@ -49,9 +50,11 @@ pub enum Command {
     Pods(pods::PodCommand),
 }
 
-/// `err` and its causes as one line (see [`crate::report::error_line`]).
+/// `err` and its causes as one line ([`crate::report::error_line`]), with
+/// control characters shown as visible escapes ([`escape`]): errors quote
+/// what guests and registries said.
 pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
-    crate::report::error_line(err)
+    escape::escape(&crate::report::error_line(err)).into_owned()
 }
 
 /// Prints `err` and its causes as one line: `husk: what: why: root cause`.
@@ -83,7 +86,12 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record<'_>) {
         if self.enabled(r.metadata()) {
-            eprintln!("husk: {}: {}", r.level().as_str().to_lowercase(), r.args());
+            let text = r.args().to_string();
+            eprintln!(
+                "husk: {}: {}",
+                r.level().as_str().to_lowercase(),
+                escape::escape(&text)
+            );
         }
     }
     fn flush(&self) {}
@@ -147,6 +155,22 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
 mod tests {
     use super::*;
     use log::{Level, LevelFilter};
+
+    /// F8: an error that quotes a guest or a registry prints as one line
+    /// with its control characters visible. At df579e2 only `\n` was
+    /// replaced: `\r` could overwrite the line and escapes reached the
+    /// terminal.
+    #[test]
+    fn error_lines_carry_no_control_characters() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("the pod's agent failed: {0}")]
+        struct Quoted(String);
+        let e = Quoted("boom\rhusk: all good\x1b[2K\n\u{9b}0m".into());
+        assert_eq!(
+            error_line(&e),
+            "the pod's agent failed: boom\\x0dhusk: all good\\x1b[2K \\u{9b}0m"
+        );
+    }
 
     #[test]
     fn guest_driven_library_errors_only_at_debug() {

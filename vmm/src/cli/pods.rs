@@ -4,7 +4,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
@@ -12,6 +12,7 @@ use husk_agent_client::Session;
 use husk_proto::{ProcessSpec, Request};
 use signal_hook::iterator::Signals;
 
+use super::escape::escape;
 use super::run::{self, PodRunArgs, RunArgs};
 use super::{exit, print_error};
 use crate::image::Store;
@@ -159,7 +160,7 @@ fn each(
     let mut code = 0;
     for name in names {
         match pods.find(name).and_then(|p| f(&pods, &p).map(|()| p)) {
-            Ok(_) => println!("{name}"),
+            Ok(_) => println!("{}", escape(name)),
             Err(e) => {
                 print_error(&e);
                 if code == 0 {
@@ -250,11 +251,11 @@ fn ps(args: PsArgs) -> Result<i32, PodError> {
             .unwrap_or_default();
         println!(
             "{:<12}  {:<24}  {:<32}  {:<12}  {}",
-            pod.id,
-            pod.name,
-            image,
+            escape(&pod.id),
+            escape(&pod.name),
+            escape(&image),
             ago(config.map(|c| c.created)),
-            describe(&status)
+            escape(&describe(&status))
         );
     }
     Ok(0)
@@ -309,10 +310,13 @@ fn exec(args: ExecArgs) -> Result<i32, PodError> {
     let app = config
         .app(args.app.as_deref())
         .ok_or_else(|| PodError::Usage(format!("pod {} has no app {:?}", pod.name, args.app)))?;
-    // Registered before the process starts, so a Ctrl-C from here on is
-    // forwarded, never lost.
+    // Handled from here on (F10): until the process runs, a signal ends
+    // `husk exec` at once with 128+N (nothing in the guest to pass it to,
+    // and a hung agent must not make it unkillable); then it is forwarded.
     let signals = Signals::new(attach::FORWARDED_SIGNALS)
         .map_err(|e| PodError::io(std::path::Path::new("signals"), e))?;
+    let target = Arc::new(Mutex::new(None));
+    handle_signals(signals, Arc::clone(&target), args.tty);
     let session = Arc::new(vm::connect_running(&pod)?);
     let tty_size = if args.tty {
         attach::terminal_size()
@@ -334,7 +338,7 @@ fn exec(args: ExecArgs) -> Result<i32, PodError> {
             }),
         })
         .map_err(|e| app_start_error(&app.name, e))?;
-    forward_signals(signals, Arc::clone(&session), process.proc, args.tty);
+    *target.lock().unwrap_or_else(|e| e.into_inner()) = Some((Arc::clone(&session), process.proc));
     let _raw = if args.tty && attach::stdin_is_terminal() {
         RawTerminal::enable()
     } else {
@@ -355,14 +359,26 @@ fn exec(args: ExecArgs) -> Result<i32, PodError> {
     Ok(status.shell_code())
 }
 
-/// Forwards `signals` ([`attach::FORWARDED_SIGNALS`]) to process `proc`
-/// of `session` on a thread of its own until the session ends. A process
-/// that ignores the signal keeps running, as it would under a local shell;
-/// `husk exec` ends when it does (SIGKILL to `husk exec` drops the
-/// connection, which kills the process in the guest).
-fn forward_signals(mut signals: Signals, session: Arc<Session>, proc: u32, tty: bool) {
+/// Where `husk exec` forwards signals once its process runs.
+type SignalTarget = Arc<Mutex<Option<(Arc<Session>, u32)>>>;
+
+/// Handles `signals` ([`attach::FORWARDED_SIGNALS`]) on a thread of its own:
+/// before `target` is set, any but SIGWINCH ends this process with 128+N;
+/// then each is forwarded to the process, until the session ends. A
+/// process that ignores the signal keeps running, as it would under a
+/// local shell; `husk exec` ends when it does (SIGKILL to `husk exec` drops
+/// the connection, which kills the process in the guest). A forward the
+/// agent does not answer ends the session, and `husk exec` with it (125).
+fn handle_signals(mut signals: Signals, target: SignalTarget, tty: bool) {
     std::thread::spawn(move || {
         for sig in signals.forever() {
+            let to = target.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let Some((session, proc)) = to else {
+                if sig != libc::SIGWINCH {
+                    std::process::exit(128 + sig);
+                }
+                continue;
+            };
             let Some(request) = attach::forward_request(proc, sig, tty) else {
                 continue;
             };
@@ -374,7 +390,7 @@ fn forward_signals(mut signals: Signals, session: Arc<Session>, proc: u32, tty: 
 }
 
 /// Time `stop` allows a supervisor beyond the grace period to wind down.
-const STOP_SLACK: Duration = Duration::from_secs(30);
+const STOP_SLACK: Duration = husk_proto::timeouts::CLI_STOP_SLACK;
 
 fn stop(pods: &PodStore, pod: &PodDir, grace_secs: Option<u64>) -> Result<(), PodError> {
     let _ = pods;
@@ -452,7 +468,11 @@ fn gc() -> Result<i32, PodError> {
             continue;
         }
         pods.remove(&pod)?;
-        println!("removed pod {} ({})", pod.name, describe(&status));
+        println!(
+            "removed pod {} ({})",
+            escape(&pod.name),
+            escape(&describe(&status))
+        );
     }
     let store = Store::open(&root)?;
     let report = store.gc()?;

@@ -335,7 +335,8 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     match result {
         Ok(apps) => {
             if report_each {
-                eprintln!("husk: pod {}: {}", pod.name, describe_apps(&apps));
+                let line = format!("pod {}: {}", pod.name, describe_apps(&apps));
+                eprintln!("husk: {}", super::escape::escape(&line));
             }
             if config.auto_remove {
                 let _ = pods.remove(pod);
@@ -420,7 +421,7 @@ fn start_detached(pods: &PodStore, pod: &PodDir) -> Result<i32, PodError> {
         let status = pod.read_status()?;
         match status.state {
             PodState::Running | PodState::Stopping | PodState::Exited => {
-                println!("{}", pod.id);
+                println!("{}", super::escape::escape(&pod.id));
                 return Ok(0);
             }
             PodState::Failed => {

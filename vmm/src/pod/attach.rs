@@ -119,9 +119,8 @@ pub enum Sinks {
     Direct,
     /// This process's stdout and stderr, each line prefixed.
     Prefixed {
-        prefix: Vec<u8>,
-        out: Vec<u8>,
-        err: Vec<u8>,
+        out: LinePrefixer,
+        err: LinePrefixer,
     },
 }
 
@@ -131,35 +130,104 @@ pub fn sinks(attach: Option<&Attach>, name: &str, _index: usize, count: usize) -
         (None, _) => Sinks::None,
         (Some(_), 1) => Sinks::Direct,
         (Some(_), _) => Sinks::Prefixed {
-            prefix: format!("{name} | ").into_bytes(),
-            out: Vec::new(),
-            err: Vec::new(),
+            out: LinePrefixer::new(name),
+            err: LinePrefixer::new(name),
         },
     }
 }
 
-/// Writes the complete lines of `pending` to `w`, each after `prefix`;
-/// keeps the incomplete rest.
-fn flush_lines(prefix: &[u8], pending: &mut Vec<u8>, w: &mut dyn Write, all: bool) {
-    let end = if all {
-        pending.len()
-    } else {
-        match pending.iter().rposition(|&b| b == b'\n') {
-            Some(i) => i + 1,
-            None => return,
+/// Longest partial line kept back waiting for its newline; a line longer
+/// than this is written in pieces of this size, each on a prefixed line of
+/// its own.
+pub const MAX_PENDING_LINE: usize = 64 << 10;
+
+/// Prefixes each line of one app's stream with `app | `, writing only
+/// whole lines so that apps sharing a terminal do not cut into each
+/// other's lines.
+///
+/// Bounded (security review F4): an app that never writes a newline
+/// cannot grow the partial line past [`MAX_PENDING_LINE`], and each byte
+/// is looked at a bounded number of times (only new bytes are searched for
+/// a newline), so the cost is linear in the output whatever its shape.
+pub struct LinePrefixer {
+    prefix: Vec<u8>,
+    /// The start of a line that has no newline yet (never one inside).
+    pending: Vec<u8>,
+}
+
+impl LinePrefixer {
+    pub fn new(app: &str) -> LinePrefixer {
+        LinePrefixer {
+            prefix: format!("{app} | ").into_bytes(),
+            pending: Vec::new(),
         }
-    };
-    let mut text = Vec::with_capacity(end + prefix.len() * 4);
-    for line in pending[..end].split_inclusive(|&b| b == b'\n') {
-        text.extend_from_slice(prefix);
-        text.extend_from_slice(line);
     }
-    if all && !text.ends_with(b"\n") && !text.is_empty() {
+
+    /// Takes `bytes` of output and writes every line they complete.
+    pub fn push(&mut self, mut bytes: &[u8], w: &mut dyn Write) {
+        let mut text = Vec::new();
+        while !bytes.is_empty() {
+            match bytes.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.line(&bytes[..=i], &mut text);
+                    bytes = &bytes[i + 1..];
+                }
+                None => {
+                    let room = MAX_PENDING_LINE - self.pending.len();
+                    if bytes.len() < room {
+                        self.keep(bytes);
+                        break;
+                    }
+                    // The line is too long to wait for: this piece goes out
+                    // as a line of its own.
+                    self.line(&bytes[..room], &mut text);
+                    text.push(b'\n');
+                    bytes = &bytes[room..];
+                }
+            }
+        }
+        write_out(w, &text);
+    }
+
+    /// Keeps `bytes` (no newline, less than the room left) in the pending
+    /// line, whose allocation doubles as it grows but never past
+    /// [`MAX_PENDING_LINE`].
+    fn keep(&mut self, bytes: &[u8]) {
+        let need = self.pending.len() + bytes.len();
+        if need > self.pending.capacity() {
+            let want = (2 * self.pending.capacity()).clamp(need, MAX_PENDING_LINE);
+            self.pending.reserve_exact(want - self.pending.len());
+        }
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// Writes what is left of an incomplete line, ending it.
+    pub fn finish(&mut self, w: &mut dyn Write) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut text = Vec::new();
+        self.line(&[], &mut text);
         text.push(b'\n');
+        write_out(w, &text);
     }
-    let _ = w.write_all(&text);
-    let _ = w.flush();
-    pending.drain(..end);
+
+    /// Appends the prefix, the pending start of the line and `rest` to `text`.
+    fn line(&mut self, rest: &[u8], text: &mut Vec<u8>) {
+        text.extend_from_slice(&self.prefix);
+        text.append(&mut self.pending);
+        text.extend_from_slice(rest);
+        if self.pending.capacity() > MAX_PENDING_LINE {
+            self.pending = Vec::new();
+        }
+    }
+}
+
+fn write_out(w: &mut dyn Write, text: &[u8]) {
+    if !text.is_empty() {
+        let _ = w.write_all(text);
+        let _ = w.flush();
+    }
 }
 
 impl Sinks {
@@ -171,10 +239,7 @@ impl Sinks {
                 let _ = out.write_all(bytes);
                 let _ = out.flush();
             }
-            Sinks::Prefixed { prefix, out, .. } => {
-                out.extend_from_slice(bytes);
-                flush_lines(prefix, out, &mut std::io::stdout().lock(), false);
-            }
+            Sinks::Prefixed { out, .. } => out.push(bytes, &mut std::io::stdout().lock()),
         }
     }
 
@@ -184,18 +249,15 @@ impl Sinks {
             Sinks::Direct => {
                 let _ = std::io::stderr().lock().write_all(bytes);
             }
-            Sinks::Prefixed { prefix, err, .. } => {
-                err.extend_from_slice(bytes);
-                flush_lines(prefix, err, &mut std::io::stderr().lock(), false);
-            }
+            Sinks::Prefixed { err, .. } => err.push(bytes, &mut std::io::stderr().lock()),
         }
     }
 
     /// Writes what is left of incomplete lines.
     pub fn finish(&mut self) {
-        if let Sinks::Prefixed { prefix, out, err } = self {
-            flush_lines(prefix, out, &mut std::io::stdout().lock(), true);
-            flush_lines(prefix, err, &mut std::io::stderr().lock(), true);
+        if let Sinks::Prefixed { out, err } = self {
+            out.finish(&mut std::io::stdout().lock());
+            err.finish(&mut std::io::stderr().lock());
         }
     }
 }
@@ -206,14 +268,69 @@ mod tests {
 
     #[test]
     fn lines_are_prefixed_and_partial_lines_wait() {
-        let mut pending = b"one\ntw".to_vec();
+        let mut p = LinePrefixer::new("a");
         let mut out = Vec::new();
-        flush_lines(b"a | ", &mut pending, &mut out, false);
+        p.push(b"one\ntw", &mut out);
         assert_eq!(out, b"a | one\n");
-        assert_eq!(pending, b"tw");
-        pending.extend_from_slice(b"o\nthree");
-        flush_lines(b"a | ", &mut pending, &mut out, true);
-        assert_eq!(out, b"a | one\na | two\na | three\n");
-        assert!(pending.is_empty());
+        p.push(b"o\n\nthree", &mut out);
+        assert_eq!(out, b"a | one\na | two\na | \n");
+        p.finish(&mut out);
+        assert_eq!(out, b"a | one\na | two\na | \na | three\n");
+        p.finish(&mut out);
+        assert_eq!(out, b"a | one\na | two\na | \na | three\n");
+    }
+
+    /// F4: output without a newline. At df579e2 it all stayed in the
+    /// buffer (nothing reached the terminal) and every chunk rescanned the
+    /// whole buffer; now a partial line goes out every 64 KiB and the
+    /// buffer never holds more.
+    #[test]
+    fn a_line_without_end_is_written_in_bounded_pieces() {
+        let mut p = LinePrefixer::new("app");
+        let mut out = Vec::new();
+        let chunk = vec![b'x'; 1000];
+        let total = 8_000 * chunk.len();
+        for _ in 0..8_000 {
+            p.push(&chunk, &mut out);
+            assert!(p.pending.len() < MAX_PENDING_LINE);
+            assert!(p.pending.capacity() <= MAX_PENDING_LINE);
+        }
+        p.push(b"end\n", &mut out);
+        let lines: Vec<&[u8]> = out.split_inclusive(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), total / MAX_PENDING_LINE + 1);
+        for line in &lines[..lines.len() - 1] {
+            assert_eq!(line.len(), b"app | ".len() + MAX_PENDING_LINE + 1);
+            assert!(line.starts_with(b"app | xxx") && line.ends_with(b"x\n"));
+        }
+        let payload: usize = lines.iter().map(|l| l.len() - b"app | ".len() - 1).sum();
+        assert_eq!(payload, total + 3);
+        assert!(lines.last().unwrap().ends_with(b"xend\n"));
+    }
+
+    /// Many short lines in one chunk and one line split over many chunks
+    /// give the same text as the same bytes in one piece.
+    #[test]
+    fn chunking_does_not_change_the_text() {
+        let text: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| {
+                let mut l = vec![b'a' + (i % 26) as u8; (i % 97) as usize];
+                l.push(b'\n');
+                l
+            })
+            .collect();
+        let mut whole = Vec::new();
+        let mut p = LinePrefixer::new("x");
+        p.push(&text, &mut whole);
+        p.finish(&mut whole);
+        for size in [1, 7, 4096] {
+            let mut pieces = Vec::new();
+            let mut p = LinePrefixer::new("x");
+            for c in text.chunks(size) {
+                p.push(c, &mut pieces);
+            }
+            p.finish(&mut pieces);
+            assert_eq!(pieces, whole, "chunks of {size}");
+        }
+        assert_eq!(whole.len(), text.len() + 50_000 * b"x | ".len());
     }
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use husk_agent_client::{ClientError, ProcEvent, Process, Session};
+use husk_proto::timeouts;
 use husk_proto::{
     ContainerSpec, ErrorKind, ExitStatus, MountSpec, ProcessSpec, Request, Resources, SpecialFiles,
     TtySize, UnpackSpec,
@@ -40,7 +41,7 @@ const GUEST_BLOBS: &str = "/run/husk/blobs";
 /// The virtio-fs tag of the blobs share.
 const BLOBS_TAG: &str = "blobs";
 /// How long the VMM may take to power off after the agent's shutdown.
-const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
+const POWEROFF_TIMEOUT: Duration = timeouts::POWEROFF;
 /// Grace the agent gives stray processes at shutdown (apps have ended).
 const SHUTDOWN_GRACE_MS: u64 = 1_000;
 /// Written by `husk stop -t N` before it signals the supervisor.
@@ -344,11 +345,25 @@ impl Running<'_> {
     ) -> Result<(), PodError> {
         let single_attached = self.attach.is_some() && self.config.apps.len() == 1;
         let tty = self.attach.is_some_and(|a| a.tty);
-        let mut stopping = false;
+        // Once the apps were asked to stop: until when they may take.
+        let mut stopping: Option<(std::time::Instant, Duration)> = None;
         while !self.status.apps.iter().all(AppStatus::ended) {
-            let event = rx
-                .recv()
-                .map_err(|_| PodError::Agent("every app's connection closed".into()))?;
+            let event = match stopping {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some((deadline, _)) => {
+                    rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                }
+            };
+            let event = match event {
+                Ok(event) => event,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(PodError::Agent("every app's connection closed".into()))
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let limit = stopping.map_or(Duration::ZERO, |(_, l)| l);
+                    return Err(self.not_stopped(limit));
+                }
+            };
             match event {
                 Event::AppExited {
                     index,
@@ -362,9 +377,10 @@ impl Running<'_> {
                     }
                     app.oom_killed = oom_killed;
                     self.save()?;
-                    if self.config.exit_policy == super::spec::ExitPolicy::First && !stopping {
-                        stopping = true;
-                        self.stop_all(session, procs)?;
+                    if self.config.exit_policy == super::spec::ExitPolicy::First
+                        && stopping.is_none()
+                    {
+                        stopping = Some(self.stop_all(session, procs)?);
                     }
                 }
                 Event::AppLost { index, why } => {
@@ -388,9 +404,8 @@ impl Running<'_> {
                         let _ = session.call(request);
                     }
                 }
-                Event::Signal(SIGTERM | SIGINT | SIGHUP) if !stopping => {
-                    stopping = true;
-                    self.stop_all(session, procs)?;
+                Event::Signal(SIGTERM | SIGINT | SIGHUP) if stopping.is_none() => {
+                    stopping = Some(self.stop_all(session, procs)?);
                 }
                 Event::Signal(_) => {}
             }
@@ -398,9 +413,30 @@ impl Running<'_> {
         Ok(())
     }
 
+    /// The apps asked to stop did not end within `limit`.
+    fn not_stopped(&self, limit: Duration) -> PodError {
+        let running: Vec<&str> = self
+            .status
+            .apps
+            .iter()
+            .filter(|a| !a.ended())
+            .map(|a| a.name.as_str())
+            .collect();
+        PodError::Agent(format!(
+            "app {} did not stop within {limit:?} of the stop request: the VM was killed",
+            running.join(", ")
+        ))
+    }
+
     /// Stops every app that still runs, each on a thread of its own (a
-    /// stop answers only once its app has exited).
-    fn stop_all(&mut self, session: &Arc<Session>, procs: &[u32]) -> Result<(), PodError> {
+    /// stop answers only once its app has exited). Returns until when the
+    /// apps may take to end (the grace period and
+    /// [`timeouts::SUPERVISOR_STOP_SLACK`]) and that limit.
+    fn stop_all(
+        &mut self,
+        session: &Arc<Session>,
+        procs: &[u32],
+    ) -> Result<(std::time::Instant, Duration), PodError> {
         self.status.state = PodState::Stopping;
         self.save()?;
         let grace_ms = std::fs::read_to_string(self.pod.path.join(STOP_REQUEST_FILE))
@@ -414,7 +450,10 @@ impl Running<'_> {
             let session = session.clone();
             std::thread::spawn(move || session.call(Request::Stop { proc, grace_ms }));
         }
-        Ok(())
+        let limit = Duration::from_millis(grace_ms).saturating_add(timeouts::SUPERVISOR_STOP_SLACK);
+        let now = std::time::Instant::now();
+        let never = now + Duration::from_secs(u32::MAX.into());
+        Ok((now.checked_add(limit).unwrap_or(never), limit))
     }
 
     /// Ends the VM and waits for the VMM to exit.
@@ -427,13 +466,24 @@ impl Running<'_> {
     /// `husk run`'s time for a short-lived app).
     fn power_off(&mut self, session: &Session, rx: &Receiver<Event>) -> Result<(), PodError> {
         let needs_sync = self.config.volumes.iter().any(|v| !v.read_only);
-        if needs_sync {
-            let _ = session.call(Request::Shutdown {
-                grace_ms: SHUTDOWN_GRACE_MS,
-            });
-        } else if let Some(pid) = self.vmm_pid {
-            // SAFETY: kill() of our own child, which the watcher reaps.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        let kill = |pid: Option<i32>| {
+            if let Some(pid) = pid {
+                // SAFETY: kill() of our own child, which the watcher reaps.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        };
+        if !needs_sync {
+            kill(self.vmm_pid);
+        } else if let Err(e) = session.call(Request::Shutdown {
+            grace_ms: SHUTDOWN_GRACE_MS,
+        }) {
+            // A guest that does not answer within its bound is not waited
+            // for any longer (F10); the status says that writes it had not
+            // synced may be lost.
+            self.status.reason = Some(format!(
+                "the guest did not shut down cleanly, read-write volumes may miss writes ({e}): the VMM was killed"
+            ));
+            kill(self.vmm_pid);
         }
         let deadline = std::time::Instant::now() + POWEROFF_TIMEOUT;
         loop {

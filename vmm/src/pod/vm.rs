@@ -30,10 +30,8 @@ pub const INITRD_ENV: &str = "HUSK_INITRD";
 /// Where an installed husk keeps them.
 pub const SYSTEM_GUEST_DIR: &str = "/usr/lib/husk";
 
-/// How long the guest may take to boot and answer on vsock. Boots take
-/// well under a second on hardware KVM and a few seconds in the nested
-/// testbed; this bound only catches a guest that never comes up.
-pub const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the guest may take to boot and answer on vsock.
+pub const AGENT_TIMEOUT: Duration = husk_proto::timeouts::BOOT;
 
 /// The guest kernel and the agent's initramfs.
 #[derive(Debug, Clone)]
@@ -332,7 +330,7 @@ pub fn connect_running(pod: &PodDir) -> Result<Session, PodError> {
         uds: pod.vsock_path(),
         port: DEFAULT_VSOCK_PORT,
     };
-    husk_agent_client::connect(&endpoint, Duration::from_secs(5))
+    husk_agent_client::connect(&endpoint, husk_proto::timeouts::CONNECT_RUNNING)
         .map_err(|e| PodError::Agent(e.to_string()))
 }
 
