@@ -17,13 +17,15 @@ use crate::{INITIAL_WINDOW, MAX_DATA};
 struct Fake {
     r: FrameReader<UnixStream>,
     w: FrameWriter<UnixStream>,
+    sock: UnixStream,
 }
 
 impl Fake {
     fn new(s: UnixStream) -> Fake {
         Fake {
             r: FrameReader::new(s.try_clone().unwrap()),
-            w: FrameWriter::new(s),
+            w: FrameWriter::new(s.try_clone().unwrap()),
+            sock: s,
         }
     }
 
@@ -80,6 +82,17 @@ impl Fake {
                 oom_killed: false,
             },
         }));
+    }
+}
+
+/// Like a real agent, the fake keeps the connection open after its script
+/// until the host closes it (or 1 s passes without a frame): closing at once
+/// would make the host's next credit grant fail with EPIPE and end the
+/// session before it has read what is still in the socket.
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.sock.set_read_timeout(Some(Duration::from_secs(1)));
+        while self.r.read_frame().is_ok() {}
     }
 }
 
