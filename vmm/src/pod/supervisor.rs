@@ -110,6 +110,7 @@ pub fn supervise(
         .collect();
     let result = run.go(tx, &rx, signals, populate);
     handle.close();
+    super::volumes::release(&pod.path);
     match result {
         Ok(()) => Ok(run.status.apps.clone()),
         Err(e) => {
