@@ -110,7 +110,6 @@ pub fn supervise(
         .collect();
     let result = run.go(tx, &rx, signals, populate);
     handle.close();
-    super::volumes::release(&pod.path);
     match result {
         Ok(()) => Ok(run.status.apps.clone()),
         Err(e) => {
@@ -147,6 +146,8 @@ impl Running<'_> {
             // watcher or this thread reaps it after); no memory involved.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        // The pod ends: its volumes' tmpfs go before anyone can read so.
+        super::volumes::release(&self.pod.path);
         self.status.state = PodState::Failed;
         self.status.reason = Some(e.to_string());
         self.status.error_code = Some(e.exit_code());
@@ -451,6 +452,7 @@ impl Running<'_> {
             }
         }
         self.vmm_pid = None;
+        super::volumes::release(&self.pod.path);
         self.status.state = PodState::Exited;
         self.status.finished = Some(now_secs());
         self.save()
