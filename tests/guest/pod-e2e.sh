@@ -163,5 +163,93 @@ check_err error-digest-mismatch 122 $H run --rm corrupt true
 # No usable KVM: /dev/kvm hidden behind /dev/null in a private mount namespace.
 check_err error-no-kvm 124 unshare -m sh -c "mount --bind /dev/null /dev/kvm && exec $H run --rm busybox true"
 
+# 11. (F6) an empty-dir volume is a size-limited tmpfs on the host: writing past its size fails with
+# ENOSPC inside the pod; it is mounted while the pod runs and gone once the pod ends
+vol_mounts() { grep -F " $HUSK_ROOT/pods/$1/volumes/" /proc/self/mountinfo | grep -c ' - tmpfs husk-volume '; }
+cat > "$D/small.toml" <<'TOML'
+name = "small"
+[[volumes]]
+name = "scratch"
+size = "4m"
+[[apps]]
+name = "writer"
+image = "busybox"
+command = ["sh", "-c", "while true; do sleep 0.2; done"]
+mounts = [{ volume = "scratch", path = "/data" }]
+TOML
+id=$($H pod run -d "$D/small.toml"); rc=$?
+running=$(vol_mounts "$id")
+opts=$(grep -F " $HUSK_ROOT/pods/$id/volumes/scratch " /proc/self/mountinfo)
+out=$($H exec small sh -c 'dd if=/dev/zero of=/data/big bs=1M count=8 2>&1; echo rc=$?' 2>&1)
+$H stop -t 1 small >/dev/null
+ended=$(vol_mounts "$id")
+$H rm small >/dev/null
+if [ $rc -eq 0 ] && [ "$running" -eq 1 ] && echo "$opts" | grep -q 'nosuid,nodev' \
+   && echo "$opts" | grep -q 'size=4096k,nr_inodes=1024,mode=700' \
+   && echo "$out" | grep -q "No space left on device" && ! echo "$out" | grep -q "^rc=0" && [ "$ended" -eq 0 ]; then
+    ok volume-size-limit
+else
+    bad volume-size-limit "rc=$rc running=$running ended=$ended opts=$opts out=$out"
+fi
+
+# 12. (F6) a pod whose supervisor is killed (-9) keeps its volume mounted until `rm` or `gc`
+# removes it: then no mount is left
+cat > "$D/keep.toml" <<'TOML'
+[[volumes]]
+name = "v"
+[[apps]]
+name = "sleeper"
+image = "busybox"
+command = ["sleep", "1000"]
+mounts = [{ volume = "v", path = "/v" }]
+TOML
+cleanup=""
+for how in rm gc; do
+    id=$($H pod run -d --name "kept-$how" "$D/keep.toml")
+    sup=$($H inspect "kept-$how" | grep -o '"supervisor_pid": [0-9]*' | grep -o '[0-9]*$')
+    kill -9 "$sup"; sleep 1
+    before=$(vol_mounts "$id")
+    line=$(grep -F " $HUSK_ROOT/pods/$id/volumes/v " /proc/self/mountinfo)
+    if [ $how = rm ]; then $H rm "kept-$how" >/dev/null; else $H gc >/dev/null; fi; rrc=$?
+    after=$(vol_mounts "$id")
+    # The default size: 256m.
+    echo "$line" | grep -q 'size=262144k,nr_inodes=16384' && [ "$before" -eq 1 ] && [ "$after" -eq 0 ] \
+        && [ $rrc -eq 0 ] && [ ! -e "$HUSK_ROOT/pods/$id" ] || cleanup="$cleanup $how: before=$before after=$after rc=$rrc line=$line;"
+done
+[ -z "$cleanup" ] && [ "$(pods_left)" -eq 0 ] && ok volume-cleanup || bad volume-cleanup "$cleanup pods=$(pods_left)"
+
+# 13. (F6) where the limit cannot be enforced (no CAP_SYS_ADMIN to mount the tmpfs) the pod is refused
+check_err volume-limit-unenforceable 125 setpriv --bounding-set -sys_admin $H pod run "$D/small.toml"
+
+# 14. (F11) root in a container cannot make device nodes (no CAP_MKNOD; /dev is nodev with the
+# guest's nodes bound in), so it cannot write the guest's console (console.log) through one
+$H run --name devs busybox sh -c 'mknod /dev/kmsg c 1 11 && echo "<1>FORGED-KMSG" > /dev/kmsg;
+    mknod /dev/ttyS0 c 4 64 && echo FORGED-TTY > /dev/ttyS0; mknod /tmp/n c 1 3 || echo mknod-refused;
+    echo x > /dev/null && echo null-ok; head -c 8 /dev/urandom | wc -c; grep " /dev tmpfs " /proc/mounts' \
+    > "$D/devs.out" 2>&1; rc=$?
+pod_dir=$($H inspect devs | grep -o '"path": "[^"]*"' | head -1 | cut -d'"' -f4)
+forged=$(grep -c FORGED "$pod_dir/console.log" 2>&1)
+$H rm devs >/dev/null
+if [ $rc -eq 0 ] && [ "$forged" = 0 ] && grep -q '^mknod-refused$' "$D/devs.out" && grep -q '^null-ok$' "$D/devs.out" \
+   && grep -q '^ *8$' "$D/devs.out" && grep ' /dev tmpfs ' "$D/devs.out" | grep -q nodev; then
+    ok container-no-device-nodes
+else
+    bad container-no-device-nodes "rc=$rc forged=$forged $(cat "$D/devs.out")"
+fi
+
+# 15. (F11) an app cannot open AF_VSOCK sockets to the host, nor io_uring rings (seccomp: EPERM);
+# the probe is the testbed's python3, given to the container through read-only volumes
+probe="import ctypes, errno, socket
+try:
+    socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close(); v = 'opened'
+except OSError as e:
+    v = errno.errorcode.get(e.errno, str(e.errno))
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.syscall(425, 1, ctypes.create_string_buffer(120))
+u = 'ring' if r >= 0 else errno.errorcode.get(ctypes.get_errno(), '?')
+print('vsock', v, 'io_uring', u)"
+out=$($H run --rm -v /usr:/usr:ro -v /usr/lib:/lib:ro -v /usr/lib64:/lib64:ro busybox /usr/bin/python3 -S -c "$probe" 2>&1)
+[ "$out" = "vsock EPERM io_uring EPERM" ] && ok container-no-vsock || bad container-no-vsock "$out"
+
 echo "pod-e2e: $fails failed"
 [ $fails -eq 0 ]

@@ -10,7 +10,12 @@
 //! (reported as failed, cleaned by `gc`), and the error cases: unknown
 //! image, bad reference, bad flag value, missing volume, command not
 //! found, no such pod, registry unreachable, a corrupt layer blob, no KVM —
-//! each one line, its own exit status, nothing left behind.
+//! each one line, its own exit status, nothing left behind. Security
+//! review F6: an empty-dir volume's size limit (ENOSPC in the pod), its
+//! tmpfs gone after the pod ends and after `rm`/`gc` of a pod whose
+//! supervisor was killed, and a clear refusal without CAP_SYS_ADMIN. F11:
+//! root in a container cannot make device nodes to forge console lines,
+//! nor open AF_VSOCK sockets or io_uring rings.
 
 use husk_tests::{artifact, in_testbed, repo_root, Scratch};
 
@@ -35,6 +40,11 @@ const CASES: &[&str] = &[
     "error-registry-unreachable",
     "error-digest-mismatch",
     "error-no-kvm",
+    "volume-size-limit",
+    "volume-cleanup",
+    "volume-limit-unenforceable",
+    "container-no-device-nodes",
+    "container-no-vsock",
 ];
 
 #[test]

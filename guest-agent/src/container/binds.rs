@@ -49,8 +49,47 @@ fn ret_unit(ret: libc::c_long) -> io::Result<()> {
 /// container's attributes. Must run in the container's mount namespace
 /// before `pivot_root`, while guest paths still resolve.
 pub fn detach(m: &MountSpec) -> io::Result<Detached> {
-    let source = crate::sys::cstr(Path::new(&m.source))?;
-    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32;
+    let mut set = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    if m.read_only {
+        set |= libc::MOUNT_ATTR_RDONLY;
+    }
+    clone_tree(Path::new(&m.source), set, true, m.destination.clone())
+}
+
+/// Clones the guest's device node `/dev/<name>` for the container's /dev
+/// (a `nodev` tmpfs, where a node of its own would not open): the clone
+/// keeps device access and is read-only, so the app can use the node but
+/// not chmod or chown the guest's (writing to a device is not a write to
+/// the file system, and works on a read-only mount). Refuses anything but
+/// a character device.
+pub fn detach_device(name: &str) -> io::Result<Detached> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = Path::new("/dev").join(name);
+    let set = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOEXEC;
+    let d = clone_tree(&path, set, false, path.display().to_string())?;
+    let meta = std::fs::File::from(d.tree.try_clone()?).metadata()?;
+    if !meta.file_type().is_char_device() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a character device", path.display()),
+        ));
+    }
+    Ok(d)
+}
+
+/// `open_tree(OPEN_TREE_CLONE)` of `source` (recursively: with its
+/// submounts), with the mount attributes `set` and private propagation.
+fn clone_tree(
+    source: &Path,
+    set: u64,
+    recursive: bool,
+    destination: String,
+) -> io::Result<Detached> {
+    let source = crate::sys::cstr(source)?;
+    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as u32;
+    }
     // SAFETY: open_tree with a valid C string and flags; returns a new fd or -1.
     let tree = ret_fd(unsafe {
         libc::syscall(
@@ -60,10 +99,6 @@ pub fn detach(m: &MountSpec) -> io::Result<Detached> {
             flags as libc::c_uint,
         )
     })?;
-    let mut set = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
-    if m.read_only {
-        set |= libc::MOUNT_ATTR_RDONLY;
-    }
     // SAFETY: mount_attr is plain data; zeroed means "change nothing".
     let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
     attr.attr_set = set;
@@ -85,7 +120,7 @@ pub fn detach(m: &MountSpec) -> io::Result<Detached> {
     Ok(Detached {
         tree,
         is_dir,
-        destination: m.destination.clone(),
+        destination,
     })
 }
 

@@ -3,12 +3,19 @@
 //! The agent starts it (a fresh exec of its own binary, so it runs
 //! single-threaded) in new mount, PID, UTS and IPC namespaces and the
 //! container's cgroup. It reads its [`InitConfig`] from fd 3, switches to the
-//! container's root with `pivot_root`, mounts /proc, /sys, /dev (a tmpfs
-//! with the usual nodes), /dev/pts, /dev/shm and /tmp, sets the hostname,
-//! then starts the app and stays as a minimal init: it forwards signals to
+//! container's root with `pivot_root`, mounts /proc, /sys, /dev, /dev/pts,
+//! /dev/shm and /tmp, sets the hostname, then starts the app (under the
+//! capability set of [`super::privs`] and the seccomp filter of
+//! [`super::seccomp`]) and stays as a minimal init: it forwards signals to
 //! the app and reaps every orphan of the container, so no zombie survives.
 //! When the app exits it writes `code N` / `signal N` to fd 4 and exits; the
 //! kernel then kills whatever is left in the namespace.
+//!
+//! The container's /dev is a `nodev` tmpfs (security review F11): a device
+//! node made there does not open, so even a process that could mknod
+//! cannot reach the guest's console or memory through one. The usual nodes
+//! (null, zero, full, random, urandom, tty) are the guest's own, cloned
+//! read-only before `pivot_root` and bind-mounted in ([`binds::detach_device`]).
 //!
 //! With a TTY the init opens the app's terminal from the container's own
 //! devpts (so the app finds it under /dev/pts) and keeps the master open;
@@ -73,6 +80,8 @@ enum InitError {
     },
     #[error(transparent)]
     Spawn(#[from] spawn::SpawnError),
+    #[error("cannot build the seccomp filter")]
+    Seccomp(#[source] seccompiler::BackendError),
 }
 
 fn setup_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> InitError {
@@ -154,6 +163,8 @@ fn setup_and_start(reaper: &Reaper) -> Result<Started, InitError> {
         .read_to_end(&mut text)
         .map_err(InitError::Config)?;
     let cfg: InitConfig = serde_json::from_slice(&text).map_err(InitError::ConfigJson)?;
+    // Compiled before the app's fork; installed last in the child.
+    let seccomp = super::seccomp::app_filter().map_err(InitError::Seccomp)?;
     // Nothing we mount may propagate back to the guest.
     sys::mount(
         "none",
@@ -171,9 +182,18 @@ fn setup_and_start(reaper: &Reaper) -> Result<Started, InitError> {
             binds::detach(m).map_err(setup_err(format!("cannot clone mount source {}", m.source)))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let devices = DEVICES
+        .iter()
+        .map(|name| {
+            binds::detach_device(name).map_err(setup_err(format!("cannot clone /dev/{name}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     enter_root(Path::new(&cfg.rootfs))?;
     mount_inside()?;
     let root = Root::open(Path::new("/")).map_err(setup_err("cannot open the new root"))?;
+    for d in &devices {
+        binds::attach(d, &root).map_err(setup_err(format!("cannot mount {}", d.destination)))?;
+    }
     // A terminal from the container's own devpts: the app finds it as
     // /dev/pts/N (ttyname works), which one from the agent's could not be.
     let pty = if cfg.tty {
@@ -213,6 +233,7 @@ fn setup_and_start(reaper: &Reaper) -> Result<Started, InitError> {
         ctty: cfg.tty,
         drop_caps: super::privs::caps_to_drop(),
         no_new_privs: true,
+        seccomp: Some(seccomp),
         ..Launch::default()
     };
     let (stdio, master) = match pty {
@@ -261,14 +282,9 @@ fn enter_root(rootfs: &Path) -> Result<(), InitError> {
     Ok(())
 }
 
-const DEVICES: [(&str, u32, u32); 6] = [
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
+/// The guest's device nodes every container gets (Docker's set, less the
+/// console).
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// The container's pseudo file systems, inside its (already pivoted) root.
 fn mount_inside() -> Result<(), InitError> {
@@ -280,7 +296,7 @@ fn mount_inside() -> Result<(), InitError> {
         (
             "tmpfs",
             "/dev",
-            libc::MS_NOSUID | libc::MS_STRICTATIME,
+            nosuid_nodev | libc::MS_STRICTATIME,
             Some("mode=755,size=65536k"),
         ),
         (
@@ -307,35 +323,14 @@ fn mount_inside() -> Result<(), InitError> {
             return Err(setup_err(format!("cannot mount {fstype} on {target}"))(e));
         }
         if target == "/dev" {
-            make_devices()?;
+            make_links()?;
         }
     }
     Ok(())
 }
 
-fn make_devices() -> Result<(), InitError> {
-    for (name, major, minor) in DEVICES {
-        let path = CString::new(format!("/dev/{name}"))
-            .map_err(|_| setup_err("nul")(io::ErrorKind::InvalidInput.into()))?;
-        // SAFETY: mknod with a valid C string and integer mode/device.
-        let ret = unsafe {
-            libc::mknod(
-                path.as_ptr(),
-                libc::S_IFCHR | 0o666,
-                libc::makedev(major, minor),
-            )
-        };
-        if ret < 0 {
-            return Err(setup_err(format!("cannot create /dev/{name}"))(
-                io::Error::last_os_error(),
-            ));
-        }
-        // mknod honours the umask; the nodes must be usable by every user.
-        let _ = fs::set_permissions(
-            format!("/dev/{name}"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o666),
-        );
-    }
+/// The usual symlinks of /dev (the nodes are bound in later).
+fn make_links() -> Result<(), InitError> {
     for (link, target) in [
         ("/dev/ptmx", "pts/ptmx"),
         ("/dev/fd", "/proc/self/fd"),

@@ -11,10 +11,15 @@
 //! /sys/fs/cgroup offers memory, cpu and pids (always in the guest); on a
 //! host where they are bound to cgroup v1 the container runs without limits
 //! and the agent logs one line saying so.
+//!
+//! Every app process (first or exec'd) runs with Docker's capabilities less
+//! CAP_MKNOD ([`privs`]), `no_new_privs`, and a seccomp filter that keeps
+//! vsock and io_uring from it ([`seccomp`]): only the agent talks to the host.
 
 pub mod binds;
 pub mod init;
 pub mod privs;
+pub mod seccomp;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -77,6 +82,8 @@ pub enum ContainerError {
     Terminal(#[source] io::Error),
     #[error("cannot open the namespaces of container {0:?}")]
     Namespaces(String, #[source] io::Error),
+    #[error("cannot build the seccomp filter")]
+    Seccomp(#[source] seccompiler::BackendError),
 }
 
 struct Namespaces {
@@ -387,6 +394,7 @@ impl Containers {
             ctty: process.tty,
             drop_caps: privs::caps_to_drop(),
             no_new_privs: true,
+            seccomp: Some(seccomp::app_filter().map_err(ContainerError::Seccomp)?),
             ..Launch::default()
         };
         let plan = StdioPlan {

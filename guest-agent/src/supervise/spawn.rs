@@ -7,7 +7,8 @@
 //! the process can fork), new session and controlling terminal, rlimits,
 //! working directory, the capability bounding set (needs CAP_SETPCAP), then
 //! supplementary groups, gid and uid (after the uid switch nothing
-//! privileged is possible), and `no_new_privs` last. The hook only makes raw
+//! privileged is possible), `no_new_privs`, and an app's seccomp filter
+//! last (`container::seccomp`). The hook only makes raw
 //! system calls on data prepared before the fork, as async-signal safety
 //! requires in a multi-threaded parent.
 //!
@@ -75,6 +76,9 @@ pub struct Launch {
     /// Set `PR_SET_NO_NEW_PRIVS`: exec never grants privileges (set-id
     /// bits and file capabilities are ignored).
     pub no_new_privs: bool,
+    /// A seccomp filter to install last, after `no_new_privs` (app
+    /// processes; see `container::seccomp`).
+    pub seccomp: Option<crate::container::seccomp::Program>,
     /// Signals the child starts with blocked (otherwise none): a container
     /// init must not lose a signal between its exec and its own setup.
     pub blocked_signals: Vec<libc::c_int>,
@@ -160,6 +164,7 @@ pub fn spawn(
         pid_ns,
         drop_caps,
         no_new_privs,
+        seccomp,
         ..
     } = launch;
     let groups: Vec<libc::gid_t> = ids.groups.clone();
@@ -243,6 +248,9 @@ pub fn spawn(
         if no_new_privs {
             // SAFETY: prctl with integer arguments.
             check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+        }
+        if let Some(program) = &seccomp {
+            crate::container::seccomp::install(program)?;
         }
         Ok(())
     };

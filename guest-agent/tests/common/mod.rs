@@ -2,6 +2,8 @@
 //! session to it through the real client and the real protocol.
 #![allow(dead_code)]
 
+pub mod containers;
+
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -193,6 +193,7 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
             name: name.clone(),
             host: Some(host),
             read_only,
+            size: None,
         });
         mounts.push(AppMount {
             volume: name,

@@ -1,5 +1,6 @@
 //! Making a pod: resolve (pulling if missing) and pin every app's image,
-//! make the pod's directory, link the layer blobs it needs, write its
+//! make the pod's directory (with a size-limited tmpfs per empty-dir
+//! volume, [`super::volumes`]), link the layer blobs it needs, write its
 //! config. Nothing is left behind if any step fails.
 
 use super::spec::{PinnedImage, PodConfig, PodRequest};
@@ -98,6 +99,12 @@ pub fn create(
             let _ = pods.remove(&pod);
             return Err(PodError::io(&dir, e));
         }
+    }
+    // Each empty-dir volume is a size-limited tmpfs (F6), mounted before
+    // the VMM opens the directory.
+    if let Err(e) = super::volumes::mount_all(&pod, &request.volumes) {
+        let _ = pods.remove(&pod);
+        return Err(e);
     }
     let config = config_of(&pod, request, &images);
     // Memory and CPUs against this host, before any process is started for

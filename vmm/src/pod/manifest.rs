@@ -12,6 +12,7 @@
 //!
 //! [[volumes]]
 //! name = "shared"          # no `host`: an empty directory living with the pod
+//! size = "64m"             # its size limit (default 256m; empty-dir volumes only)
 //! [[volumes]]
 //! name = "out"
 //! host = "/srv/out"        # a host directory (must exist)
@@ -67,6 +68,8 @@ struct VolumeEntry {
     host: Option<PathBuf>,
     #[serde(default)]
     read_only: bool,
+    #[serde(default)]
+    size: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +152,20 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
         if volumes.iter().any(|o: &Volume| o.name == v.name) {
             return Err(format!("volume {:?} is declared twice", v.name));
         }
+        let size = match (&v.host, &v.size) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "volume {:?}: size applies to empty-dir volumes only (no host)",
+                    v.name
+                ))
+            }
+            (None, s) => Some(size(
+                &format!("volume {:?} size", v.name),
+                s.as_ref(),
+                super::volumes::DEFAULT_VOLUME_SIZE,
+            )?),
+            (Some(_), None) => None,
+        };
         let host = match v.host {
             Some(h) => {
                 let h = if h.is_relative() { base.join(h) } else { h };
@@ -167,6 +184,7 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
             name: v.name,
             host,
             read_only: v.read_only,
+            size,
         });
     }
     let mut apps: Vec<App<String>> = Vec::new();
@@ -301,5 +319,32 @@ mod tests {
             "memory",
         );
         bad("{\"apps\": 3}", "invalid type");
+        bad(
+            "[[volumes]]\nname = \"v\"\nsize = \"lots\"\n[[apps]]\nname = \"a\"\nimage = \"b\"",
+            "volume \"v\" size",
+        );
+        bad(
+            "[[volumes]]\nname = \"v\"\nhost = \"/\"\nsize = \"1m\"\n[[apps]]\nname = \"a\"\nimage = \"b\"",
+            "empty-dir volumes only",
+        );
+    }
+
+    #[test]
+    fn volume_sizes() {
+        let t = parse(
+            "[[volumes]]\nname = \"d\"\n[[volumes]]\nname = \"s\"\nsize = \"8m\"\n\
+             [[volumes]]\nname = \"h\"\nhost = \"/\"\n[[apps]]\nname = \"a\"\nimage = \"b\"",
+            Path::new("/"),
+        )
+        .unwrap();
+        let sizes: Vec<_> = t.volumes.iter().map(|v| v.size).collect();
+        assert_eq!(
+            sizes,
+            [
+                Some(super::super::volumes::DEFAULT_VOLUME_SIZE),
+                Some(8 * MIB),
+                None
+            ]
+        );
     }
 }

@@ -10,7 +10,8 @@
 //! detached `husk pod supervise` for `-d`; the other commands (`ps`, `logs`,
 //! `stop`, `exec`) read the pod directory or connect to the agent through
 //! the pod's vsock socket. Multi-app pods come from manifests
-//! ([`manifest`]).
+//! ([`manifest`]). Empty-dir volumes are size-limited tmpfs mounts on the
+//! host ([`volumes`]).
 
 pub mod attach;
 pub mod create;
@@ -20,6 +21,7 @@ pub mod state;
 pub mod supervisor;
 pub mod vm;
 pub mod vmm_process;
+pub mod volumes;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,9 @@ pub enum PodError {
     /// A detached pod failed to start; its supervisor recorded why.
     #[error("{reason}")]
     Detached { reason: String, code: i32 },
+    /// An empty-dir volume whose size limit cannot be enforced here.
+    #[error("{0}")]
+    Volume(String),
     #[error("app {app}: {message}")]
     AppStart {
         app: String,
@@ -102,6 +107,7 @@ impl PodError {
             | PodError::Corrupt { .. }
             | PodError::GuestArtifacts { .. }
             | PodError::Vmm(_)
+            | PodError::Volume(_)
             | PodError::Agent(_) => exit::RUNTIME,
         }
     }

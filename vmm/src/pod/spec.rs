@@ -48,6 +48,10 @@ pub struct Volume {
     pub host: Option<PathBuf>,
     #[serde(default)]
     pub read_only: bool,
+    /// Size limit of an empty-dir volume, bytes (`None`: the default,
+    /// [`super::volumes::DEFAULT_VOLUME_SIZE`]; host volumes have none).
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 /// A volume mounted into one app.

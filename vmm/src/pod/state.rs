@@ -9,7 +9,7 @@
 //!          vsock.sock  the VMM's vsock socket (the agent on guest port 1024)
 //!          logs/<app>.log  the app's stdout and stderr, in arrival order
 //!          blobs/sha256/<hex>  hard links to the pod's layer blobs (shared read-only)
-//!          volumes/<name>/  the pod's empty-dir volumes
+//!          volumes/<name>/  the pod's empty-dir volumes (a tmpfs each while it runs)
 //!          supervisor.log  stderr of a detached pod's supervisor
 //! ```
 //!
@@ -325,9 +325,11 @@ impl PodStore {
     }
 
     /// Deletes a pod's directory (under the store lock, so a pod being
-    /// created with the same name waits).
+    /// created with the same name waits), after unmounting its volumes'
+    /// tmpfs, which a supervisor that died may have left.
     pub fn remove(&self, pod: &PodDir) -> Result<(), PodError> {
         let _lock = StoreLock::take(&self.dir).map_err(|e| PodError::io(&self.dir, e))?;
+        super::volumes::release(&pod.path);
         fs::remove_dir_all(&pod.path).map_err(|e| PodError::io(&pod.path, e))
     }
 }

@@ -147,6 +147,8 @@ impl Running<'_> {
             // watcher or this thread reaps it after); no memory involved.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        // The pod ends: its volumes' tmpfs go before anyone can read so.
+        super::volumes::release(&self.pod.path);
         self.status.state = PodState::Failed;
         self.status.reason = Some(e.to_string());
         self.status.error_code = Some(e.exit_code());
@@ -503,6 +505,7 @@ impl Running<'_> {
             }
         }
         self.vmm_pid = None;
+        super::volumes::release(&self.pod.path);
         self.status.state = PodState::Exited;
         self.status.finished = Some(now_secs());
         self.save()

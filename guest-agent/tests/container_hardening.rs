@@ -1,0 +1,145 @@
+//! What root inside a container may not do (security review F11), on the
+//! host as root through the real agent server: make or use device nodes of
+//! its own (no CAP_MKNOD, /dev mounted nodev with the usual nodes bound in
+//! read-only), and open AF_VSOCK sockets or io_uring rings (seccomp).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::containers::*;
+use common::Server;
+use husk_proto::ExitStatus;
+
+/// Runs `script` in running container `id`; its stdout.
+fn exec_sh(s: &husk_proto::client::Session, id: &str, script: &str) -> String {
+    let (out, err, status) = output(&exec_in(s, id, &["/bin/sh", "-c", script]).unwrap());
+    assert_eq!(status, ExitStatus::Code(0), "stdout {out} stderr {err}");
+    out
+}
+
+/// No device node of the app's own: mknod is refused (no CAP_MKNOD), and a
+/// node that appears in the container's /dev anyway (made here, from
+/// outside, as host root) does not open (nodev). The usual nodes work and
+/// cannot be chmod'ed (they are the guest's, bound read-only).
+#[test]
+fn container_dev_has_no_device_nodes_of_its_own() {
+    need_root!();
+    let Some(root) = rootfs() else { return };
+    let srv = Server::start();
+    let s = srv.session();
+    let p = start_ready(&s, "devs", &root, "echo ready; exec sleep 600");
+    let probe = std::ffi::CString::new(format!("/proc/{}/root/dev/probe", p.pid)).unwrap();
+    // SAFETY: mknod with a valid C string and integer mode/device.
+    let made = unsafe { libc::mknod(probe.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(made, 0, "{}", std::io::Error::last_os_error());
+    let out = exec_sh(
+        &s,
+        "devs",
+        "mknod /tmp/n c 1 3 || echo mknod-refused; \
+         mknod /dev/kmsg c 1 11 || echo kmsg-refused; \
+         (echo x > /dev/probe) 2>/dev/null && echo probe-opened || echo probe-refused; \
+         echo x > /dev/null && echo null-ok; \
+         head -c 8 /dev/urandom | wc -c; head -c 5 /dev/zero | wc -c; \
+         chmod 600 /dev/null 2>/dev/null && echo chmod-done || echo chmod-refused; \
+         grep ' /dev tmpfs ' /proc/mounts",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..7],
+        [
+            "mknod-refused",
+            "kmsg-refused",
+            "probe-refused",
+            "null-ok",
+            "8",
+            "5",
+            "chmod-refused"
+        ],
+        "{out}"
+    );
+    let dev_opts = lines[7].split(' ').nth(3).unwrap_or_default();
+    assert!(
+        dev_opts.split(',').any(|o| o == "nodev"),
+        "/dev is not nodev: {out}"
+    );
+    assert!(!root.join("tmp/n").exists());
+    stop_and_remove(&s, &p, "devs");
+    let _ = fs::remove_dir_all(&root);
+}
+
+/// Reports `vsock <how socket(AF_VSOCK) went> io_uring <how
+/// io_uring_setup went>`: `opened`/`ring`, or the errno's name.
+const PROBE_PY: &str = "import ctypes, errno, socket
+try:
+    socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close(); v = 'opened'
+except OSError as e:
+    v = errno.errorcode.get(e.errno, str(e.errno))
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.syscall(425, 1, ctypes.create_string_buffer(120))
+u = 'ring' if r >= 0 else errno.errorcode.get(ctypes.get_errno(), '?')
+print('vsock', v, 'io_uring', u)";
+
+/// Every app process runs under the seccomp filter: /proc says so for the
+/// first process and an exec'd one, and (where this host has python3, which
+/// the container gets through read-only binds of /usr) AF_VSOCK sockets and
+/// io_uring rings are refused with EPERM inside while the same probe opens
+/// a vsock socket (or gets EAFNOSUPPORT) outside.
+#[test]
+fn apps_cannot_open_vsock_or_io_uring() {
+    need_root!();
+    let Some(root) = rootfs() else { return };
+    let srv = Server::start();
+    let s = srv.session();
+    let python = Path::new("/usr/bin/python3").exists();
+    let mut sp = spec(
+        "nosock",
+        &root,
+        "grep '^Seccomp:' /proc/self/status; echo ready; exec sleep 600",
+    );
+    if python {
+        sp.mounts = vec![
+            bind(Path::new("/usr"), "/usr", true),
+            bind(Path::new("/usr/lib"), "/lib", true),
+        ];
+        if Path::new("/usr/lib64").is_dir() {
+            sp.mounts
+                .push(bind(Path::new("/usr/lib64"), "/lib64", true));
+        }
+    }
+    let p = create(&s, sp).unwrap();
+    let mut first = String::new();
+    while !first.contains("ready") {
+        match p.next_event().unwrap() {
+            husk_proto::client::ProcEvent::Stdout(b) => {
+                first.push_str(&String::from_utf8_lossy(&b))
+            }
+            other => panic!("{other:?} after {first}"),
+        }
+    }
+    assert!(first.starts_with("Seccomp:\t2\n"), "{first}");
+    let out = exec_sh(&s, "nosock", "grep '^Seccomp:' /proc/self/status");
+    assert_eq!(out, "Seccomp:\t2\n");
+    if python {
+        let outside = std::process::Command::new("/usr/bin/python3")
+            .args(["-S", "-c", PROBE_PY])
+            .output()
+            .unwrap();
+        let outside = String::from_utf8_lossy(&outside.stdout).into_owned();
+        assert!(
+            outside.starts_with("vsock opened") || outside.starts_with("vsock EAFNOSUPPORT"),
+            "{outside}"
+        );
+        let inside = exec_sh(
+            &s,
+            "nosock",
+            &format!("/usr/bin/python3 -S -c \"{PROBE_PY}\""),
+        );
+        assert_eq!(inside, "vsock EPERM io_uring EPERM\n");
+    } else {
+        eprintln!("vsock probe skipped: no /usr/bin/python3");
+    }
+    stop_and_remove(&s, &p, "nosock");
+    let _ = fs::remove_dir_all(&root);
+}
