@@ -74,8 +74,10 @@ while [ $it -le "$N" ]; do
         if [ $rrc -ne 0 ]; then
             grep -q "$REASON" "$D/run.err" || why="$why run -d rc=$rrc: $(cat "$D/run.err")"
             reported=yes
+            moment="boot (run -d failed)"
         else
             reported=
+            moment="boot (the pod was up first)"
         fi
         ;;
     2)
