@@ -11,14 +11,18 @@
 #                     shared this way.
 #   --mem MIB         testbed RAM (default 4096).
 #   --cpus N          testbed vCPUs, each a QEMU TCG thread (default 2).
-#   --timeout SECS    kill the testbed after SECS seconds (default 900).
+#   --timeout SECS    kill the testbed after SECS seconds (default 900). A little before that
+#                     (30 s, or a quarter of SECS below 120 s) a watchdog inside prints what the
+#                     testbed's tasks are stuck in (scripts/testbed/stuck-tasks.sh) and ends it.
 #   --env NAME=VALUE  set an environment variable for CMD (repeatable). HUSK_*, RUST_LOG,
 #                     RUST_BACKTRACE and CI are passed through from the caller's environment.
 #
 # CMD runs as root with build/ first on PATH, in the caller's working directory (or / if that is
 # not visible inside), stdin from /dev/null. Its stdout and stderr are copied to ours (separately),
 # and testbed.sh exits with its exit status. Testbed failures exit 125 and timeouts 124, each with
-# one line on stderr starting "testbed:" followed by the tail of the testbed's console log.
+# one line on stderr starting "testbed:" followed by the tail of the testbed's console log (after a
+# timeout: the watchdog's report of stuck tasks; after a testbed kernel oops, which panics the
+# testbed at once: the oops, on a line "testbed: testbed kernel oops: ...").
 #
 # Environment:
 #   HUSK_TESTBED=force|direct   force the nested testbed, or run CMD directly (default: direct when
@@ -222,7 +226,8 @@ MODDIR="$KDIR/lib/modules/$kver"
 # Modules the init loads from the initramfs, with their dependencies, in load order.
 BOOT_MODULES="virtio_pci virtio_console virtiofs overlay kvm_amd"
 INIT="$SCRIPT_DIR/testbed/init"
-ird_key=$( { cat "$INIT"; echo "$BOOT_MODULES"; sha256sum "$BUSYBOX"; } | sha256sum | cut -c1-16)
+STUCK="$SCRIPT_DIR/testbed/stuck-tasks.sh"
+ird_key=$( { cat "$INIT" "$STUCK"; echo "$BOOT_MODULES"; sha256sum "$BUSYBOX"; } | sha256sum | cut -c1-16)
 INITRD="$KDIR/initramfs-$ird_key.cpio"
 if [ ! -f "$INITRD" ]; then
     stage=$(mktemp -d "$CACHE/.initrd.XXXXXX")
@@ -231,6 +236,7 @@ if [ ! -f "$INITRD" ]; then
         mkdir -p "$stage/root/bin" "$stage/root/etc" "$stage/root/lib/modules"
         cp "$BUSYBOX" "$stage/root/bin/busybox"
         install -m 755 "$INIT" "$stage/root/init"
+        install -m 755 "$STUCK" "$stage/root/stuck-tasks.sh"
         order=()
         for m in $BOOT_MODULES; do
             f=$(modinfo -b "$KDIR" -k "$kver" -F filename "$m")
@@ -272,8 +278,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # Job description read by the init (busybox sh) and the command script run by bash inside.
+# The watchdog inside fires this long after the command starts, leaving time to report and power
+# off before the host-side timeout kills QEMU.
+if [ "$timeout" -ge 120 ]; then watchdog=$((timeout - 30)); else watchdog=$((timeout * 3 / 4)); fi
 {
-    printf 'TB_KVER=%q\nTB_MODDIR=%q\n' "$kver" "$MODDIR"
+    printf 'TB_KVER=%q\nTB_MODDIR=%q\nTB_WATCHDOG=%q\n' "$kver" "$MODDIR" "$((watchdog > 0 ? watchdog : 1))"
 } >"$T/job.env"
 {
     echo "export PATH=$(printf %q "$BUILD"):/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -374,17 +383,44 @@ console_tail() {
         tail -n 15 "$T/console.log" 2>/dev/null || true
     } | sed 's/^/  | /' >&2
 }
+# The watchdog's report (scripts/testbed/init), or the end of the console.
+stuck_report() {
+    if grep -q '^testbed-watchdog: begin' "$T/console.log" 2>/dev/null; then
+        sed -n '/^testbed-watchdog: begin/,/^testbed-watchdog: end/p' "$T/console.log" |
+            head -n 400 | sed 's/^/  | /' >&2
+    else
+        console_tail
+    fi
+}
 exit_line=$(grep -m1 ' exit ' "$T/status.log" || true)
 fail_line=$(grep -m1 ' fail ' "$T/status.log" || true)
 start_line=$(grep -m1 ' start ' "$T/status.log" || true)
+watchdog_line=$(grep -m1 ' watchdog ' "$T/status.log" || true)
+if [ -z "$exit_line" ] && [ -n "$watchdog_line" ]; then
+    echo "testbed: timed out after ${timeout}s (the command ran past ${watchdog_line##* }s; what was stuck follows)" >&2
+    stuck_report
+    exit 124
+fi
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
     echo "testbed: timed out after ${timeout}s (command $([ -n "$start_line" ] && echo started || echo 'never started'))" >&2
-    console_tail
+    stuck_report
     exit 124
 fi
 if [ -n "$fail_line" ]; then
     echo "testbed: setup failed: ${fail_line#* fail }" >&2
     console_tail
+    exit 125
+fi
+# An oops panics the testbed (panic_on_oops) and the panic replays the whole kernel log, which
+# starts with "Linux version" (not printed at boot, under `quiet loglevel=1`): show the first oops
+# of the replay, where it is complete (live, only its KERN_EMERG lines reach the console).
+OOPS_RE='BUG: |Oops: |general protection fault|kernel BUG at|stack guard page was hit'
+if [ -z "$exit_line" ] && grep -qE "$OOPS_RE" "$T/console.log" 2>/dev/null; then
+    from=$(grep -n -m1 'Linux version' "$T/console.log" | cut -d: -f1)
+    at=$(tail -n +"${from:-1}" "$T/console.log" | grep -n -m1 -E "$OOPS_RE" | cut -d: -f1)
+    [ -n "$at" ] && at=$((at + ${from:-1} - 1)) || at=$(grep -n -m1 -E "$OOPS_RE" "$T/console.log" | cut -d: -f1)
+    echo "testbed: testbed kernel oops: $(sed -n "${at}p" "$T/console.log" | sed 's/^\[ *[0-9.]*\] //')" >&2
+    sed -n "${at},\$p" "$T/console.log" | head -n 80 | sed 's/^/  | /' >&2
     exit 125
 fi
 if [ -z "$exit_line" ]; then

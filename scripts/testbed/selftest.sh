@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks that scripts/testbed.sh does what its header promises, through real testbed runs:
 # exit status and separate stdout/stderr, SVM-backed /dev/kvm that runs a guest, build/ on PATH,
-# read-write shares visible on the host, a read-only host root, lossless large output, timeouts,
-# a testbed kernel crash, bad options, and two runs at once. Prints one line per check and the
+# read-write shares visible on the host, a read-only host root, lossless large output, timeouts
+# (with the watchdog's report of stuck tasks), a testbed kernel crash, bad options, and two runs
+# at once. Prints one line per check and the
 # timing of a `true` run; exits non-zero if any check fails. Takes about a minute or two.
 #
 # Usage: scripts/testbed/selftest.sh   (HUSK_TESTBED=force|direct is honoured as by testbed.sh)
@@ -58,6 +59,8 @@ check "300000 lines of output arrive intact" bash -c "[ \"\$(sha256sum <'$W/o' |
 "$TB" --timeout 20 -- sleep 600 >"$W/o" 2>"$W/e"
 rc=$?
 check "timeout exits 124 with a message (got $rc: $(head -n1 "$W/e"))" bash -c "[ $rc = 124 ] && grep -q '^testbed: timed out' '$W/e'"
+check "timeout reports what was stuck (the watchdog's report)" bash -c "grep -q 'testbed-watchdog: begin' '$W/e' &&
+    grep -q 'tasks in uninterruptible sleep' '$W/e' && grep -q ' sleep 600' '$W/e'"
 "$TB" -- sh -c 'echo c > /proc/sysrq-trigger' >"$W/o" 2>"$W/e"
 rc=$?
 check "testbed crash exits 125 with a message (got $rc: $(head -n1 "$W/e"))" bash -c "[ $rc = 125 ] && grep -q '^testbed: ' '$W/e'"

@@ -2,55 +2,61 @@
 # End to end for `husk run` and friends, on a host with real KVM (the testbed): the real CLI,
 # the real VMM, the real guest kernel and agent, images built by tests/images/mkimage.py.
 # Every case prints `case NAME ok` or `case NAME FAILED: why`; tests/tests/pod_e2e.rs checks
-# each line. Usage: pod-e2e.sh HUSK SCRATCH_DIR
+# each line. Every husk step runs under `lim` (tests/guest/lib.sh): one that hangs fails its case,
+# naming the step and what was stuck, instead of the whole suite timing out.
+# Usage: pod-e2e.sh HUSK SCRATCH_DIR
 set -u
 H=$1
 D=$2
 export HUSK_ROOT="$D/root"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+LIM_NOTES="$D/lim.notes"
+. "$repo/tests/guest/lib.sh"
+# Limits: a step that boots a VM, and one that only reads or signals.
+V=120 Q=60
 fails=0
 ok() { echo "case $1 ok"; }
-bad() { echo "case $1 FAILED: $2"; fails=$((fails + 1)); }
+bad() { echo "case $1 FAILED: $2$(lim_stuck)"; fails=$((fails + 1)); }
 pods_left() { ls "$HUSK_ROOT/pods" 2>/dev/null | grep -v '^\.' | wc -l; }
 
 python3 "$repo/tests/images/mkimage.py" "$D/img" >/dev/null || { echo "mkimage failed"; exit 1; }
 python3 "$repo/tests/images/mkimage.py" "$D/img2" --layer-file /etc/motd=second >/dev/null || exit 1
-$H import --tag busybox "$D/img" >/dev/null || { echo "import failed"; exit 1; }
-$H import --tag corrupt "$D/img2" >/dev/null || exit 1
+lim $Q $H import --tag busybox "$D/img" >/dev/null || { echo "import failed"; exit 1; }
+lim $Q $H import --tag corrupt "$D/img2" >/dev/null || exit 1
 
 # 1. the app's output, and nothing left behind by --rm
-out=$($H run --rm busybox echo hi); rc=$?
+out=$(lim $V $H run --rm busybox echo hi); rc=$?
 [ "$out" = hi ] && [ $rc -eq 0 ] && [ "$(pods_left)" -eq 0 ] && ok run-echo || bad run-echo "out=$out rc=$rc pods=$(pods_left)"
 
 # 2. the app's exit status is husk's, signals as 128+N
-$H run --rm busybox sh -c 'exit 42'; rc=$?
-$H run --rm busybox sh -c 'kill -USR1 $$'; rc2=$?
+lim $V $H run --rm busybox sh -c 'exit 42'; rc=$?
+lim $V $H run --rm busybox sh -c 'kill -USR1 $$'; rc2=$?
 [ $rc -eq 42 ] && [ $rc2 -eq 138 ] && ok exit-status || bad exit-status "rc=$rc rc2=$rc2"
 
 # 3. env (ours over the image's PATH) and workdir; user
-out=$($H run --rm -e FOO=bar -w /tmp -u 1000:1000 busybox sh -c 'echo $FOO $(pwd) $(id -u):$(id -g) $PATH')
+out=$(lim $V $H run --rm -e FOO=bar -w /tmp -u 1000:1000 busybox sh -c 'echo $FOO $(pwd) $(id -u):$(id -g) $PATH')
 [ "$out" = "bar /tmp 1000:1000 /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" ] && ok env-workdir-user || bad env-workdir-user "$out"
 
 # 4. stdin (-i) reaches the app
-out=$(printf 'one\ntwo\n' | $H run --rm -i busybox wc -l)
+out=$(printf 'one\ntwo\n' | lim $V $H run --rm -i busybox wc -l)
 [ "$(echo $out)" = 2 ] && ok stdin || bad stdin "$out"
 
 # 5. volumes: the app writes a read-write one, the host reads it; a read-only one refuses
 mkdir -p "$D/vol" "$D/ro"; echo from-host > "$D/ro/in"
-$H run --rm -v "$D/vol:/data" -v "$D/ro:/in:ro" busybox sh -c 'cat /in/in > /data/out; echo app >> /data/out; echo x > /in/no' 2>"$D/ro.err"; rc=$?
+lim $V $H run --rm -v "$D/vol:/data" -v "$D/ro:/in:ro" busybox sh -c 'cat /in/in > /data/out; echo app >> /data/out; echo x > /in/no' 2>"$D/ro.err"; rc=$?
 [ "$(cat "$D/vol/out" 2>/dev/null)" = "from-host
 app" ] && [ $rc -ne 0 ] && grep -q "Read-only file system" "$D/ro.err" && [ ! -e "$D/ro/no" ] && ok volumes || bad volumes "rc=$rc $(cat "$D/vol/out" "$D/ro.err" 2>&1)"
 
 # 6. detached: -d prints the id, ps lists it, logs has its output, exec runs in it, stop ends it
-id=$($H run -d --name web busybox sh -c 'echo started; trap "echo got-term; exit 3" TERM; while true; do sleep 0.2; done'); rc=$?
+id=$(lim $V $H run -d --name web busybox sh -c 'echo started; trap "echo got-term; exit 3" TERM; while true; do sleep 0.2; done'); rc=$?
 sleep 1
-ps=$($H ps)
-logs=$($H logs web)
-host=$($H exec web sh -c 'echo in-$(hostname); exit 7'); erc=$?
-$H stop web >/dev/null; src=$?
-state=$($H inspect web | grep -o '"state": "[a-z]*"' | head -1)
-logs2=$($H logs web)
-psa=$($H ps -a)
+ps=$(lim $Q $H ps)
+logs=$(lim $Q $H logs web)
+host=$(lim $Q $H exec web sh -c 'echo in-$(hostname); exit 7'); erc=$?
+lim $V $H stop web >/dev/null; src=$?
+state=$(lim $Q $H inspect web | grep -o '"state": "[a-z]*"' | head -1)
+logs2=$(lim $Q $H logs web)
+psa=$(lim $Q $H ps -a)
 if [ $rc -eq 0 ] && [ ${#id} -eq 12 ] && echo "$ps" | grep -q "web .*Up" && [ "$logs" = started ] \
    && [ "$host" = in-web ] && [ $erc -eq 7 ] && [ $src -eq 0 ] && [ "$state" = '"state": "exited"' ] \
    && echo "$logs2" | grep -q got-term && echo "$psa" | grep -q "web .*Exited (3)"; then
@@ -65,7 +71,7 @@ wrong=$(for f in config.json status.json name console.log vmm.log supervisor.log
 [ "$(stat -c %a "$HUSK_ROOT/pods")" = 700 ] && [ "$(stat -c %a "$P")" = 700 ] && [ -z "$wrong" ] \
     && [ "$(stat -c %a "$HUSK_ROOT/images")" = 700 ] && ok state-private \
     || bad state-private "pods=$(stat -c %a "$HUSK_ROOT/pods") pod=$(stat -c %a "$P") images=$(stat -c %a "$HUSK_ROOT/images") $wrong"
-$H rm web >/dev/null
+lim $Q $H rm web >/dev/null
 
 # 6b. signals: SIGINT to `husk run` and to `husk exec` reaches the app, which traps it
 wait_for() { i=0; while ! grep -q "$1" "$2" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; }
@@ -75,6 +81,7 @@ wait_for ready "$D/sig.out"
 $H exec sig sh -c "$trap_int" > "$D/exec.out" 2>&1 & epid=$!
 wait_for ready "$D/exec.out"
 # A husk that does not forward the signal would wait forever: give each 20 s, then SIGKILL.
+# (Not under lim: the signal must reach husk itself.)
 reap() { i=0; while kill -0 "$1" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
          kill -9 "$1" 2>/dev/null; wait "$1"; }
 kill -INT $epid; reap $epid; erc=$?
@@ -83,19 +90,19 @@ if [ $erc -eq 3 ] && grep -q got-int "$D/exec.out" && [ $rrc -eq 3 ] && grep -q 
     ok signals-forwarded
 else
     bad signals-forwarded "exec rc=$erc $(cat "$D/exec.out") run rc=$rrc $(cat "$D/sig.out")"
-    $H stop sig >/dev/null 2>&1; $H rm sig >/dev/null 2>&1
+    lim $V $H stop sig >/dev/null 2>&1; lim $Q $H rm sig >/dev/null 2>&1
 fi
 
 # 7. stop of an app that ignores SIGTERM: SIGKILL after the grace period; logs -f ends with the pod
-$H run -d --name stubborn busybox sh -c 'trap "" TERM; echo ignoring; while true; do sleep 0.2; done' >/dev/null
+lim $V $H run -d --name stubborn busybox sh -c 'trap "" TERM; echo ignoring; while true; do sleep 0.2; done' >/dev/null
 sleep 1
-( $H logs -f stubborn > "$D/follow.out" ) & fpid=$!
-t0=$(date +%s); $H stop -t 1 stubborn >/dev/null; t1=$(date +%s)
+( lim $V $H logs -f stubborn > "$D/follow.out" ) & fpid=$!
+t0=$(date +%s); lim $V $H stop -t 1 stubborn >/dev/null; t1=$(date +%s)
 wait $fpid; frc=$?
-psa=$($H ps -a)
+psa=$(lim $Q $H ps -a)
 echo "$psa" | grep -q "stubborn .*Exited (137)" && [ $((t1 - t0)) -lt 15 ] && [ $frc -eq 0 ] && grep -q ignoring "$D/follow.out" \
     && ok stop-grace-kill || bad stop-grace-kill "took $((t1 - t0))s frc=$frc $psa"
-$H rm stubborn >/dev/null
+lim $Q $H rm stubborn >/dev/null
 
 # 8. a two-app pod sharing an empty-dir volume; each app's status reported
 cat > "$D/pod.toml" <<'TOML'
@@ -113,21 +120,21 @@ image = "busybox"
 command = ["sh", "-c", "while [ ! -e /data/msg ]; do sleep 0.1; done; cat /data/msg; exit 5"]
 mounts = [{ volume = "shared", path = "/data", read_only = true }]
 TOML
-out=$($H pod run "$D/pod.toml" 2>"$D/pod.err"); rc=$?
+out=$(lim $V $H pod run "$D/pod.toml" 2>"$D/pod.err"); rc=$?
 if [ $rc -eq 5 ] && echo "$out" | grep -q "^consumer | hello-from-producer$" \
    && grep -q "app producer exited 0, app consumer exited 5" "$D/pod.err"; then
     ok two-app-pod
 else
     bad two-app-pod "rc=$rc out=$out err=$(cat "$D/pod.err")"
 fi
-$H rm pair >/dev/null
+lim $Q $H rm pair >/dev/null
 
 # 9. the VMM dies: the pod shows as failed with the reason; gc cleans it up
-$H run -d --name doomed busybox sleep 1000 >/dev/null
-vmm=$($H inspect doomed | grep -o '"vmm_pid": [0-9]*' | grep -o '[0-9]*$')
+lim $V $H run -d --name doomed busybox sleep 1000 >/dev/null
+vmm=$(lim $Q $H inspect doomed | grep -o '"vmm_pid": [0-9]*' | grep -o '[0-9]*$')
 kill -9 "$vmm"; sleep 1
-psa=$($H ps -a)
-gc=$($H gc)
+psa=$(lim $Q $H ps -a)
+gc=$(lim $Q $H gc)
 if echo "$psa" | grep -q "doomed .*Failed: .*VMM was killed by signal 9" && echo "$gc" | grep -q "removed pod doomed" \
    && [ "$(pods_left)" -eq 0 ]; then
     ok vmm-death-reported
@@ -138,7 +145,7 @@ fi
 # 10. errors: one line, a distinct status, nothing left behind
 check_err() { # name expected-status command...
     name=$1 want=$2; shift 2
-    "$@" >"$D/err.out" 2>"$D/err.txt"; rc=$?
+    lim $V "$@" >"$D/err.out" 2>"$D/err.txt"; rc=$?
     lines=$(wc -l < "$D/err.txt")
     if [ $rc -eq "$want" ] && [ "$lines" -eq 1 ] && grep -q '^husk: ' "$D/err.txt" && [ "$(pods_left)" -eq 0 ]; then
         ok "$name"

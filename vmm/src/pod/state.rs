@@ -376,7 +376,7 @@ impl PodDir {
     /// without a status file is one whose creator died before writing it.
     pub fn read_status(&self) -> Result<PodStatus, PodError> {
         match read_json::<PodStatus>(&self.status_path()) {
-            Ok(s) => Ok(s.effective()),
+            Ok(s) => self.settled(s),
             Err(PodError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                 Ok(PodStatus {
                     state: PodState::Failed,
@@ -392,6 +392,28 @@ impl PodDir {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+impl PodDir {
+    /// Judges `first`, a record read from `status.json`: a record that says
+    /// "active" while its supervisor is gone is read once more before the
+    /// pod is called failed. The supervisor writes its last record (say,
+    /// "the VMM was killed by signal 9") and then exits; a reader whose
+    /// first read came just before that write and whose liveness check came
+    /// just after the exit would otherwise report "the supervisor died"
+    /// instead of the recorded reason. Once the supervisor is gone nothing
+    /// writes the file any more, so the second read is its last word.
+    fn settled(&self, first: PodStatus) -> Result<PodStatus, PodError> {
+        if !first.state.is_active() || first.supervisor_alive() {
+            return Ok(first);
+        }
+        let last = match read_json::<PodStatus>(&self.status_path()) {
+            Ok(s) => s,
+            // Removed or replaced under us: the first record is all there is.
+            Err(_) => first,
+        };
+        Ok(last.effective())
     }
 }
 
@@ -485,6 +507,35 @@ mod tests {
         // A pid that is ours but a start time that is not: a reused pid.
         status.supervisor_start = Some(1);
         pod.write_status(&status).unwrap();
+        let seen = pod.read_status().unwrap();
+        assert_eq!(seen.state, PodState::Failed);
+        assert!(seen.reason.unwrap().contains("supervisor"));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A reader that read "running" just before the supervisor wrote its
+    /// last record and checked the supervisor just after it exited reports
+    /// that last record, not "the supervisor died".
+    #[test]
+    fn a_supervisor_that_ended_is_judged_by_its_last_record() {
+        let root = scratch("settled");
+        let store = PodStore::open(&root).unwrap();
+        let pod = store.create(Some("p"), "x").unwrap();
+        // What the reader saw first: running, under a supervisor that has
+        // since exited (our pid with a start time that is not ours).
+        let mut stale = PodStatus::created();
+        stale.state = PodState::Running;
+        stale.supervisor_start = Some(1);
+        // What the supervisor wrote before it exited.
+        let mut last = stale.clone();
+        last.state = PodState::Failed;
+        last.reason = Some("the pod's VM failed: the VMM was killed by signal 9".into());
+        pod.write_status(&last).unwrap();
+        let seen = pod.settled(stale.clone()).unwrap();
+        assert_eq!(seen.state, PodState::Failed);
+        assert_eq!(seen.reason, last.reason);
+        // Without a later record the supervisor's death is the reason.
+        pod.write_status(&stale).unwrap();
         let seen = pod.read_status().unwrap();
         assert_eq!(seen.state, PodState::Failed);
         assert!(seen.reason.unwrap().contains("supervisor"));
