@@ -98,7 +98,7 @@ impl HostLimits {
     pub fn of_host() -> HostLimits {
         HostLimits {
             mem_bytes: host_mem_bytes(),
-            max_vcpus: crate::vstate::probe::probe().ok().map(|p| p.max_vcpus),
+            max_vcpus: crate::vstate::probe::max_vcpus(),
         }
     }
 }

@@ -16,7 +16,7 @@ pub const EXIT_NOT_HARDWARE: i32 = 3;
 
 /// Runs the checks, prints a report, returns the exit status.
 pub fn run() -> i32 {
-    let probe = probe::probe().map(|p| p.max_vcpus);
+    let probe = probe::probe_with_vm().map(|p| p.max_vcpus);
     let backend = Backend::of_host();
     let flags = std::fs::read_to_string("/proc/cpuinfo")
         .map(|c| cpu_has_virt_flags(&c))

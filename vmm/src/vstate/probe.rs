@@ -87,8 +87,19 @@ pub enum ProbeError {
     CreateVm(String),
 }
 
-/// Opens /dev/kvm, checks its API, creates (and drops) a VM.
+/// Opens /dev/kvm and checks its API and backend, without creating a VM
+/// (the pod commands' early check; `husk doctor` also creates one with
+/// [`probe_with_vm`]).
 pub fn probe() -> Result<KvmProbe, ProbeError> {
+    probe_inner(false)
+}
+
+/// [`probe`], and creates (and drops) a VM.
+pub fn probe_with_vm() -> Result<KvmProbe, ProbeError> {
+    probe_inner(true)
+}
+
+fn probe_inner(create_vm: bool) -> Result<KvmProbe, ProbeError> {
     if !Path::new("/dev/kvm").exists() {
         return Err(ProbeError::Missing);
     }
@@ -97,12 +108,20 @@ pub fn probe() -> Result<KvmProbe, ProbeError> {
     if api != 12 {
         return Err(ProbeError::Api(api));
     }
-    kvm.create_vm()
-        .map_err(|e| ProbeError::CreateVm(e.to_string()))?;
+    if create_vm {
+        kvm.create_vm()
+            .map_err(|e| ProbeError::CreateVm(e.to_string()))?;
+    }
     Ok(KvmProbe {
         max_vcpus: kvm.get_max_vcpus(),
         backend: Backend::of_host(),
     })
+}
+
+/// KVM_CAP_MAX_VCPUS, asking /dev/kvm without creating a VM (cheap enough
+/// to check every VM configuration against).
+pub fn max_vcpus() -> Option<usize> {
+    Kvm::new().ok().map(|kvm| kvm.get_max_vcpus())
 }
 
 #[cfg(test)]
