@@ -298,8 +298,17 @@ impl Running<'_> {
 
     /// Replaces a start-up error by the VMM's own reason if it died.
     fn explain(&mut self, vmm: &mut VmmProcess, e: PodError) -> PodError {
-        std::thread::sleep(Duration::from_millis(50));
-        match vmm.try_wait() {
+        // A killed VMM closes its vsock socket while its vCPU threads are
+        // still being torn down: the agent's connection fails before the
+        // VMM can be reaped. Give it up to 2 s (seen: > 50 ms in the testbed)
+        // so the pod reports the VMM's death, not the lost connection.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut exited = vmm.try_wait();
+        while matches!(exited, Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            exited = vmm.try_wait();
+        }
+        match exited {
             Ok(Some(status)) => {
                 self.vmm_pid = None;
                 PodError::Vmm(vm::vmm_exit_reason(self.pod, status))
