@@ -33,7 +33,7 @@ use crate::devices::virtio::vsock::unix::MuxerError;
 use crate::devices::virtio::vsock::{Vsock, VsockMuxer};
 use crate::event_loop::{ConsoleInput, ExitWatcher, Subscriber, VmmEventManager};
 use crate::exit::{ExitReason, ExitSignal, EXIT_BAD_INPUT, EXIT_FAILED};
-use crate::fs::{share_budgets, FdBudget, OpenShare, ShareServer};
+use crate::fs::{share_budget_source, FdBudget, OpenShare, ShareServer};
 use crate::vm_config::{PreparedDevice, PreparedVm, VmConfig, VsockSpec, MIB};
 use crate::vstate::vcpu::{self, Vcpu};
 use crate::vstate::vm::Vm;
@@ -168,6 +168,17 @@ impl std::fmt::Debug for VmBuilder {
     }
 }
 
+/// Maps a device's set-up error to [`BuildError::Device`] naming `what`.
+fn device_error<E>(what: &str) -> impl FnOnce(E) -> BuildError + '_
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    move |e| BuildError::Device {
+        what: what.to_owned(),
+        source: e.into(),
+    }
+}
+
 fn eventfd() -> Result<EventFd, BuildError> {
     EventFd::new(EFD_NONBLOCK).map_err(BuildError::EventFd)
 }
@@ -180,14 +191,9 @@ impl VmBuilder {
         probe: loader::KernelProbe,
         initrd_file: Option<(std::fs::File, u64)>,
         console: Option<std::fs::File>,
+        cmdline: Cmdline,
         cmdline_capacity: usize,
     ) -> Result<Self, BuildError> {
-        let cmdline = cmdline::build(
-            cmdline_capacity,
-            config.default_cmdline,
-            &config.cmdline_extra,
-        )?;
-
         let vm = Vm::new()?;
         let max_vcpus = vm.max_vcpus();
         if config.vcpus as usize > max_vcpus {
@@ -283,38 +289,18 @@ impl VmBuilder {
         self.exit.clone()
     }
 
-    /// Adds one configured device in the next virtio-mmio slot; `budget` is
-    /// the descriptor budget of a share.
-    fn add_device(
-        &mut self,
-        device: PreparedDevice,
-        budget: Option<FdBudget>,
-    ) -> Result<VirtioMmioSlot, BuildError> {
-        match (device, budget) {
-            (PreparedDevice::Vsock(spec), _) => self.add_vsock(&spec),
-            (PreparedDevice::Fs(share), Some(budget)) => self.add_share(share, budget),
-            (PreparedDevice::Fs(share), None) => Err(BuildError::Device {
-                what: format!("virtio-fs {}", share.spec.tag),
-                source: "no descriptor budget".into(),
-            }),
-        }
-    }
-
     /// The vsock device, bridged to Unix sockets at `spec.uds`, with its
     /// event handler on the VMM thread's loop.
     fn add_vsock(&mut self, spec: &VsockSpec) -> Result<VirtioMmioSlot, BuildError> {
-        let device_err = |e: Box<dyn std::error::Error + Send + Sync>| BuildError::Device {
-            what: "virtio-vsock".into(),
-            source: e,
-        };
+        let what = "virtio-vsock";
         let muxer = VsockMuxer::new(spec.cid, &spec.uds)?;
         let vsock = Arc::new(Mutex::new(
-            Vsock::new(spec.cid, muxer).map_err(|e| device_err(e.into()))?,
+            Vsock::new(spec.cid, muxer).map_err(device_error(what))?,
         ));
         let wiring = MmioTransport::new(self.mem.clone(), vsock.clone())
-            .map_err(|e| device_err(e.into()))?
+            .map_err(device_error(what))?
             .into_wiring()
-            .map_err(|e| device_err(e.into()))?;
+            .map_err(device_error(what))?;
         let slot = self.add_virtio_mmio_device(wiring.device, &wiring.queue_evts, &wiring.irq)?;
         self.add_subscriber(vsock);
         Ok(slot)
@@ -327,19 +313,15 @@ impl VmBuilder {
         share: OpenShare,
         budget: FdBudget,
     ) -> Result<VirtioMmioSlot, BuildError> {
-        let what = format!("virtio-fs {}", share.spec.tag);
-        let device_err = |e: Box<dyn std::error::Error + Send + Sync>| BuildError::Device {
-            what: what.clone(),
-            source: e,
-        };
-        let server = ShareServer::new(share, budget).map_err(|e| device_err(e.into()))?;
+        let what = &format!("virtio-fs {}", share.spec.tag);
+        let server = ShareServer::new(share, budget).map_err(device_error(what))?;
         let fs = Arc::new(Mutex::new(
-            VirtioFs::new(server).map_err(|e| device_err(e.into()))?,
+            VirtioFs::new(server).map_err(device_error(what))?,
         ));
         let wiring = MmioTransport::new(self.mem.clone(), fs)
-            .map_err(|e| device_err(e.into()))?
+            .map_err(device_error(what))?
             .into_wiring()
-            .map_err(|e| device_err(e.into()))?;
+            .map_err(device_error(what))?;
         self.add_virtio_mmio_device(wiring.device, &wiring.queue_evts, &wiring.irq)
     }
 
@@ -478,21 +460,17 @@ pub fn start(prepared: PreparedVm) -> Result<RunningVm, BuildError> {
         kernel,
         initrd,
         console,
+        cmdline,
         cmdline_capacity,
         devices,
     } = prepared;
-    let mut builder = VmBuilder::new(config, kernel, initrd, console, cmdline_capacity)?;
-    let shares = devices
-        .iter()
-        .filter(|d| matches!(d, PreparedDevice::Fs(_)))
-        .count();
-    let mut budgets = share_budgets(shares).into_iter();
+    let mut builder = VmBuilder::new(config, kernel, initrd, console, cmdline, cmdline_capacity)?;
+    let mut next_budget = share_budget_source();
     for device in devices {
-        let budget = match device {
-            PreparedDevice::Fs(_) => budgets.next(),
-            PreparedDevice::Vsock(_) => None,
+        match device {
+            PreparedDevice::Vsock(spec) => builder.add_vsock(&spec)?,
+            PreparedDevice::Fs(share) => builder.add_share(share, next_budget())?,
         };
-        builder.add_device(device, budget)?;
     }
     log::debug!(
         "kernel command line: {} (defaults: {})",

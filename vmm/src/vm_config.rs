@@ -19,6 +19,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use linux_loader::cmdline::Cmdline;
+
 use crate::boot::cmdline::{self, CmdlineError};
 use crate::boot::layout;
 use crate::boot::loader::{self, KernelProbe, LoaderError};
@@ -99,6 +101,14 @@ impl HostLimits {
         HostLimits {
             mem_bytes: host_mem_bytes(),
             max_vcpus: crate::vstate::probe::max_vcpus(),
+        }
+    }
+
+    /// This host's limits, with KVM's from a probe already made.
+    pub fn with_kvm(kvm: &crate::vstate::probe::KvmProbe) -> HostLimits {
+        HostLimits {
+            mem_bytes: host_mem_bytes(),
+            max_vcpus: Some(kvm.max_vcpus),
         }
     }
 }
@@ -257,6 +267,8 @@ pub struct PreparedVm {
     pub initrd: Option<(File, u64)>,
     /// The console file, if not stdio.
     pub console: Option<File>,
+    /// The kernel command line, without the devices (the builder adds them).
+    pub cmdline: Cmdline,
     /// Command line capacity of this kernel (bytes, with the NUL).
     pub cmdline_capacity: usize,
     /// Devices in slot order.
@@ -298,27 +310,22 @@ impl VmConfig {
         if self.console == ConsoleOutput::File(PathBuf::new()) {
             return Err(ConfigError::EmptyConsole);
         }
-        let mut vsocks = 0;
-        let mut tags = std::collections::HashSet::new();
-        for device in &self.devices {
-            match device {
-                DeviceSpec::Vsock(v) => {
-                    vsocks += 1;
-                    if vsocks > 1 {
-                        return Err(ConfigError::TwoVsocks);
-                    }
-                    if v.cid < 3 || v.cid >= u64::from(u32::MAX) {
-                        return Err(ConfigError::InvalidCid(v.cid));
-                    }
-                }
-                DeviceSpec::Fs(s) => {
-                    crate::fs::share::validate_tag(&s.tag, &s.tag)?;
-                    if !tags.insert(s.tag.as_str()) {
-                        return Err(ShareError::DuplicateTag(s.tag.clone()).into());
-                    }
-                }
+        let mut vsocks = self.devices.iter().filter_map(|d| match d {
+            DeviceSpec::Vsock(v) => Some(v),
+            DeviceSpec::Fs(_) => None,
+        });
+        if let Some(v) = vsocks.next() {
+            if vsocks.next().is_some() {
+                return Err(ConfigError::TwoVsocks);
+            }
+            if v.cid < 3 || v.cid >= u64::from(u32::MAX) {
+                return Err(ConfigError::InvalidCid(v.cid));
             }
         }
+        ShareSpec::check_tags(self.devices.iter().filter_map(|d| match d {
+            DeviceSpec::Fs(s) => Some(s),
+            DeviceSpec::Vsock(_) => None,
+        }))?;
         Ok(())
     }
 
@@ -348,9 +355,7 @@ impl VmConfig {
             .map(loader::open_initrd)
             .transpose()?;
         let cmdline_capacity = kernel.cmdline_capacity.min(layout::CMDLINE_MAX_SIZE);
-        // Built here to refuse a command line this kernel cannot take; the
-        // builder builds it again and adds the devices.
-        cmdline::build(cmdline_capacity, self.default_cmdline, &self.cmdline_extra)?;
+        let cmdline = cmdline::build(cmdline_capacity, self.default_cmdline, &self.cmdline_extra)?;
         let console = match &self.console {
             ConsoleOutput::Stdio => None,
             ConsoleOutput::File(path) => Some(open_console(path)?),
@@ -360,6 +365,7 @@ impl VmConfig {
             kernel,
             initrd,
             console,
+            cmdline,
             cmdline_capacity,
             devices,
         })

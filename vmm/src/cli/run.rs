@@ -22,6 +22,7 @@ use crate::pod::spec::*;
 use crate::pod::state::{AppStatus, PodDir, PodState, PodStatus, PodStore};
 use crate::pod::supervisor::{phase, supervise};
 use crate::pod::{manifest, vm, PodError};
+use crate::vm_config::HostLimits;
 
 /// The flags `husk run` and `husk pod run` share: where the pod runs and
 /// whether it outlives its end.
@@ -301,8 +302,8 @@ struct How {
 fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     let (detach, attach, report_each) = (how.detach, how.attach, how.report_each);
     // Fail before making anything if pods cannot run here at all.
-    vm::check_kvm()?;
-    vm::find_guest_artifacts()?;
+    let host = HostLimits::with_kvm(&vm::check_kvm()?);
+    let guest = vm::find_guest_artifacts()?;
     let root = Store::default_root();
     let store = Store::open(&root)?;
     let pods = PodStore::open(&root)?;
@@ -312,6 +313,12 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
         progress: attach::stdin_is_terminal(),
     };
     let made = create(&store, &pods, request, how.policy, &pull)?;
+    // The VM against this host (memory, vCPUs) before any process starts
+    // for the pod: `-m 100g` is refused here, not by a forked VMM.
+    if let Err(e) = vm::check_fits_host(&made.pod, &made.config, &guest, &host) {
+        let _ = pods.remove(&made.pod);
+        return Err(e);
+    }
     phase(&made.pod, "pod made (image resolved)");
     if detach {
         // Until the detached supervisor records itself, this process is

@@ -59,10 +59,10 @@ pub struct VmArgs {
 }
 
 impl VmArgs {
-    /// The typed configuration these flags describe, with `extra` shares
-    /// after those of `--share`. Only `--share` strings are parsed here;
-    /// everything else is checked by [`VmConfig::check`].
-    pub fn to_config(&self, extra: Vec<ShareSpec>) -> Result<VmConfig, ShareError> {
+    /// The typed configuration these flags describe. Only `--share`
+    /// strings are parsed here; everything else is checked by
+    /// [`VmConfig::check`].
+    pub fn to_config(&self) -> Result<VmConfig, ShareError> {
         let mut devices = Vec::new();
         if let Some(uds) = &self.vsock {
             devices.push(DeviceSpec::Vsock(VsockSpec {
@@ -70,8 +70,8 @@ impl VmArgs {
                 uds: uds.clone(),
             }));
         }
-        let shares = ShareSpec::parse_all(&self.shares)?.into_iter().chain(extra);
-        devices.extend(shares.map(DeviceSpec::Fs));
+        let shares = ShareSpec::parse_all(&self.shares)?;
+        devices.extend(shares.into_iter().map(DeviceSpec::Fs));
         let console = match self.console.as_str() {
             "stdio" | "-" => ConsoleOutput::Stdio,
             path => ConsoleOutput::File(PathBuf::from(path)),
@@ -106,7 +106,7 @@ fn flag(field: Field) -> &'static str {
 }
 
 /// `err` in one line, led by the flag at fault unless it names itself.
-pub fn describe(err: &ConfigError) -> String {
+fn describe(err: &ConfigError) -> String {
     if err.names_itself() {
         error_line(err)
     } else {
@@ -117,7 +117,7 @@ pub fn describe(err: &ConfigError) -> String {
 /// Runs `husk vm`; returns the exit status.
 pub fn run(args: VmArgs) -> i32 {
     let prepared = args
-        .to_config(Vec::new())
+        .to_config()
         .map_err(ConfigError::from)
         .and_then(|c| c.prepare(&HostLimits::of_host()));
     match prepared {
@@ -155,24 +155,24 @@ mod tests {
     };
 
     fn refused(a: &VmArgs) -> String {
-        describe(&a.to_config(Vec::new()).unwrap().check(&HOST).unwrap_err())
+        describe(&a.to_config().unwrap().check(&HOST).unwrap_err())
     }
 
     #[test]
     fn flags_become_one_typed_config() {
         let mut a = args();
         a.vsock = Some("/run/v.sock".into());
-        a.shares = vec!["data=/srv:ro".into()];
+        a.shares = vec!["data=/srv:ro".into(), "vol0=/x".into()];
         a.console = "/tmp/x.log".into();
-        let extra = ShareSpec::parse("vol0=/x").unwrap();
-        let c = a.to_config(vec![extra.clone()]).unwrap();
+        let second = ShareSpec::parse("vol0=/x").unwrap();
+        let c = a.to_config().unwrap();
         assert_eq!(c.mem_bytes, 256 * MIB);
         assert_eq!(c.console, ConsoleOutput::File("/tmp/x.log".into()));
         assert!(c.default_cmdline);
         assert_eq!(c.devices.len(), 3);
         assert!(matches!(&c.devices[0], DeviceSpec::Vsock(v) if v.cid == DEFAULT_GUEST_CID));
         assert!(matches!(&c.devices[1], DeviceSpec::Fs(s) if s.tag == "data" && s.read_only));
-        assert_eq!(c.devices[2], DeviceSpec::Fs(extra));
+        assert_eq!(c.devices[2], DeviceSpec::Fs(second));
         c.check(&HOST).unwrap();
     }
 

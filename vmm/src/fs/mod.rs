@@ -37,7 +37,9 @@ pub mod share;
 pub use budget::{FdBudget, FdPool, FD_PER_POD, FD_PER_SHARE};
 pub use confined::ConfinedFs;
 pub use root::ShareRoot;
-pub use server::{prepare_server_thread, share_budgets, FsServer, ServerError, ShareServer};
+pub use server::{
+    prepare_server_thread, share_budget_source, share_budgets, FsServer, ServerError, ShareServer,
+};
 pub use share::{CacheMode, OpenShare, ShareError, ShareSpec};
 
 #[cfg(test)]

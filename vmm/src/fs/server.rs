@@ -148,16 +148,20 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
-/// One budget per share for a VMM serving `shares` shares: the soft `RLIMIT_NOFILE` raised to
-/// the hard limit, then the fixed bounds of [`super::budget`], every share drawing from one pool
-/// for the pod.
-pub fn share_budgets(shares: usize) -> Vec<FdBudget> {
+/// The budgets of one VMM's shares, one per call: the soft `RLIMIT_NOFILE` raised to the hard
+/// limit, then the fixed bounds of [`super::budget`], every share drawing from one pool for the
+/// pod.
+pub fn share_budget_source() -> impl FnMut() -> FdBudget {
     let nofile = raise_nofile_limit().unwrap_or(1024);
     let (per_share, per_pod) = fd_limits(nofile);
     let pool = FdPool::new(per_pod);
-    (0..shares)
-        .map(|_| FdBudget::pooled(per_share, pool.clone()))
-        .collect()
+    move || FdBudget::pooled(per_share, pool.clone())
+}
+
+/// `shares` budgets from one [`share_budget_source`].
+pub fn share_budgets(shares: usize) -> Vec<FdBudget> {
+    let mut next = share_budget_source();
+    (0..shares).map(|_| next()).collect()
 }
 
 #[cfg(test)]

@@ -216,13 +216,23 @@ impl ShareSpec {
     /// Checks typed specs as [`ShareSpec::parse_all`] checks strings (tags valid and unique),
     /// then opens each one.
     pub fn open_all(specs: Vec<ShareSpec>) -> Result<Vec<OpenShare>, ShareError> {
-        for (i, spec) in specs.iter().enumerate() {
+        ShareSpec::check_tags(&specs)?;
+        specs.into_iter().map(ShareSpec::open).collect()
+    }
+
+    /// Checks the tags of typed specs as [`ShareSpec::parse_all`] checks strings: each valid,
+    /// none given twice.
+    pub fn check_tags<'a>(
+        specs: impl IntoIterator<Item = &'a ShareSpec>,
+    ) -> Result<(), ShareError> {
+        let mut seen = std::collections::HashSet::new();
+        for spec in specs {
             validate_tag(&spec.tag, &spec.tag)?;
-            if specs[..i].iter().any(|s| s.tag == spec.tag) {
+            if !seen.insert(spec.tag.as_str()) {
                 return Err(ShareError::DuplicateTag(spec.tag.clone()));
             }
         }
-        specs.into_iter().map(ShareSpec::open).collect()
+        Ok(())
     }
 
     fn open_error(&self, e: std::io::Error) -> ShareError {
@@ -254,8 +264,7 @@ pub struct OpenShare {
     pub root: ShareRoot,
 }
 
-/// Checks a tag: 1 to 36 characters of `[A-Za-z0-9._-]`; `arg` is what the error quotes.
-pub(crate) fn validate_tag(tag: &str, arg: &str) -> Result<(), ShareError> {
+fn validate_tag(tag: &str, arg: &str) -> Result<(), ShareError> {
     if tag.is_empty() {
         return Err(ShareError::EmptyTag(arg.to_string()));
     }

@@ -107,12 +107,6 @@ pub fn create(
         return Err(e);
     }
     let config = config_of(&pod, request, &images);
-    // Memory and CPUs against this host, before any process is started for
-    // the pod (the VMM's own check would come only after the fork).
-    if let Err(e) = super::vm::check_fits_host(&pod, &config) {
-        let _ = pods.remove(&pod);
-        return Err(e);
-    }
     Ok(Made {
         pod,
         config,

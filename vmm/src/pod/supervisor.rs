@@ -35,6 +35,7 @@ use super::state::{now_secs, AppStatus, PodDir, PodState, PodStatus};
 use super::vm::{self, GuestArtifacts};
 use super::vmm_process::VmmProcess;
 use super::PodError;
+use crate::vm_config::HostLimits;
 
 /// Where the pod's image blobs are mounted in the guest.
 const GUEST_BLOBS: &str = "/run/husk/blobs";
@@ -167,10 +168,10 @@ impl Running<'_> {
         self.status.started = Some(now_secs());
         self.save()?;
         let guest = vm::find_guest_artifacts()?;
-        vm::check_kvm()?;
+        let host = HostLimits::with_kvm(&vm::check_kvm()?);
         // The VMM is forked: no thread may run yet (see VmmProcess). Signals
         // that came before are queued in signal-hook's pipe until then.
-        let started = self.start_vmm(&guest);
+        let started = self.start_vmm(&guest, &host);
         spawn_signal_thread(signals, tx.clone());
         let mut vmm = started?;
         self.phase("VMM started");
@@ -210,7 +211,11 @@ impl Running<'_> {
     }
 
     /// The VMM with the pod's shares.
-    fn start_vmm(&mut self, guest: &GuestArtifacts) -> Result<VmmProcess, PodError> {
+    fn start_vmm(
+        &mut self,
+        guest: &GuestArtifacts,
+        host: &HostLimits,
+    ) -> Result<VmmProcess, PodError> {
         let volumes = self.config.volumes.iter().map(|v| {
             let dir = v
                 .host
@@ -219,10 +224,8 @@ impl Running<'_> {
             (dir, v.read_only)
         });
         let shares = vm::pod_shares(BLOBS_TAG, &self.pod.blobs_dir(), volumes);
-        let child = vm::spawn_vmm(
-            self.pod,
-            vm::vm_config(self.pod, self.config, guest, shares),
-        )?;
+        let config = vm::vm_config(self.pod, self.config, guest, shares);
+        let child = vm::spawn_vmm(self.pod, config, host)?;
         self.vmm_pid = Some(child.id() as i32);
         self.status.vmm_pid = self.vmm_pid;
         self.save()?;

@@ -22,7 +22,7 @@ use crate::fs::{CacheMode, ShareSpec};
 use crate::vm_config::{
     ConfigError, ConsoleOutput, DeviceSpec, Field, HostLimits, PreparedVm, VmConfig, VsockSpec, MIB,
 };
-use crate::vstate::probe::{self, Backend};
+use crate::vstate::probe::{self, Backend, KvmProbe};
 
 /// Environment variables that point at the guest kernel and initramfs.
 pub const KERNEL_ENV: &str = "HUSK_KERNEL";
@@ -84,7 +84,7 @@ pub fn find_guest_artifacts() -> Result<GuestArtifacts, PodError> {
 /// Refuses early, with the reason, on a host where pods cannot run: no
 /// usable /dev/kvm, or KVM without hardware virtualization (PVM), where a
 /// stock guest kernel runs emulated and never boots in useful time.
-pub fn check_kvm() -> Result<(), PodError> {
+pub fn check_kvm() -> Result<KvmProbe, PodError> {
     let found = probe::probe().map_err(|e| PodError::NoKvm(format!("{e} (see husk doctor)")))?;
     if found.backend == Backend::Pvm {
         return Err(PodError::NoKvm(
@@ -92,7 +92,7 @@ pub fn check_kvm() -> Result<(), PodError> {
                 .into(),
         ));
     }
-    Ok(())
+    Ok(found)
 }
 
 /// The pod's shares, as typed data for the VMM: the image blobs
@@ -152,12 +152,11 @@ pub fn vm_config(
     }
 }
 
-/// Checks `vm` against this host and opens its files, with errors in the
+/// Checks `vm` against `host` and opens its files, with errors in the
 /// pod's own terms (its memory and CPU settings, its volumes).
-pub fn prepare(vm: VmConfig) -> Result<PreparedVm, PodError> {
+fn prepare(vm: VmConfig, host: &HostLimits) -> Result<PreparedVm, PodError> {
     let mem = vm.mem_bytes;
-    vm.prepare(&HostLimits::of_host())
-        .map_err(|e| pod_config_error(&e, mem))
+    vm.prepare(host).map_err(|e| pod_config_error(&e, mem))
 }
 
 /// `err` worded for a pod: guest memory is the apps' memory plus their
@@ -180,22 +179,24 @@ fn pod_config_error(err: &ConfigError, mem_bytes: u64) -> PodError {
     }
 }
 
-/// Checks the pod's memory and vCPUs against this host, without opening
-/// anything: the early refusal of `husk run -m 100g`.
-pub fn check_fits_host(pod: &PodDir, config: &PodConfig) -> Result<(), PodError> {
-    let guest = GuestArtifacts {
-        kernel: PathBuf::new(),
-        initrd: PathBuf::new(),
-    };
-    let vm = vm_config(pod, config, &guest, Vec::new());
-    vm.check(&HostLimits::of_host())
+/// Checks the pod's VM against `host` without opening anything: the
+/// early refusal of `husk run -m 100g`, before any process starts for it.
+pub fn check_fits_host(
+    pod: &PodDir,
+    config: &PodConfig,
+    guest: &GuestArtifacts,
+    host: &HostLimits,
+) -> Result<(), PodError> {
+    let vm = vm_config(pod, config, guest, Vec::new());
+    vm.check(host)
         .map_err(|e| pod_config_error(&e, vm.mem_bytes))
 }
 
-/// Starts the pod's VMM (see [`VmmProcess`]) for `vm`: the guest console
-/// goes to `console.log`, the VMM's stderr (one line if it fails) to
-/// `vmm.log`. Call only while this process has a single thread.
-pub fn spawn_vmm(pod: &PodDir, vm: VmConfig) -> Result<VmmProcess, PodError> {
+/// Starts the pod's VMM (see [`VmmProcess`]) for `vm`, checked against
+/// `host`: the guest console goes to `console.log`, the VMM's stderr (one
+/// line if it fails) to `vmm.log`. Call only while this process has a
+/// single thread.
+pub fn spawn_vmm(pod: &PodDir, vm: VmConfig, host: &HostLimits) -> Result<VmmProcess, PodError> {
     let vmm_log = pod.path.join("vmm.log");
     let stderr = crate::private::file_options()
         .write(true)
@@ -204,7 +205,7 @@ pub fn spawn_vmm(pod: &PodDir, vm: VmConfig) -> Result<VmmProcess, PodError> {
         .open(&vmm_log)
         .map_err(|e| PodError::io(&vmm_log, e))?;
     let _ = std::fs::remove_file(pod.vsock_path());
-    let prepared = prepare(vm)?;
+    let prepared = prepare(vm, host)?;
     VmmProcess::fork(prepared, &stderr)
         .map_err(|e| PodError::Vmm(format!("cannot start the VMM: {e}")))
 }
@@ -382,6 +383,33 @@ mod tests {
         );
         assert_eq!(opened[0].spec.cache, CacheMode::Always);
         assert_eq!(opened[1].spec.cache, CacheMode::Auto);
+    }
+
+    /// The VM's errors in the pod's own terms: guest memory explained as
+    /// the sum it is, vCPUs as `--cpus`; both usage errors.
+    #[test]
+    fn config_errors_are_worded_for_pods() {
+        let e = ConfigError::MemTooLarge {
+            requested: 2048 * MIB,
+            host: 1024 * MIB,
+        };
+        let PodError::Usage(text) = pod_config_error(&e, 2048 * MIB) else {
+            panic!("not a usage error");
+        };
+        assert_eq!(
+            text,
+            "the pod needs 2048 MiB of guest memory (the apps' --memory, their --rootfs-size \
+             and 96 MiB for the guest): 2048 MiB is more than this host's 1024 MiB of memory"
+        );
+        let e = ConfigError::TooManyVcpus {
+            requested: 9,
+            max: 8,
+            by: "KVM here",
+        };
+        let PodError::Usage(text) = pod_config_error(&e, 256 * MIB) else {
+            panic!("not a usage error");
+        };
+        assert_eq!(text, "--cpus 9 is more than the 8 vCPUs KVM here allows");
     }
 
     #[test]
