@@ -538,15 +538,7 @@ fn container_processes_drop_capabilities() {
         ),
     )
     .unwrap();
-    let mut first = String::new();
-    while !first.contains("ready") {
-        match p.next_event().unwrap() {
-            husk_proto::client::ProcEvent::Stdout(b) => {
-                first.push_str(&String::from_utf8_lossy(&b))
-            }
-            other => panic!("{other:?} after {first}"),
-        }
-    }
+    let first = stdout_until_ready(&p);
     expect(&first);
     let e = s
         .start_process(Request::Exec {

@@ -69,17 +69,9 @@ fn container_dev_has_no_device_nodes_of_its_own() {
     let _ = fs::remove_dir_all(&root);
 }
 
-/// Reports `vsock <how socket(AF_VSOCK) went> io_uring <how
-/// io_uring_setup went>`: `opened`/`ring`, or the errno's name.
-const PROBE_PY: &str = "import ctypes, errno, socket
-try:
-    socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close(); v = 'opened'
-except OSError as e:
-    v = errno.errorcode.get(e.errno, str(e.errno))
-libc = ctypes.CDLL(None, use_errno=True)
-r = libc.syscall(425, 1, ctypes.create_string_buffer(120))
-u = 'ring' if r >= 0 else errno.errorcode.get(ctypes.get_errno(), '?')
-print('vsock', v, 'io_uring', u)";
+/// Reports how `socket(AF_VSOCK)` and `io_uring_setup` went (shared with
+/// the pod e2e suite).
+const PROBE_PY: &str = include_str!("../../tests/guest/no-vsock-probe.py");
 
 /// Every app process runs under the seccomp filter: /proc says so for the
 /// first process and an exec'd one, and (where this host has python3, which
@@ -109,15 +101,7 @@ fn apps_cannot_open_vsock_or_io_uring() {
         }
     }
     let p = create(&s, sp).unwrap();
-    let mut first = String::new();
-    while !first.contains("ready") {
-        match p.next_event().unwrap() {
-            husk_proto::client::ProcEvent::Stdout(b) => {
-                first.push_str(&String::from_utf8_lossy(&b))
-            }
-            other => panic!("{other:?} after {first}"),
-        }
-    }
+    let first = stdout_until_ready(&p);
     assert!(first.starts_with("Seccomp:\t2\n"), "{first}");
     let out = exec_sh(&s, "nosock", "grep '^Seccomp:' /proc/self/status");
     assert_eq!(out, "Seccomp:\t2\n");

@@ -71,6 +71,18 @@ pub fn in_testbed(shares: &[&Path], args: &[&str]) -> Outcome {
     second
 }
 
+/// Runs `tests/guest/<name>.sh HUSK SCRATCH EXTRA...` in the testbed with a
+/// fresh scratch directory shared in (the pod suites' shape).
+pub fn run_guest_script(name: &str, extra: &[&str]) -> Outcome {
+    let scratch = Scratch::new(name);
+    let script = repo_root().join(format!("tests/guest/{name}.sh"));
+    let (husk, dir) = (artifact("husk"), scratch.path().display().to_string());
+    let mut args = vec!["sh", script.to_str().expect("UTF-8 repository path")];
+    args.extend([husk.to_str().expect("UTF-8 repository path"), dir.as_str()]);
+    args.extend_from_slice(extra);
+    in_testbed(&[scratch.path()], &args)
+}
+
 fn in_testbed_once(shares: &[&Path], args: &[&str]) -> Outcome {
     let mut cmd = Command::new(repo_root().join("scripts/testbed.sh"));
     for share in shares {

@@ -17,7 +17,7 @@
 //! root in a container cannot make device nodes to forge console lines,
 //! nor open AF_VSOCK sockets or io_uring rings.
 
-use husk_tests::{artifact, in_testbed, repo_root, Scratch};
+use husk_tests::run_guest_script;
 
 const CASES: &[&str] = &[
     "run-echo",
@@ -50,17 +50,7 @@ const CASES: &[&str] = &[
 #[test]
 #[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
 fn pods_run_end_to_end() {
-    let scratch = Scratch::new("pod-e2e");
-    let script = repo_root().join("tests/guest/pod-e2e.sh");
-    let out = in_testbed(
-        &[scratch.path()],
-        &[
-            "sh",
-            &script.display().to_string(),
-            &artifact("husk").display().to_string(),
-            &scratch.path().display().to_string(),
-        ],
-    );
+    let out = run_guest_script("pod-e2e", &[]);
     for case in CASES {
         assert!(
             out.has_line(&format!("case {case} ok")),

@@ -7,25 +7,14 @@
 //! has a limit, so a hang fails the test with what was stuck instead of
 //! running into the testbed's timeout.
 
-use husk_tests::{artifact, in_testbed, repo_root, Scratch};
+use husk_tests::run_guest_script;
 
 const ITERATIONS: u32 = 30;
 
 #[test]
 #[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
 fn killed_vmms_leave_nothing_behind() {
-    let scratch = Scratch::new("vmm-kill-e2e");
-    let script = repo_root().join("tests/guest/vmm-kill-e2e.sh");
-    let out = in_testbed(
-        &[scratch.path()],
-        &[
-            "sh",
-            &script.display().to_string(),
-            &artifact("husk").display().to_string(),
-            &scratch.path().display().to_string(),
-            &ITERATIONS.to_string(),
-        ],
-    );
+    let out = run_guest_script("vmm-kill-e2e", &[&ITERATIONS.to_string()]);
     println!("{}", out.output);
     assert!(
         out.has_line(&format!("case vmm-kill-loop ok ({ITERATIONS} iterations")),

@@ -87,6 +87,21 @@ pub fn start_ready(s: &Session, id: &str, root: &Path, script: &str) -> Process 
     p
 }
 
+/// The process's stdout up to and including a `ready` line (what a script
+/// prints before it); anything but stdout before it fails the test.
+pub fn stdout_until_ready(p: &Process) -> String {
+    let mut first = String::new();
+    while !first.contains("ready") {
+        match p.next_event().unwrap() {
+            husk_proto::client::ProcEvent::Stdout(b) => {
+                first.push_str(&String::from_utf8_lossy(&b))
+            }
+            other => panic!("{other:?} after {first}"),
+        }
+    }
+    first
+}
+
 /// Starts `argv` in running container `container`.
 pub fn exec_in(s: &Session, container: &str, argv: &[&str]) -> Result<Process, ClientError> {
     s.start_process(Request::Exec {
