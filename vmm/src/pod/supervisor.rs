@@ -176,17 +176,20 @@ impl Running<'_> {
         let mut vmm = started?;
         self.phase("VMM started");
         if let Err(e) = populate() {
-            return Err(self.explain(&mut vmm, e));
+            return Err(self.explain(&mut vmm, e, false));
         }
         self.phase("pod directory populated");
         let session = match self.boot(&mut vmm) {
             Ok(s) => Arc::new(s),
-            Err(e) => return Err(self.explain(&mut vmm, e)),
+            Err(e) => return Err(self.explain(&mut vmm, e, true)),
         };
         self.phase("shares mounted");
         let procs = match self.start_apps(&session) {
             Ok(p) => p,
-            Err(e) => return Err(self.explain(&mut vmm, e)),
+            Err(e) => {
+                let lost = session.lost().is_some();
+                return Err(self.explain(&mut vmm, e, lost));
+            }
         };
         self.phase("apps started");
         self.status.state = PodState::Running;
@@ -300,12 +303,17 @@ impl Running<'_> {
     }
 
     /// Replaces a start-up error by the VMM's own reason if it died.
-    fn explain(&mut self, vmm: &mut VmmProcess, e: PodError) -> PodError {
+    /// `vm_may_be_dying`: the error came from losing the guest (no agent
+    /// yet, or its connection gone), not from an answer it gave.
+    fn explain(&mut self, vmm: &mut VmmProcess, e: PodError, vm_may_be_dying: bool) -> PodError {
         // A killed VMM closes its vsock socket while its vCPU threads are
         // still being torn down: the agent's connection fails before the
-        // VMM can be reaped. Give it up to 2 s (seen: > 50 ms in the testbed)
-        // so the pod reports the VMM's death, not the lost connection.
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        // VMM can be reaped. When the guest was lost, give it up to 2 s
+        // (seen: > 50 ms in the testbed) so the pod reports the VMM's death,
+        // not the lost connection; an agent that answered with an error
+        // (a command not found, a bad layer) costs no wait.
+        let patience = if vm_may_be_dying { 2000 } else { 0 };
+        let deadline = std::time::Instant::now() + Duration::from_millis(patience);
         let mut exited = vmm.try_wait();
         while matches!(exited, Ok(None)) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
