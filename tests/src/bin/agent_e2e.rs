@@ -311,19 +311,23 @@ fn drive(vsock: &Path, dir: &Path) -> bool {
         check(!vol_host.join("y").exists(), "ro bind was writable")?;
         cx.remove("vol")
     });
-    // Root in a container has Docker's default capabilities less CAP_MKNOD (F11).
+    // Root in a container has Docker's default capabilities less CAP_MKNOD
+    // and runs under the app seccomp filter (F11).
     cx.case("capabilities-dropped", |cx| {
         cx.unpack("/run/c6", &cx.layer).map_err(|e| e.to_string())?;
         let p = cx.container(
             "caps",
             "/run/c6",
-            "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; mount -t tmpfs none /tmp && echo MOUNTED",
+            "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; mount -t tmpfs none /tmp && echo MOUNTED",
             Resources::default(),
             false,
         )?;
         let (out, _, _) = output(&p)?;
         check(
-            out.contains("00000000a00425fb") && out.contains("NoNewPrivs:\t1") && !out.contains("MOUNTED"),
+            out.contains("00000000a00425fb")
+                && out.contains("NoNewPrivs:\t1")
+                && out.contains("Seccomp:\t2")
+                && !out.contains("MOUNTED"),
             format!("output {out:?}"),
         )?;
         cx.remove("caps")
