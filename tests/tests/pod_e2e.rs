@@ -50,7 +50,7 @@ const CASES: &[&str] = &[
 #[test]
 #[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
 fn pods_run_end_to_end() {
-    let out = run_guest_script("pod-e2e", &[]);
+    let out = run_guest_script("pod-e2e", &[], 900);
     for case in CASES {
         assert!(
             out.has_line(&format!("case {case} ok")),
