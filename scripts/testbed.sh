@@ -11,9 +11,11 @@
 #                     shared this way.
 #   --mem MIB         testbed RAM (default 4096).
 #   --cpus N          testbed vCPUs, each a QEMU TCG thread (default 2).
-#   --timeout SECS    kill the testbed after SECS seconds (default 900). A little before that
-#                     (30 s, or a quarter of SECS below 120 s) a watchdog inside prints what the
-#                     testbed's tasks are stuck in (scripts/testbed/stuck-tasks.sh) and ends it.
+#   --timeout SECS    kill the testbed after SECS seconds (default 900). Before that (45 s before,
+#                     or half-way below 120 s) a watchdog inside prints what the testbed's tasks
+#                     are stuck in (scripts/testbed/stuck-tasks.sh) and ends it; if the testbed
+#                     kernel is too stuck for that, 10 s before the end QEMU's vCPU registers are
+#                     recorded and an NMI makes the kernel panic with every CPU's backtrace.
 #   --env NAME=VALUE  set an environment variable for CMD (repeatable). HUSK_*, RUST_LOG,
 #                     RUST_BACKTRACE and CI are passed through from the caller's environment.
 #
@@ -280,7 +282,7 @@ trap 'exit 143' TERM
 # Job description read by the init (busybox sh) and the command script run by bash inside.
 # The watchdog inside fires this long after the command starts, leaving time to report and power
 # off before the host-side timeout kills QEMU.
-if [ "$timeout" -ge 120 ]; then watchdog=$((timeout - 30)); else watchdog=$((timeout * 3 / 4)); fi
+if [ "$timeout" -ge 120 ]; then watchdog=$((timeout - 45)); else watchdog=$((timeout / 2)); fi
 {
     printf 'TB_KVER=%q\nTB_MODDIR=%q\nTB_WATCHDOG=%q\n' "$kver" "$MODDIR" "$((watchdog > 0 ? watchdog : 1))"
 } >"$T/job.env"
@@ -351,6 +353,13 @@ while IFS= read -r line; do echo "$EPOCHREALTIME $line"; done <"$T/status" >"$T/
 readers+=($!)
 pids+=("${readers[@]}")
 
+# QEMU's monitor, for the rescue below: commands into mon.in, answers from mon.out.
+mkfifo "$T/mon.in" "$T/mon.out"
+exec {mon}<>"$T/mon.in"
+cat "$T/mon.out" >"$T/monitor.log" &
+readers+=($!)
+pids+=($!)
+
 t0=$EPOCHREALTIME
 timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
     -accel tcg,thread=multi -cpu EPYC,+svm -smp "$cpus" -m "${mem}M" \
@@ -363,31 +372,69 @@ timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
     -chardev "file,id=out,path=$T/out" -device virtserialport,chardev=out,name=out \
     -chardev "file,id=err,path=$T/err" -device virtserialport,chardev=err,name=err \
     -chardev "file,id=status,path=$T/status" -device virtserialport,chardev=status,name=status \
+    -monitor "pipe:$T/mon" \
     "${vfs_args[@]}" </dev/null >"$T/qemu.log" 2>&1 &
 qpid=$!
 pids+=("$qpid")
+# The rescue, for a testbed kernel so stuck that even the init's watchdog cannot report: 10 s
+# before the timeout (after the watchdog had its chance), record every vCPU's registers (QEMU's view) and send an NMI, which panics
+# the testbed kernel (unknown_nmi_panic) with every CPU's backtrace and the whole kernel log on
+# the console (panic_print). It is stopped, sleep and all, when QEMU ends first.
+if [ "$timeout" -ge 40 ]; then
+    (
+        trap 'kill "$s" 2>/dev/null; exit 0' TERM
+        sleep $((timeout - 10)) &
+        s=$!
+        wait "$s"
+        : >"$T/rescued"
+        printf 'info registers -a\n' >&"$mon"
+        sleep 3
+        printf 'nmi\n' >&"$mon"
+    ) >/dev/null 2>&1 &
+    rescue=$!
+    pids+=("$rescue")
+fi
 qrc=0
 wait "$qpid" || qrc=$?
 t1=$EPOCHREALTIME
+if [ -n "${rescue:-}" ]; then
+    kill "$rescue" 2>/dev/null || true
+    wait "$rescue" 2>/dev/null || true
+fi
+exec {mon}>&-
 
 # Unblock readers whose FIFO QEMU never opened (it failed early), then let them drain.
-for f in out err status; do
+for f in out err status mon.out; do
     exec {fd}<>"$T/$f"
     exec {fd}>&-
 done
 for p in "${readers[@]}"; do wait "$p" 2>/dev/null || true; done
 
+OOPS_RE='BUG: |Oops: |general protection fault|kernel BUG at|stack guard page was hit'
 console_tail() {
     {
         tail -n 5 "$T/qemu.log" 2>/dev/null | grep -v 'TCG doesn.t support requested feature' || true
         tail -n 15 "$T/console.log" 2>/dev/null || true
     } | sed 's/^/  | /' >&2
 }
-# The watchdog's report (scripts/testbed/init), or the end of the console.
+# The watchdog's report (scripts/testbed/init); else what the rescue got: the vCPUs' registers
+# and the kernel's NMI panic (backtraces); else the end of the console.
 stuck_report() {
     if grep -q '^testbed-watchdog: begin' "$T/console.log" 2>/dev/null; then
         sed -n '/^testbed-watchdog: begin/,/^testbed-watchdog: end/p' "$T/console.log" |
             head -n 400 | sed 's/^/  | /' >&2
+        return
+    fi
+    if grep -q '^RIP=' "$T/monitor.log" 2>/dev/null; then
+        echo "testbed: the testbed kernel did not report by itself; its vCPUs (QEMU 'info registers -a'):" >&2
+        grep -E '^(CPU#|RIP=|CS =|CR0=|EFER=)' "$T/monitor.log" | sed 's/^/  | /' >&2
+    fi
+    if grep -q 'Linux version' "$T/console.log" 2>/dev/null; then
+        echo "testbed: after an NMI, the testbed kernel's log (from its first report of trouble):" >&2
+        from=$(grep -n -m1 'Linux version' "$T/console.log" | cut -d: -f1)
+        at=$(tail -n +"$from" "$T/console.log" |
+            grep -n -m1 -E "$OOPS_RE|INFO: task|soft lockup|rcu_.*stall|NMI received|Kernel panic" | cut -d: -f1)
+        tail -n +$((from + ${at:-1} - 1)) "$T/console.log" | head -n 400 | sed 's/^/  | /' >&2
     else
         console_tail
     fi
@@ -401,7 +448,7 @@ if [ -z "$exit_line" ] && [ -n "$watchdog_line" ]; then
     stuck_report
     exit 124
 fi
-if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+if [ "$qrc" = 124 ] || [ "$qrc" = 137 ] || { [ -z "$exit_line" ] && [ -e "$T/rescued" ]; }; then
     echo "testbed: timed out after ${timeout}s (command $([ -n "$start_line" ] && echo started || echo 'never started'))" >&2
     stuck_report
     exit 124
@@ -414,7 +461,6 @@ fi
 # An oops panics the testbed (panic_on_oops) and the panic replays the whole kernel log, which
 # starts with "Linux version" (not printed at boot, under `quiet loglevel=1`): show the first oops
 # of the replay, where it is complete (live, only its KERN_EMERG lines reach the console).
-OOPS_RE='BUG: |Oops: |general protection fault|kernel BUG at|stack guard page was hit'
 if [ -z "$exit_line" ] && grep -qE "$OOPS_RE" "$T/console.log" 2>/dev/null; then
     from=$(grep -n -m1 'Linux version' "$T/console.log" | cut -d: -f1)
     at=$(tail -n +"${from:-1}" "$T/console.log" | grep -n -m1 -E "$OOPS_RE" | cut -d: -f1)

@@ -2,7 +2,8 @@
 # Checks that scripts/testbed.sh does what its header promises, through real testbed runs:
 # exit status and separate stdout/stderr, SVM-backed /dev/kvm that runs a guest, build/ on PATH,
 # read-write shares visible on the host, a read-only host root, lossless large output, timeouts
-# (with the watchdog's report of stuck tasks), a testbed kernel crash, bad options, and two runs
+# (with the watchdog's report of stuck tasks, or the vCPUs' registers and an NMI's backtraces when
+# the testbed kernel cannot report), a testbed kernel crash, bad options, and two runs
 # at once. Prints one line per check and the
 # timing of a `true` run; exits non-zero if any check fails. Takes about a minute or two.
 #
@@ -61,6 +62,11 @@ rc=$?
 check "timeout exits 124 with a message (got $rc: $(head -n1 "$W/e"))" bash -c "[ $rc = 124 ] && grep -q '^testbed: timed out' '$W/e'"
 check "timeout reports what was stuck (the watchdog's report)" bash -c "grep -q 'testbed-watchdog: begin' '$W/e' &&
     grep -q 'tasks in uninterruptible sleep' '$W/e' && grep -q ' sleep 600' '$W/e'"
+# A testbed kernel too stuck to report (here: its watchdog killed): QEMU's registers, an NMI panic.
+"$TB" --timeout 40 -- sh -c 'pkill -9 -f "^/bin/busybox sh /init"; sleep 600' >"$W/o" 2>"$W/e"
+rc=$?
+check "a testbed that cannot report: 124, vCPU registers and the NMI's backtraces (got $rc)" bash -c "[ $rc = 124 ] &&
+    grep -q '^  | RIP=' '$W/e' && grep -q 'NMI backtrace for cpu' '$W/e'"
 "$TB" -- sh -c 'echo c > /proc/sysrq-trigger' >"$W/o" 2>"$W/e"
 rc=$?
 check "testbed crash exits 125 with a message (got $rc: $(head -n1 "$W/e"))" bash -c "[ $rc = 125 ] && grep -q '^testbed: ' '$W/e'"
