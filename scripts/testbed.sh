@@ -16,6 +16,9 @@
 #                     are stuck in (scripts/testbed/stuck-tasks.sh) and ends it; if the testbed
 #                     kernel is too stuck for that, 10 s before the end QEMU's vCPU registers are
 #                     recorded and an NMI makes the kernel panic with every CPU's backtrace.
+#                     A testbed that froze (no heartbeat from its init for 60 s, or
+#                     $HUSK_TESTBED_FREEZE_SECS) gets the same at once and ends with exit 124 and
+#                     "testbed: the testbed froze: ..." instead of waiting for the timeout.
 #   --env NAME=VALUE  set an environment variable for CMD (repeatable). HUSK_*, RUST_LOG,
 #                     RUST_BACKTRACE and CI are passed through from the caller's environment.
 #
@@ -35,6 +38,7 @@
 #                               own uptime; total: script start to end)
 #   HUSK_TESTBED_KEEP=1         keep the run's temp dir (console.log, qemu.log, virtiofsd.log)
 #   HUSK_TESTBED_APPEND=...     extra testbed kernel command-line arguments (debugging)
+#   HUSK_TESTBED_FREEZE_SECS=N  seconds without a heartbeat that count as a frozen testbed (60)
 #   HUSK_CACHE_DIR              cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/husk); the
 #                               kernel, its modules and the initramfs live under testbed/
 #
@@ -376,20 +380,42 @@ timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
     "${vfs_args[@]}" </dev/null >"$T/qemu.log" 2>&1 &
 qpid=$!
 pids+=("$qpid")
-# The rescue, for a testbed kernel so stuck that even the init's watchdog cannot report: 10 s
-# before the timeout (after the watchdog had its chance), record every vCPU's registers (QEMU's view) and send an NMI, which panics
-# the testbed kernel (unknown_nmi_panic) with every CPU's backtrace and the whole kernel log on
-# the console (panic_print). It is stopped, sleep and all, when QEMU ends first.
+# The rescue, for a testbed kernel so stuck that even the init's watchdog cannot report. The init
+# writes a heartbeat line to the status port every 5 s while the command runs; when none has come
+# for $freeze_secs seconds (the testbed froze: README, Testing), or 10 s before the timeout
+# (after the watchdog had its chance), it records every vCPU's registers (QEMU's view) and sends
+# an NMI, which panics the testbed kernel (unknown_nmi_panic) with every CPU's backtrace and the
+# whole kernel log on the console (panic_print). A frozen testbed is then ended at once instead
+# of at its timeout. The rescue is stopped, sleep and all, when QEMU ends first.
+freeze_secs=${HUSK_TESTBED_FREEZE_SECS:-60}
 if [ "$timeout" -ge 40 ]; then
     (
         trap 'kill "$s" 2>/dev/null; exit 0' TERM
-        sleep $((timeout - 10)) &
-        s=$!
-        wait "$s"
+        end=$(( ${t0%.*} + timeout - 10 ))
+        while :; do
+            sleep 2 &
+            s=$!
+            wait "$s"
+            now=$EPOCHSECONDS
+            [ "$now" -lt "$end" ] || break
+            grep -q ' start ' "$T/status.log" 2>/dev/null || continue
+            last=$(tail -n 1 "$T/status.log")
+            last=${last%%.*}
+            if [ $((now - last)) -ge "$freeze_secs" ]; then
+                : >"$T/froze"
+                break
+            fi
+        done
         : >"$T/rescued"
         printf 'info registers -a\n' >&"$mon"
         sleep 3
         printf 'nmi\n' >&"$mon"
+        [ -e "$T/froze" ] || exit 0
+        # Give the panic 10 s to reach the console, then end QEMU (hard, if it does not listen).
+        sleep 10
+        kill -TERM "$qpid" 2>/dev/null
+        sleep 10
+        pkill -KILL -P "$qpid" 2>/dev/null
     ) >/dev/null 2>&1 &
     rescue=$!
     pids+=("$rescue")
@@ -445,6 +471,11 @@ start_line=$(grep -m1 ' start ' "$T/status.log" || true)
 watchdog_line=$(grep -m1 ' watchdog ' "$T/status.log" || true)
 if [ -z "$exit_line" ] && [ -n "$watchdog_line" ]; then
     echo "testbed: timed out after ${timeout}s (the command ran past ${watchdog_line##* }s; what was stuck follows)" >&2
+    stuck_report
+    exit 124
+fi
+if [ -z "$exit_line" ] && [ -e "$T/froze" ]; then
+    echo "testbed: the testbed froze: no heartbeat for ${freeze_secs}s while the command ran (its kernel stopped scheduling)" >&2
     stuck_report
     exit 124
 fi

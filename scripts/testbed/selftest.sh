@@ -44,7 +44,8 @@ check "build/ on PATH, cwd, env ($(cat "$W/o"))" grep -qx "$REPO/build|$REPO|v1|
 # 4. A read-write share; the host root is read-only underneath an in-memory overlay, and stays
 #    read-only on the host side even if the guest mounts the host root export again.
 mkdir -p "$W/share"
-probe="$REPO/scripts/.testbed-overlay-probe"
+# Outside the repository, which the testbed shares read-write.
+probe=/root/.husk-testbed-overlay-probe
 "$TB" --share "$W/share" -- sh -c "sha256sum /usr/bin/sha256sum > '$W/share/sum' && echo x > '$probe' &&
     cat '$probe' && mkdir /escape && mount -t virtiofs -o rw hostroot /escape &&
     ! touch '/escape$probe' 2>/dev/null" >"$W/o" 2>&1
@@ -67,6 +68,13 @@ check "timeout reports what was stuck (the watchdog's report)" bash -c "grep -q 
 rc=$?
 check "a testbed that cannot report: 124, vCPU registers and the NMI's backtraces (got $rc)" bash -c "[ $rc = 124 ] &&
     grep -q '^  | RIP=' '$W/e' && grep -q 'NMI backtrace for cpu' '$W/e'"
+# A testbed whose heartbeat stops (here: killed with the watchdog) is ended as frozen long before
+# its timeout.
+t=$EPOCHSECONDS
+HUSK_TESTBED_FREEZE_SECS=15 "$TB" --timeout 300 -- sh -c 'pkill -9 -f "^/bin/busybox sh /init"; sleep 600' >"$W/o" 2>"$W/e"
+rc=$? t=$((EPOCHSECONDS - t))
+check "no heartbeat: 124 as frozen after ${t}s, registers and backtraces (got $rc: $(head -n1 "$W/e"))" bash -c "[ $rc = 124 ] &&
+    [ $t -lt 150 ] && grep -q '^testbed: the testbed froze: ' '$W/e' && grep -q '^  | RIP=' '$W/e' && grep -q 'NMI backtrace for cpu' '$W/e'"
 "$TB" -- sh -c 'echo c > /proc/sysrq-trigger' >"$W/o" 2>"$W/e"
 rc=$?
 check "testbed crash exits 125 with a message (got $rc: $(head -n1 "$W/e"))" bash -c "[ $rc = 125 ] && grep -q '^testbed: ' '$W/e'"

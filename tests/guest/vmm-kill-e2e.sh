@@ -10,12 +10,14 @@
 # behind: no pod directory, no mount under the store, no husk process. Every step runs under
 # `lim` (tests/guest/lib.sh), so a step that hangs fails the run naming the step and what was
 # stuck. Prints `iter N MOMENT ok` or `iter N MOMENT FAILED: why` per iteration, then
-# `case vmm-kill-loop ok` (or FAILED) with the count and the time taken.
-# Usage: vmm-kill-e2e.sh HUSK SCRATCH_DIR [ITERATIONS]   (default 30)
+# `case vmm-kill-loop ok` (or FAILED) with the iterations run and the time taken. FIRST (default
+# 1) resumes a loop whose testbed froze (tests/tests/vmm_kill_e2e.rs) at the iteration it was in.
+# Usage: vmm-kill-e2e.sh HUSK SCRATCH_DIR [ITERATIONS [FIRST]]   (default 30, 1)
 set -u
 H=$1
 D=$2
 N=${3:-30}
+FIRST=${4:-1}
 export HUSK_ROOT="$D/root"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 LIM_NOTES="$D/lim.notes"
@@ -52,7 +54,7 @@ lim $Q $H import --tag busybox "$D/img" >/dev/null || { echo "import failed"; ex
 
 t0=$(date +%s)
 fails=0
-it=1
+it=$FIRST
 while [ $it -le "$N" ]; do
     ti=$(date +%s)
     name=killed$it
@@ -131,8 +133,8 @@ while [ $it -le "$N" ]; do
 done
 took=$(( $(date +%s) - t0 ))
 if [ $fails -eq 0 ]; then
-    echo "case vmm-kill-loop ok ($N iterations, $took s)"
+    echo "case vmm-kill-loop ok (iterations $FIRST-$N, $took s)"
 else
-    echo "case vmm-kill-loop FAILED: $fails of $N iterations failed ($took s)"
+    echo "case vmm-kill-loop FAILED: $fails of iterations $FIRST-$N failed ($took s)"
 fi
 [ $fails -eq 0 ]

@@ -80,13 +80,31 @@ pub fn in_testbed_within(shares: &[&Path], args: &[&str], timeout_secs: u32) -> 
 /// fresh scratch directory shared in (the pod suites' shape), the testbed
 /// killed after `timeout_secs`.
 pub fn run_guest_script(name: &str, extra: &[&str], timeout_secs: u32) -> Outcome {
+    guest_script(name, extra, |shares, args| {
+        in_testbed_within(shares, args, timeout_secs)
+    })
+}
+
+/// [`run_guest_script`] without the second run after a testbed flaw, for a
+/// suite that resumes by itself where the flawed run stopped.
+pub fn run_guest_script_once(name: &str, extra: &[&str], timeout_secs: u32) -> Outcome {
+    guest_script(name, extra, |shares, args| {
+        in_testbed_once(shares, args, timeout_secs)
+    })
+}
+
+fn guest_script(
+    name: &str,
+    extra: &[&str],
+    run_in_testbed: impl FnOnce(&[&Path], &[&str]) -> Outcome,
+) -> Outcome {
     let scratch = Scratch::new(name);
     let script = repo_root().join(format!("tests/guest/{name}.sh"));
     let (husk, dir) = (artifact("husk"), scratch.path().display().to_string());
     let mut args = vec!["sh", script.to_str().expect("UTF-8 repository path")];
     args.extend([husk.to_str().expect("UTF-8 repository path"), dir.as_str()]);
     args.extend_from_slice(extra);
-    in_testbed_within(&[scratch.path()], &args, timeout_secs)
+    run_in_testbed(&[scratch.path()], &args)
 }
 
 fn in_testbed_once(shares: &[&Path], args: &[&str], timeout_secs: u32) -> Outcome {
@@ -107,15 +125,20 @@ const TESTBED_OOPS: &str = "testbed: testbed kernel oops: ";
 /// (it exits 124 then).
 const TESTBED_TIMEOUT: &str = "testbed: timed out after ";
 
+/// What `scripts/testbed.sh` prints when the testbed's init stopped sending
+/// its heartbeat while the command ran (it exits 124 then).
+const TESTBED_FROZE: &str = "testbed: the testbed froze: ";
+
 /// What it adds when the watchdog inside the testbed reported what was stuck:
 /// the testbed's kernel was alive, so the command itself hung.
 const WATCHDOG_REPORTED: &str = "what was stuck follows";
 
 /// Why the testbed itself, not the command, ended the run, if it did:
 /// - its kernel oopsed (an oops or soft lockup panics it at once);
-/// - it froze: it ran into its time limit and its own watchdog (a shell
-///   loop in its init that fires 30 s before the limit and prints every
-///   stuck task) never ran, so the testbed kernel had stopped scheduling.
+/// - it froze: its init's heartbeat stopped for a minute, or it ran into its
+///   time limit and its own watchdog (a shell loop in its init that fires
+///   before the limit and prints every stuck task) never ran: either way the
+///   testbed kernel had stopped scheduling.
 ///   A command that hangs in a live testbed is reported by that watchdog,
 ///   and by the `lim` limit of each step before it, and is not retried.
 pub fn testbed_flaw(out: &Outcome) -> Option<String> {
@@ -123,9 +146,13 @@ pub fn testbed_flaw(out: &Outcome) -> Option<String> {
     match out.status {
         125 => line(TESTBED_OOPS)
             .map(|l| format!("the testbed kernel oopsed ({})", &l[TESTBED_OOPS.len()..])),
-        124 => line(TESTBED_TIMEOUT)
-            .filter(|l| !l.contains(WATCHDOG_REPORTED))
-            .map(|_| "the testbed froze (its own watchdog never reported)".to_owned()),
+        124 => line(TESTBED_FROZE)
+            .map(|_| "the testbed froze (no heartbeat from its init)".to_owned())
+            .or_else(|| {
+                line(TESTBED_TIMEOUT)
+                    .filter(|l| !l.contains(WATCHDOG_REPORTED))
+                    .map(|_| "the testbed froze (its own watchdog never reported)".to_owned())
+            }),
         _ => None,
     }
 }
@@ -233,6 +260,13 @@ mod tests {
                 .into(),
         };
         assert!(testbed_flaw(&frozen).unwrap().contains("froze"));
+        let no_heartbeat = Outcome {
+            status: 124,
+            output: "iter 7 boot ok (6 s)\ntestbed: the testbed froze: no heartbeat for 60s while the command ran (its kernel stopped scheduling)\n".into(),
+        };
+        assert!(testbed_flaw(&no_heartbeat)
+            .unwrap()
+            .contains("no heartbeat"));
         // A hang the testbed's watchdog saw is the command's.
         let hung = Outcome {
             status: 124,

@@ -6,24 +6,86 @@
 //! or husk process behind (tests/guest/vmm-kill-e2e.sh). Every step there
 //! has a limit, so a hang fails the test with what was stuck instead of
 //! running into the testbed's timeout.
+//!
+//! The nested testbed's own kernel sometimes oopses or freezes while VMs
+//! start and die (README, Testing: "Known testbed flaw"); with 60 VM starts
+//! and 30 kills per run, this suite meets that more often than any other.
+//! A run the testbed's flaw ended is therefore resumed in a fresh testbed
+//! at the iteration it was in (that iteration is redone from its start),
+//! up to [`MAX_TESTBED_FLAWS`] times, and each resumption is printed. A
+//! failed iteration in a live testbed is never retried.
 
-use husk_tests::run_guest_script;
+use husk_tests::{run_guest_script_once, testbed_flaw};
 
 const ITERATIONS: u32 = 30;
-/// The testbed's limit: 30 iterations take about 4 minutes in it; a
-/// frozen testbed (README, Testing) is found and retried sooner than at the
-/// default 900 s.
+/// The testbed's limit per run: 30 iterations take about 4 minutes in it.
 const LIMIT_SECS: u32 = 540;
+/// Testbed flaws tolerated in one test before it fails: a frozen testbed
+/// is found within about 1.5 minutes (its heartbeat), so each costs that
+/// plus a testbed boot.
+const MAX_TESTBED_FLAWS: usize = 4;
 
 #[test]
 #[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
 fn killed_vmms_leave_nothing_behind() {
-    let out = run_guest_script("vmm-kill-e2e", &[&ITERATIONS.to_string()], LIMIT_SECS);
-    println!("{}", out.output);
-    assert!(
-        out.has_line(&format!("case vmm-kill-loop ok ({ITERATIONS} iterations")),
-        "the VMM kill loop failed:\n{}",
-        out.output
-    );
-    assert_eq!(out.status, 0, "{}", out.output);
+    let mut first = 1;
+    let mut flaws = Vec::new();
+    let mut log = String::new();
+    loop {
+        let out = run_guest_script_once(
+            "vmm-kill-e2e",
+            &[&ITERATIONS.to_string(), &first.to_string()],
+            LIMIT_SECS,
+        );
+        log.push_str(&out.output);
+        println!("{}", out.output);
+        if let Some(flaw) = testbed_flaw(&out) {
+            // What failed while the testbed was still alive is husk's.
+            assert!(
+                !out.output
+                    .lines()
+                    .any(|l| l.starts_with("iter ") && l.contains(" FAILED")),
+                "the VMM kill loop failed before the testbed did:\n{log}"
+            );
+            flaws.push(flaw);
+            assert!(
+                flaws.len() <= MAX_TESTBED_FLAWS,
+                "the testbed failed {} times ({flaws:?}):\n{log}",
+                flaws.len()
+            );
+            first = last_passed(&out.output).map_or(first, |it| it + 1);
+            let note = format!(
+                "vmm_kill_e2e: {}; resuming at iteration {first} in a fresh testbed\n",
+                flaws.last().expect("just pushed")
+            );
+            eprint!("{note}");
+            log.push_str(&note);
+            continue;
+        }
+        assert!(
+            out.has_line(&format!(
+                "case vmm-kill-loop ok (iterations {first}-{ITERATIONS}"
+            )),
+            "the VMM kill loop failed:\n{log}"
+        );
+        assert_eq!(out.status, 0, "{log}");
+        return;
+    }
+}
+
+/// The last iteration that the script reported as passed (`iter N ... ok`).
+fn last_passed(output: &str) -> Option<u32> {
+    output
+        .lines()
+        .rev()
+        .filter(|l| l.ends_with(" s)") && l.contains(" ok ("))
+        .find_map(|l| l.strip_prefix("iter ")?.split(' ').next()?.parse().ok())
+}
+
+#[test]
+fn resumes_after_the_last_passed_iteration() {
+    let out = "iter 1 boot (run -d failed) ok (6 s)\niter 2 app ok (9 s)\n\
+               iter 3 exec FAILED: gc: x\ntestbed: the testbed froze: no heartbeat\n";
+    assert_eq!(last_passed(out), Some(2));
+    assert_eq!(last_passed("testbed: timed out after 540s\n"), None);
 }
