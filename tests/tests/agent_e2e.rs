@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use husk_tests::{artifact, in_testbed, run, Scratch};
+use husk_tests::{artifact, in_testbed_guests, run, Scratch};
 
 #[test]
 #[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
@@ -49,7 +49,7 @@ fn agent_serves_a_real_guest_over_vsock() {
     );
     let script_path = dir.join("run.sh");
     std::fs::write(&script_path, script).unwrap();
-    let out = in_testbed(&[dir], &["sh", &script_path.display().to_string()]);
+    let out = in_testbed_guests(&[dir], &["sh", &script_path.display().to_string()], 900);
     for case in [
         "connect",
         "mount-share",
