@@ -153,13 +153,15 @@ check_err() { # name expected-status command...
         bad "$name" "rc=$rc (want $want) lines=$lines pods=$(pods_left) $(cat "$D/err.txt")"
     fi
 }
+# Bad usage is 125 on every command, as in Docker.
+check_err error-unknown-flag 125 $H run --no-such-flag busybox true
 check_err error-unknown-image 120 $H run --rm --pull never no-such-image:latest true
-check_err error-bad-reference 2 $H run --rm 'UPPER/Case::x' true
-check_err error-bad-memory 2 $H run --rm --memory lots busybox true
+check_err error-bad-reference 125 $H run --rm 'UPPER/Case::x' true
+check_err error-bad-memory 125 $H run --rm --memory lots busybox true
 # More guest memory than the host has: refused before any VMM starts, in the pod's own terms.
-check_err error-memory-over-host 2 $H run --rm -m 100000g busybox true
+check_err error-memory-over-host 125 $H run --rm -m 100000g busybox true
 grep -q 'the pod needs .* MiB of guest memory' "$D/err.txt" || bad error-memory-over-host-wording "$(cat "$D/err.txt")"
-check_err error-missing-volume 2 $H run --rm -v /no/such/dir:/x busybox true
+check_err error-missing-volume 125 $H run --rm -v /no/such/dir:/x busybox true
 check_err error-command-not-found 127 $H run --rm busybox /no/such/cmd
 check_err error-no-such-pod 123 $H logs no-such-pod
 check_err error-registry-unreachable 121 $H run --rm 127.0.0.1:1/nothing:latest true

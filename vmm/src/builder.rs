@@ -32,7 +32,8 @@ use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::vsock::unix::MuxerError;
 use crate::devices::virtio::vsock::{Vsock, VsockMuxer};
 use crate::event_loop::{ConsoleInput, ExitWatcher, Subscriber, VmmEventManager};
-use crate::exit::{ExitReason, ExitSignal, EXIT_BAD_INPUT, EXIT_FAILED};
+use crate::exit::{ExitReason, ExitSignal};
+use crate::failure::Failure;
 use crate::fs::{share_budget_source, FdBudget, OpenShare, ShareServer};
 use crate::vm_config::{PreparedDevice, PreparedVm, VmConfig, VsockSpec, MIB};
 use crate::vstate::vcpu::{self, Vcpu};
@@ -118,7 +119,7 @@ pub enum BuildError {
 }
 
 impl BuildError {
-    /// Whether the error comes from what the user gave us (exit status 2)
+    /// Whether the error comes from what the user gave us (a usage error)
     /// rather than from the host or KVM (exit status 1).
     pub fn is_bad_input(&self) -> bool {
         matches!(
@@ -487,8 +488,8 @@ pub fn run(prepared: PreparedVm) -> Result<ExitReason, BuildError> {
 
 /// Runs the VM of `prepared` as the body of a VMM process: prints one line
 /// on stderr saying why it ended and returns the process's exit status
-/// ([`ExitReason::exit_code`], or [`EXIT_BAD_INPUT`]/[`EXIT_FAILED`] when
-/// it could not be built).
+/// ([`ExitReason::exit_code`], or the status of [`Failure::Usage`] or
+/// [`Failure::Runtime`] when it could not be built).
 pub fn run_to_status(prepared: PreparedVm) -> i32 {
     match run(prepared) {
         Ok(reason) => {
@@ -498,9 +499,9 @@ pub fn run_to_status(prepared: PreparedVm) -> i32 {
         Err(e) => {
             eprintln!("husk: {}", crate::report::error_line(&e));
             if e.is_bad_input() {
-                EXIT_BAD_INPUT
+                Failure::Usage.exit_status()
             } else {
-                EXIT_FAILED
+                Failure::Runtime.exit_status()
             }
         }
     }

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::failure::Failure;
+
 /// Why the VM ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
@@ -23,20 +25,15 @@ pub enum ExitReason {
     Error(String),
 }
 
-/// The VMM's exit status when its input was bad (a kernel that is not a
-/// kernel, a command line too long): `husk vm`'s usage status.
-pub const EXIT_BAD_INPUT: i32 = 2;
-/// The VMM's exit status when the host or KVM failed it.
-pub const EXIT_FAILED: i32 = 1;
-
 impl ExitReason {
-    /// `husk vm`'s exit status for this reason.
+    /// `husk vm`'s exit status for this reason: the guest's outcome, or
+    /// husk's runtime failure status ([`Failure::Runtime`]).
     pub fn exit_code(&self) -> i32 {
         match self {
             ExitReason::PowerOff => 0,
             ExitReason::Reset => 3,
             ExitReason::TripleFault => 4,
-            ExitReason::Error(_) => EXIT_FAILED,
+            ExitReason::Error(_) => Failure::Runtime.exit_status(),
         }
     }
 
@@ -118,6 +115,6 @@ mod tests {
             ExitReason::TripleFault.exit_code(),
             ExitReason::Error("x".into()).exit_code(),
         ];
-        assert_eq!(codes, [0, 3, 4, 1]);
+        assert_eq!(codes, [0, 3, 4, 125]);
     }
 }

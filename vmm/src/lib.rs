@@ -5,6 +5,7 @@ pub mod cli;
 pub mod devices;
 pub mod event_loop;
 pub mod exit;
+pub mod failure;
 pub mod fs;
 pub mod image;
 pub mod pod;

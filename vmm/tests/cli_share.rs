@@ -1,4 +1,4 @@
-//! `husk vm --share` refusals on the real binary: exit status 2 and exactly one line on stderr,
+//! `husk vm --share` refusals on the real binary: exit status 125 (usage) and exactly one line on stderr,
 //! before any KVM work (so these run without /dev/kvm).
 
 use std::process::{Command, Output};
@@ -17,7 +17,7 @@ fn husk_vm_share(shares: &[String]) -> Output {
 fn assert_refused(shares: &[String], needle: &str) {
     let out = husk_vm_share(shares);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{shares:?}: {stderr}");
+    assert_eq!(out.status.code(), Some(125), "{shares:?}: {stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
     assert!(stderr.starts_with("husk: "), "{stderr}");
     assert!(stderr.contains(needle), "{needle:?} not in {stderr:?}");

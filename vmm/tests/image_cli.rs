@@ -138,15 +138,15 @@ fn errors_are_one_line_with_their_status() {
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let cases: [(&[&str], i32); 6] = [
-        (&["import", "/nonexistent/image.tar"], 2),
+        (&["import", "/nonexistent/image.tar"], 125),
         (&["import", junk.to_str().unwrap()], 122),
         (&["import", empty.to_str().unwrap()], 122),
         (
             &["import", "--tag", "Not A Name", empty.to_str().unwrap()],
-            2,
+            125,
         ),
         (&["rmi", "nothere:1"], 120),
-        (&["rmi", "sha256:nothex"], 2),
+        (&["rmi", "sha256:nothex"], 125),
     ];
     for (args, status) in cases {
         let (rc, out, err) = husk(&root, args);
@@ -203,7 +203,7 @@ fn pull_without_its_helper_is_one_line() {
     one_line_error(&String::from_utf8_lossy(&out.stderr));
     // A malformed reference is refused before any helper runs.
     let (rc, _, err) = husk(&dir.join("root"), &["pull", "Bad Ref"]);
-    assert_eq!(rc, 2);
+    assert_eq!(rc, 125);
     one_line_error(&err);
 }
 

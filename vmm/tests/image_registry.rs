@@ -303,7 +303,7 @@ fn unreachable_registry() {
     assert_eq!(rc, 121, "{err}");
     one_line(&err);
     let (rc, _, err) = husk.run(&["pull", "bad//ref"]);
-    assert_eq!(rc, 2, "{err}");
+    assert_eq!(rc, 125, "{err}");
     one_line(&err);
 }
 
@@ -337,7 +337,7 @@ fn basic_auth_from_credentials_files() {
     // A --creds file that does not exist is a usage error.
     assert_eq!(
         husk.run(&["pull", "--creds", "/nonexistent.json", &name]).0,
-        2
+        125
     );
     // The right ones, from --creds and from $REGISTRY_AUTH_FILE.
     let (rc, out, err) = husk.run(&["pull", "--creds", good.to_str().unwrap(), &name]);

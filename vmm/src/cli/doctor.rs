@@ -6,9 +6,11 @@
 //! a stock guest kernel's code is emulated (~1M instructions/s), so guests
 //! do not boot at a useful speed and tests go through scripts/testbed.sh.
 //!
-//! Exit status: 0 hardware KVM is usable; 1 /dev/kvm is missing or
-//! unusable; 3 KVM works but is not hardware-backed (PVM or unknown).
+//! Exit status: 0 hardware KVM is usable; 124 ([`Failure::NoKvm`], as for
+//! every command) /dev/kvm is missing or unusable; 3 KVM works but is not
+//! hardware-backed (PVM or unknown): not a failure, a different kind of host.
 
+use crate::failure::Failure;
 use crate::vstate::probe::{self, cpu_has_virt_flags, Backend};
 
 /// Exit status: KVM usable but guests run emulated.
@@ -59,7 +61,7 @@ pub fn run() -> i32 {
                 "verdict: not usable: load kvm_intel or kvm_amd (modprobe), make sure /dev/kvm \
                  exists and this user can open it (kvm group or root)"
             );
-            1
+            Failure::NoKvm.exit_status()
         }
     }
 }

@@ -69,7 +69,7 @@ pub fn run(cmd: ImageCommand) -> i32 {
         Ok(status) => status,
         Err(e) => {
             super::print_error(&e);
-            e.exit_code()
+            e.kind().exit_status()
         }
     }
 }
@@ -115,7 +115,7 @@ fn execute(cmd: ImageCommand) -> Result<i32, ImageError> {
                     Err(e) => {
                         super::print_error(&e);
                         if status == 0 {
-                            status = e.exit_code();
+                            status = e.kind().exit_status();
                         }
                     }
                 }

@@ -1,19 +1,17 @@
 //! The `husk` command line. The only place that prints errors and picks
 //! exit statuses; everything below returns typed errors.
 //!
-//! Exit statuses:
+//! Exit statuses: husk's own failures are [`crate::failure::Failure`]'s, the
+//! same on every command (bad usage or input is 125, as in Docker). Besides:
 //! - `husk vm`: 0 the guest powered off (ACPI S5), 3 the guest requested a
-//!   reset (reboot, or a panic with `panic=-1`), 4 the guest triple-faulted,
-//!   1 the VMM failed at run time, 2 bad usage or input.
+//!   reset (reboot, or a panic with `panic=-1`), 4 the guest triple-faulted.
+//! - `husk run`, `husk exec`: the app's own status.
 //! - `husk doctor`: see [`doctor`].
-//!
-//! - image and pod commands (`pull`, `import`, `run`, ...): see [`exit`].
 //!
 //! Every error is one line on stderr, prefixed `husk: `.
 
 pub mod doctor;
 pub mod escape;
-pub mod exit;
 pub mod image;
 pub mod pods;
 pub mod run;
@@ -23,10 +21,10 @@ use std::ffi::OsString;
 
 use clap::{Parser, Subcommand};
 
+use crate::failure::Failure;
+
 /// Exit status for bad usage or input.
-pub const EXIT_USAGE: i32 = crate::exit::EXIT_BAD_INPUT;
-/// Exit status for a VMM failure at run time.
-pub const EXIT_RUNTIME: i32 = crate::exit::EXIT_FAILED;
+const EXIT_USAGE: i32 = Failure::Usage.exit_status();
 
 /// husk: run OCI images as pods, each in its own KVM microVM.
 #[derive(Debug, Parser)]

@@ -13,8 +13,8 @@ use husk_proto::{ProcessSpec, Request};
 use signal_hook::iterator::Signals;
 
 use super::escape::escape;
+use super::print_error;
 use super::run::{self, PodRunArgs, RunArgs};
-use super::{exit, print_error};
 use crate::image::Store;
 use crate::pod::attach::{self, RawTerminal};
 use crate::pod::state::{now_secs, PodDir, PodState, PodStatus, PodStore};
@@ -142,7 +142,7 @@ pub fn run(cmd: PodCommand) -> i32 {
     };
     result.unwrap_or_else(|e| {
         print_error(&e);
-        e.exit_code()
+        e.kind().exit_status()
     })
 }
 
@@ -164,7 +164,7 @@ fn each(
             Err(e) => {
                 print_error(&e);
                 if code == 0 {
-                    code = e.exit_code();
+                    code = e.kind().exit_status();
                 }
             }
         }
@@ -481,5 +481,5 @@ fn gc() -> Result<i32, PodError> {
         report.blobs,
         report.bytes as f64 / (1u64 << 20) as f64
     );
-    Ok(exit::SUCCESS)
+    Ok(crate::failure::SUCCESS)
 }

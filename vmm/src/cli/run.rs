@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::print_error;
+use crate::failure::Failure;
 use crate::image::{PullOptions, Store};
 use crate::pod::attach::{self, Attach, RawTerminal};
 use crate::pod::create::{base_name, create, PullPolicy};
@@ -284,7 +285,7 @@ pub fn pod_run(args: PodRunArgs) -> i32 {
 fn finish(result: Result<i32, PodError>) -> i32 {
     result.unwrap_or_else(|e| {
         print_error(&e);
-        e.exit_code()
+        e.kind().exit_status()
     })
 }
 
@@ -437,7 +438,10 @@ fn start_detached(pods: &PodStore, pod: &PodDir) -> Result<i32, PodError> {
                 let reason = status.reason.unwrap_or_else(|| "the pod failed".into());
                 return Err(PodError::Detached {
                     reason,
-                    code: status.error_code.unwrap_or(crate::cli::exit::RUNTIME),
+                    kind: status
+                        .error_code
+                        .and_then(Failure::from_exit_status)
+                        .unwrap_or(Failure::Runtime),
                 });
             }
             _ if ended => {
@@ -464,7 +468,7 @@ pub fn supervise_detached(dir: PathBuf) -> i32 {
     let root = dir.parent().and_then(|p| p.parent()).map(PathBuf::from);
     let (Some(root), Some(id)) = (root, dir.file_name()) else {
         eprintln!("husk: {}: not a pod directory", dir.display());
-        return crate::cli::exit::USAGE;
+        return Failure::Usage.exit_status();
     };
     let id = id.to_string_lossy().into_owned();
     let result = PodStore::open(&root).and_then(|pods| {

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{error_line, EXIT_USAGE};
+use super::error_line;
 use crate::devices::virtio::vsock::DEFAULT_GUEST_CID;
+use crate::failure::Failure;
 use crate::fs::{ShareError, ShareSpec};
 use crate::vm_config::{
     ConfigError, ConsoleOutput, DeviceSpec, Field, HostLimits, VmConfig, VsockSpec, MIB,
@@ -124,7 +125,7 @@ pub fn run(args: VmArgs) -> i32 {
         Ok(vm) => crate::builder::run_to_status(vm),
         Err(e) => {
             eprintln!("husk: {}", describe(&e));
-            EXIT_USAGE
+            Failure::Usage.exit_status()
         }
     }
 }

@@ -168,6 +168,6 @@ mod tests {
             "x",
         )
         .unwrap_err();
-        assert_eq!(err.exit_code(), crate::cli::exit::USAGE);
+        assert_eq!(err.kind(), crate::failure::Failure::Usage);
     }
 }

@@ -218,7 +218,7 @@ fn tampered_blob_leaves_nothing() {
     fs::write(&p, &bad).unwrap();
     let err = import(&s, &src, None).unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
-    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY);
+    assert_eq!(err.kind(), crate::failure::Failure::Integrity);
     assert!(matches!(
         s.resolve("example.com/t:1"),
         Err(ImageError::NotFound(_))
@@ -299,10 +299,10 @@ fn docker_save_tampered_layer() {
 fn bad_inputs() {
     let (s, root) = store("bad");
     let err = import(&s, &root.join("nope.tar"), None).unwrap_err();
-    assert_eq!(err.exit_code(), crate::cli::exit::USAGE, "{err}");
+    assert_eq!(err.kind(), crate::failure::Failure::Usage, "{err}");
     fs::write(root.join("junk.tar"), b"not a tar at all").unwrap();
     let err = import(&s, &root.join("junk.tar"), None).unwrap_err();
-    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert_eq!(err.kind(), crate::failure::Failure::Integrity, "{err}");
     let empty = root.join("empty");
     fs::create_dir_all(&empty).unwrap();
     assert!(matches!(
@@ -400,7 +400,7 @@ fn symlinked_blob_to_a_host_file_is_refused() {
     std::os::unix::fs::symlink(&host_file, &blob).unwrap();
     oci_layout(&src, vec![named(m, "x.io/leak:1")]);
     let err = import(&s, &src, None).unwrap_err();
-    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert_eq!(err.kind(), crate::failure::Failure::Integrity, "{err}");
     assert!(err.to_string().contains("symbolic link"), "{err}");
     assert!(!err.to_string().contains('\n'), "{err}");
     assert!(!s.blobs().contains(&digest::of(&secret)));
@@ -413,7 +413,7 @@ fn symlinked_blob_to_a_host_file_is_refused() {
     fs::copy(src.join("index.json"), src2.join("index.json")).unwrap();
     fs::copy(src.join("oci-layout"), src2.join("oci-layout")).unwrap();
     let err = import(&s, &src2, None).unwrap_err();
-    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert_eq!(err.kind(), crate::failure::Failure::Integrity, "{err}");
 }
 
 /// Runs `import` on another thread; fails the test instead of hanging if it
@@ -451,7 +451,7 @@ fn fifo_is_refused_without_blocking() {
     mkfifo(&blob);
     let (s, r) = import_within(s, src, 10);
     let err = r.unwrap_err();
-    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert_eq!(err.kind(), crate::failure::Failure::Integrity, "{err}");
     assert!(err.to_string().contains("not a regular file"), "{err}");
     assert!(s.list().unwrap().is_empty());
     assert_eq!(leftovers(&s), 0);
@@ -459,7 +459,7 @@ fn fifo_is_refused_without_blocking() {
     mkfifo(&pipe);
     let (s, r) = import_within(s, pipe, 10);
     let err = r.unwrap_err();
-    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert_eq!(err.kind(), crate::failure::Failure::Integrity, "{err}");
     assert!(s.list().unwrap().is_empty());
 }
 
@@ -485,7 +485,7 @@ fn docker_archive_blobs_without_a_digest_are_refused() {
     let a = root.join("a");
     write_archive(&a, "config.json", "l/layer.tar", &l);
     let err = import(&s, &a, None).unwrap_err();
-    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert_eq!(err.kind(), crate::failure::Failure::Integrity, "{err}");
     assert!(err.to_string().contains("not named by its digest"), "{err}");
     assert!(!s.blobs().contains(&digest::of(&cfg)));
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -495,7 +495,7 @@ fn docker_archive_blobs_without_a_digest_are_refused() {
     let cfg_name = format!("{}.json", digest::hex_of(&digest::of(&cfg)).unwrap());
     write_archive(&b, &cfg_name, "l/layer.tar.gz", &gz);
     let err = import(&s, &b, None).unwrap_err();
-    assert_eq!(err.exit_code(), crate::cli::exit::INTEGRITY, "{err}");
+    assert_eq!(err.kind(), crate::failure::Failure::Integrity, "{err}");
     assert!(
         err.to_string().contains("must be named by its digest"),
         "{err}"

@@ -43,12 +43,12 @@ pub use index::Entry as IndexEntry;
 pub use pull::{answer_line as pull_answer_line, pull, PullOptions};
 pub use registry::pull_here;
 
-use crate::cli::exit;
+use crate::failure::Failure;
 use blobs::Blobs;
 use index::Index;
 
-/// What went wrong with an image operation. Each variant maps to one exit
-/// status ([`ImageError::exit_code`]).
+/// What went wrong with an image operation. Each variant is one kind of
+/// failure ([`ImageError::kind`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// Not in the local store.
@@ -82,9 +82,9 @@ pub enum ImageError {
     /// A manifest, config, index or archive is malformed or unsupported.
     #[error("{0}")]
     Malformed(String),
-    /// The pull helper process failed; `code` is the exit status it chose.
+    /// The pull helper process failed; `kind` is what it said failed.
     #[error("{message}")]
-    Helper { code: i32, message: String },
+    Helper { kind: Failure, message: String },
     /// The store or an input file could not be read or written.
     #[error("{what}")]
     Io {
@@ -95,15 +95,15 @@ pub enum ImageError {
 }
 
 impl ImageError {
-    /// The `husk` exit status for this error (see [`crate::cli::exit`]).
-    pub fn exit_code(&self) -> i32 {
+    /// What kind of failure this is (its exit status: [`Failure::exit_status`]).
+    pub fn kind(&self) -> Failure {
         match self {
-            ImageError::NotFound(_) | ImageError::NotInRegistry(_) => exit::IMAGE_NOT_FOUND,
-            ImageError::BadReference { .. } | ImageError::Usage(_) => exit::USAGE,
-            ImageError::Registry { .. } => exit::REGISTRY,
-            ImageError::DigestMismatch { .. } | ImageError::Malformed(_) => exit::INTEGRITY,
-            ImageError::Io { .. } => exit::RUNTIME,
-            ImageError::Helper { code, .. } => *code,
+            ImageError::NotFound(_) | ImageError::NotInRegistry(_) => Failure::ImageNotFound,
+            ImageError::BadReference { .. } | ImageError::Usage(_) => Failure::Usage,
+            ImageError::Registry { .. } => Failure::Registry,
+            ImageError::DigestMismatch { .. } | ImageError::Malformed(_) => Failure::Integrity,
+            ImageError::Io { .. } => Failure::Runtime,
+            ImageError::Helper { kind, .. } => *kind,
         }
     }
 

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::{Image, ImageError, Store};
+use crate::failure::Failure;
 
 /// How to pull.
 #[derive(Debug, Clone, Default)]
@@ -83,11 +84,11 @@ fn answer(store: &Store, line: &str, helper: &Path) -> Result<Image, ImageError>
     match (f.next(), f.next(), f.next()) {
         (Some("ok"), Some(name), Some(digest)) => store.load(name, digest),
         (Some("error"), Some(code), Some(message)) => Err(ImageError::Helper {
-            code: code.parse().unwrap_or(crate::cli::exit::RUNTIME),
+            kind: answer_kind(code),
             message: message.to_string(),
         }),
         _ => Err(ImageError::Helper {
-            code: crate::cli::exit::RUNTIME,
+            kind: Failure::Runtime,
             message: format!("the pull helper {} failed", helper.display()),
         }),
     }
@@ -97,7 +98,32 @@ fn answer(store: &Store, line: &str, helper: &Path) -> Result<Image, ImageError>
 pub fn answer_line(result: &Result<Image, ImageError>) -> String {
     match result {
         Ok(img) => format!("ok {} {}", img.name, img.manifest_digest),
-        Err(e) => format!("error {} {}", e.exit_code(), crate::cli::error_line(e)),
+        Err(e) => format!(
+            "error {} {}",
+            answer_code(e.kind()),
+            crate::report::error_line(e)
+        ),
+    }
+}
+
+/// The failure kind in an answer line: the helper names it by its exit
+/// status, except bad usage, which shares 125 with a runtime failure and
+/// travels as `usage`.
+fn answer_code(kind: Failure) -> String {
+    match kind {
+        Failure::Usage => "usage".to_owned(),
+        other => other.exit_status().to_string(),
+    }
+}
+
+fn answer_kind(code: &str) -> Failure {
+    match code {
+        "usage" => Failure::Usage,
+        n => n
+            .parse()
+            .ok()
+            .and_then(Failure::from_exit_status)
+            .unwrap_or(Failure::Runtime),
     }
 }
 
@@ -113,9 +139,12 @@ mod tests {
         let line = answer_line(&err);
         assert_eq!(line, "error 120 x: not found");
         let back = answer(&store, &line, Path::new("h")).unwrap_err();
-        assert_eq!(back.exit_code(), 120);
+        assert_eq!(back.kind(), Failure::ImageNotFound);
         assert_eq!(back.to_string(), "x: not found");
+        let usage: Result<Image, ImageError> = Err(ImageError::Usage("bad".into()));
+        let back = answer(&store, &answer_line(&usage), Path::new("h")).unwrap_err();
+        assert_eq!(back.kind(), Failure::Usage);
         let garbage = answer(&store, "", Path::new("h")).unwrap_err();
-        assert_eq!(garbage.exit_code(), crate::cli::exit::RUNTIME);
+        assert_eq!(garbage.kind(), Failure::Runtime);
     }
 }

@@ -26,7 +26,7 @@ pub mod volumes;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::cli::exit;
+use crate::failure::Failure;
 use crate::image::ImageError;
 
 /// Why a pod operation failed.
@@ -69,7 +69,7 @@ pub enum PodError {
     Integrity(String),
     /// A detached pod failed to start; its supervisor recorded why.
     #[error("{reason}")]
-    Detached { reason: String, code: i32 },
+    Detached { reason: String, kind: Failure },
     /// An empty-dir volume whose size limit cannot be enforced here.
     #[error("{0}")]
     Volume(String),
@@ -77,8 +77,8 @@ pub enum PodError {
     AppStart {
         app: String,
         message: String,
-        /// 126 (cannot invoke) or 127 (not found) when the agent says so.
-        code: i32,
+        /// Cannot invoke (126) or not found (127) when the agent says so.
+        kind: Failure,
     },
 }
 
@@ -91,24 +91,24 @@ impl PodError {
         }
     }
 
-    /// The CLI's exit status for this failure (see [`crate::cli::exit`]).
-    pub fn exit_code(&self) -> i32 {
+    /// What kind of failure this is (its exit status: [`Failure::exit_status`]).
+    pub fn kind(&self) -> Failure {
         match self {
-            PodError::BadName(_) | PodError::NameInUse(_) | PodError::Usage(_) => exit::USAGE,
+            PodError::BadName(_) | PodError::NameInUse(_) | PodError::Usage(_) => Failure::Usage,
             PodError::NoSuchPod(_)
             | PodError::Ambiguous(_)
             | PodError::NotRunning(_)
-            | PodError::StillRunning { .. } => exit::POD_NOT_FOUND,
-            PodError::Image(e) => e.exit_code(),
-            PodError::NoKvm(_) => exit::NO_KVM,
-            PodError::Integrity(_) => exit::INTEGRITY,
-            PodError::AppStart { code, .. } | PodError::Detached { code, .. } => *code,
+            | PodError::StillRunning { .. } => Failure::PodNotFound,
+            PodError::Image(e) => e.kind(),
+            PodError::NoKvm(_) => Failure::NoKvm,
+            PodError::Integrity(_) => Failure::Integrity,
+            PodError::AppStart { kind, .. } | PodError::Detached { kind, .. } => *kind,
             PodError::Io { .. }
             | PodError::Corrupt { .. }
             | PodError::GuestArtifacts { .. }
             | PodError::Vmm(_)
             | PodError::Volume(_)
-            | PodError::Agent(_) => exit::RUNTIME,
+            | PodError::Agent(_) => Failure::Runtime,
         }
     }
 }

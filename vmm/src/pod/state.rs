@@ -99,7 +99,7 @@ pub struct PodStatus {
     #[serde(default)]
     pub reason: Option<String>,
     /// For a pod that failed: the exit status `husk run` gives for the
-    /// failure (see `cli::exit`).
+    /// failure ([`crate::failure::Failure::exit_status`]).
     #[serde(default)]
     pub error_code: Option<i32>,
     /// The process supervising the pod, and its start time in clock ticks

@@ -35,6 +35,7 @@ use super::state::{now_secs, AppStatus, PodDir, PodState, PodStatus};
 use super::vm::{self, GuestArtifacts};
 use super::vmm_process::VmmProcess;
 use super::PodError;
+use crate::failure::Failure;
 use crate::vm_config::HostLimits;
 
 /// Where the pod's image blobs are mounted in the guest.
@@ -152,7 +153,7 @@ impl Running<'_> {
         super::volumes::release(&self.pod.path);
         self.status.state = PodState::Failed;
         self.status.reason = Some(e.to_string());
-        self.status.error_code = Some(e.exit_code());
+        self.status.error_code = Some(e.kind().exit_status());
         self.status.finished = Some(now_secs());
         let _ = self.save();
     }
@@ -664,17 +665,17 @@ fn agent_error(e: ClientError) -> PodError {
 pub fn app_start_error(app: &str, e: ClientError) -> PodError {
     match e {
         ClientError::Agent(r) if r.kind == ErrorKind::Spawn => {
-            let code = if r.message.contains("No such file or directory") {
-                crate::cli::exit::COMMAND_NOT_FOUND
+            let kind = if r.message.contains("No such file or directory") {
+                Failure::CommandNotFound
             } else if r.message.contains("Permission denied") {
-                crate::cli::exit::CANNOT_INVOKE
+                Failure::CannotInvoke
             } else {
-                crate::cli::exit::RUNTIME
+                Failure::Runtime
             };
             PodError::AppStart {
                 app: app.to_owned(),
                 message: r.message,
-                code,
+                kind,
             }
         }
         other => agent_error(other),

@@ -276,7 +276,7 @@ mod tests {
         std::fs::create_dir_all(pod.volume_dir("a")).unwrap();
         // "b" has no directory: "a" is mounted, then undone.
         let e = mount_all(&pod, &volumes).unwrap_err();
-        assert_eq!(e.exit_code(), crate::cli::exit::RUNTIME);
+        assert_eq!(e.kind(), crate::failure::Failure::Runtime);
         assert!(
             e.to_string()
                 .starts_with("volume \"b\": cannot enforce its size limit"),
@@ -299,7 +299,7 @@ mod tests {
                 && !line.contains('\n'),
             "{line}"
         );
-        assert_eq!(e.exit_code(), crate::cli::exit::RUNTIME);
+        assert_eq!(e.kind(), crate::failure::Failure::Runtime);
         assert!(mounted_under(&pod.path).is_empty());
         store.remove(&pod).unwrap();
         std::fs::remove_dir_all(&root).unwrap();
