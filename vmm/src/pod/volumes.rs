@@ -15,8 +15,12 @@
 //! (or swap), which suits a scratch volume that ends with its pod.
 //!
 //! The mount: source `husk-volume`, `nosuid,nodev`, `size=<size>`,
-//! `nr_inodes=<size / 16 KiB, at least 1024>`, `mode=0700` (private to the
-//! user husk runs as, like the rest of the pod's directory). The size comes
+//! `nr_inodes=<size / 16 KiB, at least 1024>`, `mode=1777`: writable by every
+//! user *inside the pod* (an app that runs as a non-root user must be able
+//! to use its scratch volume, as with Kubernetes' emptyDir, which is 0777),
+//! sticky like /tmp so apps of different users cannot remove each other's
+//! files. On the host it stays private: it sits under the pod's directory,
+//! which is 0700 (security review F7), so no other host user can reach it. The size comes
 //! from the manifest's `size` (default [`DEFAULT_VOLUME_SIZE`]). Mounting
 //! needs CAP_SYS_ADMIN: where it fails the pod is not made, with one line
 //! saying why (exit 125), rather than run with a volume that has no limit.
@@ -55,7 +59,7 @@ pub fn inode_limit(size: u64) -> u64 {
 
 /// The tmpfs mount options of a volume of `size` bytes.
 pub fn mount_options(size: u64) -> String {
-    format!("size={size},nr_inodes={},mode=0700", inode_limit(size))
+    format!("size={size},nr_inodes={},mode=1777", inode_limit(size))
 }
 
 /// Mounts a size-limited tmpfs at the directory of each of `volumes` that
@@ -147,7 +151,7 @@ mod tests {
         assert_eq!(inode_limit(0), MIN_INODES);
         assert_eq!(
             mount_options(64 * MIB),
-            "size=67108864,nr_inodes=4096,mode=0700"
+            "size=67108864,nr_inodes=4096,mode=1777"
         );
     }
 
