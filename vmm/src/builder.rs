@@ -91,7 +91,7 @@ pub enum BuildError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// More vCPUs than KVM allows.
-    #[error("--vcpus {requested} is more than the {max} vCPUs KVM allows here")]
+    #[error("{requested} vCPUs is more than the {max} KVM allows here")]
     TooManyVcpus {
         /// Asked for.
         requested: u32,
