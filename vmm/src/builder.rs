@@ -11,6 +11,7 @@
 //! starts the vCPUs) and [`RunningVm::wait`] on the VMM thread.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -110,6 +111,9 @@ pub enum BuildError {
     /// Register setup.
     #[error(transparent)]
     Regs(#[from] regs::RegsError),
+    /// The VMM could not jail itself.
+    #[error(transparent)]
+    Jail(#[from] crate::jail::JailError),
     /// MSR setup.
     #[error(transparent)]
     Msr(#[from] msr::MsrError),
@@ -188,6 +192,7 @@ impl VmBuilder {
     /// Creates the VM and its memory, loads kernel and initramfs, and puts
     /// the platform devices (serial, i8042, ACPI PM, CMOS) on the PIO bus.
     fn new(
+        kvm: kvm_ioctls::Kvm,
         config: VmConfig,
         probe: loader::KernelProbe,
         initrd_file: Option<(std::fs::File, u64)>,
@@ -195,7 +200,7 @@ impl VmBuilder {
         cmdline: Cmdline,
         cmdline_capacity: usize,
     ) -> Result<Self, BuildError> {
-        let vm = Vm::new()?;
+        let vm = Vm::new(kvm)?;
         let max_vcpus = vm.max_vcpus();
         if config.vcpus as usize > max_vcpus {
             return Err(BuildError::TooManyVcpus {
@@ -454,8 +459,28 @@ impl VmBuilder {
     }
 }
 
-/// Builds the VM of `prepared` and starts it: the VMM's one entry.
-pub fn start(prepared: PreparedVm) -> Result<RunningVm, BuildError> {
+/// Whether the VMM jails itself ([`crate::jail`]) before it builds the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jail {
+    /// Jailed: the default for pods and `husk vm`.
+    On,
+    /// Not jailed (`--no-jail`): the VMM keeps the caller's privileges.
+    Off,
+}
+
+/// Builds the VM of `prepared` and starts it: the VMM's one entry. With
+/// [`Jail::On`] the process jails itself first, once `/dev/kvm` is open
+/// and before anything of the VM (and so any guest input) exists.
+pub fn start(prepared: PreparedVm, jail: Jail) -> Result<RunningVm, BuildError> {
+    let kvm = Vm::open_kvm()?;
+    if jail == Jail::On {
+        let spec = crate::jail::vmm::spec_for(&prepared, kvm.as_raw_fd());
+        let report = spec.apply()?;
+        log::info!(
+            "jail: set up in {:.2} ms",
+            report.setup.as_secs_f64() * 1000.0
+        );
+    }
     let PreparedVm {
         config,
         kernel,
@@ -465,7 +490,15 @@ pub fn start(prepared: PreparedVm) -> Result<RunningVm, BuildError> {
         cmdline_capacity,
         devices,
     } = prepared;
-    let mut builder = VmBuilder::new(config, kernel, initrd, console, cmdline, cmdline_capacity)?;
+    let mut builder = VmBuilder::new(
+        kvm,
+        config,
+        kernel,
+        initrd,
+        console,
+        cmdline,
+        cmdline_capacity,
+    )?;
     let mut next_budget = share_budget_source();
     for device in devices {
         match device {
@@ -482,16 +515,16 @@ pub fn start(prepared: PreparedVm) -> Result<RunningVm, BuildError> {
 }
 
 /// Runs the VM of `prepared` until it ends, and says why it ended.
-pub fn run(prepared: PreparedVm) -> Result<ExitReason, BuildError> {
-    Ok(start(prepared)?.wait())
+pub fn run(prepared: PreparedVm, jail: Jail) -> Result<ExitReason, BuildError> {
+    Ok(start(prepared, jail)?.wait())
 }
 
 /// Runs the VM of `prepared` as the body of a VMM process: prints one line
 /// on stderr saying why it ended and returns the process's exit status
 /// ([`ExitReason::exit_code`], or the status of [`Failure::Usage`] or
-/// [`Failure::Runtime`] when it could not be built).
-pub fn run_to_status(prepared: PreparedVm) -> i32 {
-    match run(prepared) {
+/// [`Failure::Runtime`] when it could not be built or jailed).
+pub fn run_to_status(prepared: PreparedVm, jail: Jail) -> i32 {
+    match run(prepared, jail) {
         Ok(reason) => {
             eprintln!("husk: {}", reason.message());
             reason.exit_code()

@@ -8,6 +8,7 @@ pub mod exit;
 pub mod failure;
 pub mod fs;
 pub mod image;
+pub mod jail;
 pub mod pod;
 pub mod private;
 pub mod report;

@@ -249,7 +249,8 @@ impl ConfigError {
 #[derive(Debug)]
 pub enum PreparedDevice {
     /// vsock: the socket is bound by the VMM itself (it is removed when the
-    /// VMM ends, so the process that checked the config must not own it).
+    /// VMM ends, so the process that checked the config must not own it);
+    /// its path made absolute.
     Vsock(VsockSpec),
     /// virtio-fs with its root held.
     Fs(OpenShare),
@@ -343,7 +344,11 @@ impl VmConfig {
                     if dir.is_some_and(|d| !d.is_dir()) {
                         return Err(ConfigError::VsockDir(v.uds.display().to_string()));
                     }
-                    PreparedDevice::Vsock(v.clone())
+                    // Absolute, so that the path means the same inside the VMM's jail,
+                    // whose working directory is its root.
+                    let uds = std::path::absolute(&v.uds)
+                        .map_err(|_| ConfigError::VsockDir(v.uds.display().to_string()))?;
+                    PreparedDevice::Vsock(VsockSpec { cid: v.cid, uds })
                 }
                 DeviceSpec::Fs(s) => PreparedDevice::Fs(s.clone().open()?),
             });

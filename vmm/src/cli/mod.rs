@@ -60,6 +60,13 @@ pub fn print_error(err: &(dyn std::error::Error + 'static)) {
     eprintln!("husk: {}", error_line(err));
 }
 
+/// The one-line warning of `--no-jail` (and a manifest's `jail = false`).
+pub fn warn_no_jail() {
+    eprintln!(
+        "husk: warning: --no-jail: the VMM runs without its jail, as root in the host's namespaces"
+    );
+}
+
 /// A minimal logger: warnings and errors from library code to stderr when
 /// `HUSK_LOG` asks for them (`error`, `warn`, `info`, `debug`).
 struct StderrLogger;

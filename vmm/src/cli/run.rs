@@ -35,6 +35,10 @@ pub struct LifetimeArgs {
     /// Run in the background; print the pod's id.
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Run the pod's VMM without its jail (as root in the host's
+    /// namespaces, with every capability): for debugging only.
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 /// Arguments of `husk run`.
@@ -235,6 +239,7 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
         exit_policy: ExitPolicy::All,
         stop_grace_ms: DEFAULT_STOP_GRACE_MS,
         auto_remove: args.lifetime.rm,
+        no_jail: args.lifetime.no_jail,
     })
 }
 
@@ -266,6 +271,7 @@ pub fn pod_run(args: PodRunArgs) -> i32 {
                 r.exit_policy = ExitPolicy::First;
             }
             r.auto_remove = args.lifetime.rm;
+            r.no_jail |= args.lifetime.no_jail;
             r
         });
     let attach = Attach {
@@ -302,6 +308,9 @@ struct How {
 /// Makes the pod and runs it in the foreground, or detached.
 fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     let (detach, attach, report_each) = (how.detach, how.attach, how.report_each);
+    if request.no_jail {
+        super::warn_no_jail();
+    }
     // Fail before making anything if pods cannot run here at all.
     let host = HostLimits::with_kvm(&vm::check_kvm()?);
     let guest = vm::find_guest_artifacts()?;

@@ -1,13 +1,15 @@
 //! `husk vm`: boot a raw VM.
 //!
 //! The flags become a typed [`VmConfig`], which is checked and prepared
-//! (files opened) before any KVM work; errors name the flag at fault.
+//! (files opened) before any KVM work; errors name the flag at fault. The
+//! VMM runs in this process, jailed ([`crate::jail`]) unless `--no-jail`.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::error_line;
+use crate::builder::Jail;
 use crate::devices::virtio::vsock::DEFAULT_GUEST_CID;
 use crate::failure::Failure;
 use crate::fs::{ShareError, ShareSpec};
@@ -57,6 +59,10 @@ pub struct VmArgs {
     /// "mount -t virtiofs TAG DIR"; :ro refuses every write with EROFS.
     #[arg(long = "share", value_name = "TAG=HOSTDIR[:ro][:cache=MODE]")]
     pub shares: Vec<String>,
+    /// Run the VMM without its jail (as root in the host's namespaces,
+    /// with every capability): for debugging only.
+    #[arg(long)]
+    pub no_jail: bool,
 }
 
 impl VmArgs {
@@ -121,8 +127,14 @@ pub fn run(args: VmArgs) -> i32 {
         .to_config()
         .map_err(ConfigError::from)
         .and_then(|c| c.prepare(&HostLimits::of_host()));
+    let jail = if args.no_jail {
+        super::warn_no_jail();
+        Jail::Off
+    } else {
+        Jail::On
+    };
     match prepared {
-        Ok(vm) => crate::builder::run_to_status(vm),
+        Ok(vm) => crate::builder::run_to_status(vm, jail),
         Err(e) => {
             eprintln!("husk: {}", describe(&e));
             Failure::Usage.exit_status()
@@ -147,6 +159,7 @@ mod tests {
             vsock: None,
             cid: DEFAULT_GUEST_CID,
             shares: Vec::new(),
+            no_jail: false,
         }
     }
 

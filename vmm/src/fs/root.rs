@@ -89,6 +89,13 @@ impl ShareRoot {
     }
 }
 
+impl AsRawFd for ShareRoot {
+    /// The held directory (a jail keeps it open).
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 fn dev_ino(fd: &OwnedFd) -> io::Result<(u64, u64)> {
     // SAFETY: stat64 is plain data, written by fstat64 below.
     let mut st: libc::stat64 = unsafe { std::mem::zeroed() };

@@ -9,6 +9,7 @@
 //! exit = "all"             # "all": the pod ends when every app has exited;
 //!                          # "first": when the first does (the rest are stopped)
 //! grace_seconds = 10       # SIGTERM → SIGKILL grace when stopping
+//! jail = true              # false: the VMM runs without its jail (like --no-jail)
 //!
 //! [[volumes]]
 //! name = "shared"          # no `host`: an empty directory living with the pod
@@ -54,6 +55,8 @@ struct File {
     exit: Option<ExitPolicy>,
     #[serde(default)]
     grace_seconds: Option<u64>,
+    #[serde(default)]
+    jail: Option<bool>,
     #[serde(default)]
     volumes: Vec<VolumeEntry>,
     #[serde(default)]
@@ -249,6 +252,7 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
             .map(|s| s.saturating_mul(1000))
             .unwrap_or(DEFAULT_STOP_GRACE_MS),
         auto_remove: false,
+        no_jail: file.jail == Some(false),
     })
 }
 

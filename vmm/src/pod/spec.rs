@@ -155,6 +155,8 @@ pub struct PodRequest {
     pub stop_grace_ms: u64,
     /// Remove the pod's directory when it ends (`--rm`).
     pub auto_remove: bool,
+    /// Run the VMM without its jail (`--no-jail`).
+    pub no_jail: bool,
 }
 
 /// A pod: what `config.json` holds.
@@ -175,6 +177,10 @@ pub struct PodConfig {
     /// Remove the pod's directory when it ends (`--rm`).
     #[serde(default)]
     pub auto_remove: bool,
+    /// Run the VMM without its jail (`--no-jail`). A config without the
+    /// field (an older husk's) is jailed.
+    #[serde(default)]
+    pub no_jail: bool,
     /// Seconds since the epoch.
     pub created: u64,
 }

@@ -35,6 +35,7 @@ use super::state::{now_secs, AppStatus, PodDir, PodState, PodStatus};
 use super::vm::{self, GuestArtifacts};
 use super::vmm_process::VmmProcess;
 use super::PodError;
+use crate::builder::Jail;
 use crate::failure::Failure;
 use crate::vm_config::HostLimits;
 
@@ -229,7 +230,12 @@ impl Running<'_> {
         });
         let shares = vm::pod_shares(BLOBS_TAG, &self.pod.blobs_dir(), volumes);
         let config = vm::vm_config(self.pod, self.config, guest, shares);
-        let child = vm::spawn_vmm(self.pod, config, host)?;
+        let jail = if self.config.no_jail {
+            Jail::Off
+        } else {
+            Jail::On
+        };
+        let child = vm::spawn_vmm(self.pod, config, host, jail)?;
         self.vmm_pid = Some(child.id() as i32);
         self.status.vmm_pid = self.vmm_pid;
         self.save()?;

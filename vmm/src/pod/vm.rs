@@ -17,6 +17,7 @@ use super::spec::PodConfig;
 use super::state::PodDir;
 use super::vmm_process::VmmProcess;
 use super::PodError;
+use crate::builder::Jail;
 use crate::devices::virtio::vsock::DEFAULT_GUEST_CID;
 use crate::fs::{CacheMode, ShareSpec};
 use crate::vm_config::{
@@ -194,9 +195,14 @@ pub fn check_fits_host(
 
 /// Starts the pod's VMM (see [`VmmProcess`]) for `vm`, checked against
 /// `host`: the guest console goes to `console.log`, the VMM's stderr (one
-/// line if it fails) to `vmm.log`. Call only while this process has a
-/// single thread.
-pub fn spawn_vmm(pod: &PodDir, vm: VmConfig, host: &HostLimits) -> Result<VmmProcess, PodError> {
+/// line if it fails) to `vmm.log`; jailed unless `jail` is off. Call only
+/// while this process has a single thread.
+pub fn spawn_vmm(
+    pod: &PodDir,
+    vm: VmConfig,
+    host: &HostLimits,
+    jail: Jail,
+) -> Result<VmmProcess, PodError> {
     let vmm_log = pod.path.join("vmm.log");
     let stderr = crate::private::file_options()
         .write(true)
@@ -206,7 +212,7 @@ pub fn spawn_vmm(pod: &PodDir, vm: VmConfig, host: &HostLimits) -> Result<VmmPro
         .map_err(|e| PodError::io(&vmm_log, e))?;
     let _ = std::fs::remove_file(pod.vsock_path());
     let prepared = prepare(vm, host)?;
-    VmmProcess::fork(prepared, &stderr)
+    VmmProcess::fork(prepared, &stderr, jail)
         .map_err(|e| PodError::Vmm(format!("cannot start the VMM: {e}")))
 }
 

@@ -3,7 +3,7 @@
 //! The VMM runs the same code as `husk vm` ([`crate::builder::run_to_status`]
 //! on a [`PreparedVm`]: checked and with its files open before the fork), in a process of
 //! its own — its death is visible to the supervisor, which records why, and
-//! it can be jailed on its own later. Forking without exec spares a second
+//! it is jailed on its own ([`crate::jail`]). Forking without exec spares a second
 //! program start (dynamic loading, faulting in the binary), which is the
 //! largest host-side cost of `husk run` after the CLI's own start: about
 //! 0.2 s of a 3 s pod run in the nested testbed, ~2 ms on hardware.
@@ -22,6 +22,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
+use crate::builder::Jail;
 use crate::vm_config::PreparedVm;
 
 /// A forked VMM, reaped through `waitpid`.
@@ -36,7 +37,7 @@ impl VmmProcess {
     /// stdin and stdout on /dev/null. Call only while this process has a
     /// single thread. This process keeps nothing of `vm`: its descriptors
     /// are closed here once the child has its copies.
-    pub fn fork(vm: PreparedVm, stderr: &File) -> io::Result<VmmProcess> {
+    pub fn fork(vm: PreparedVm, stderr: &File, jail: Jail) -> io::Result<VmmProcess> {
         ensure_single_thread()?;
         let null = OpenOptions::new()
             .read(true)
@@ -48,7 +49,7 @@ impl VmmProcess {
         // child gets a consistent copy of all memory and locks.
         match unsafe { libc::fork() } {
             -1 => Err(io::Error::last_os_error()),
-            0 => child(vm, stderr, &null, parent),
+            0 => child(vm, stderr, &null, parent, jail),
             pid => Ok(VmmProcess { pid, status: None }),
         }
     }
@@ -111,7 +112,7 @@ fn ensure_single_thread() -> io::Result<()> {
 }
 
 /// The child's side of the fork: set up, run the VMM, `_exit`.
-fn child(vm: PreparedVm, stderr: &File, null: &File, parent: libc::pid_t) -> ! {
+fn child(vm: PreparedVm, stderr: &File, null: &File, parent: libc::pid_t, jail: Jail) -> ! {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     // SAFETY: getppid() has no preconditions.
@@ -142,7 +143,10 @@ fn child(vm: PreparedVm, stderr: &File, null: &File, parent: libc::pid_t) -> ! {
         // SAFETY: dup2 between descriptors this process holds.
         unsafe { libc::dup2(from, to) };
     }
-    let code = crate::builder::run_to_status(vm);
+    // The jail (on by default) closes every descriptor inherited from the
+    // supervisor but stdio and `vm`'s; `stderr` and `null` are never used
+    // again (nor dropped: this process ends in `_exit`).
+    let code = crate::builder::run_to_status(vm, jail);
     // SAFETY: _exit skips the supervisor's atexit handlers and buffered
     // output that this copy of the process must not flush twice.
     unsafe { libc::_exit(code) }

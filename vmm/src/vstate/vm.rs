@@ -91,10 +91,14 @@ impl std::fmt::Debug for Vm {
 }
 
 impl Vm {
-    /// Opens /dev/kvm, checks the API and the capabilities husk relies on,
-    /// and creates an empty VM.
-    pub fn new() -> Result<Self, VmError> {
-        let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+    /// Opens /dev/kvm (before the VMM's jail, which has no /dev).
+    pub fn open_kvm() -> Result<Kvm, VmError> {
+        Kvm::new().map_err(VmError::OpenKvm)
+    }
+
+    /// Checks the API and the capabilities husk relies on of an open
+    /// /dev/kvm ([`Vm::open_kvm`]), and creates an empty VM.
+    pub fn new(kvm: Kvm) -> Result<Self, VmError> {
         let api = kvm.get_api_version();
         if api != 12 {
             return Err(VmError::ApiVersion(api));

@@ -1,0 +1,62 @@
+//! The VMM's jail: what a VMM process keeps once it has opened its files.
+//!
+//! - Binds: the directory of the vsock socket only (the VMM binds its listener there and
+//!   connects to `<socket>_<port>` there for guest-initiated connections), at its own path.
+//!   For a pod that is the pod's state directory; nothing else of the host is reachable
+//!   by path.
+//! - `/proc/self`: for the virtio-fs passthrough (see [`super`]).
+//! - Capabilities: what the in-process virtio-fs server needs to act for the guest's users
+//!   on the host files — virtiofsd's set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID,
+//!   SETUID, MKNOD, SETFCAP) less what husk's policy layer never lets a guest use: FSETID and
+//!   MKNOD (every serving thread drops them already: set-id bits are cleared by the kernel,
+//!   device nodes are refused), SETFCAP (only `user.*` xattrs can be written), and
+//!   DAC_READ_SEARCH, which virtiofsd wants for file handles (off here). SETUID and SETGID
+//!   are for the passthrough's per-request switch to the guest caller's uid and gid. KVM
+//!   needs none once `/dev/kvm` is open: every KVM call is an ioctl on a held descriptor.
+//! - `RLIMIT_NOFILE`: the shares' pool ([`FD_PER_POD`]) plus the reserve for the rest of
+//!   the VMM ([`FD_RESERVE`]): the share budgets come out at their fixed bounds.
+//! - Descriptors: stdio, `/dev/kvm`, and the files [`PreparedVm`] holds (kernel, initramfs,
+//!   console, share roots).
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use caps::Capability;
+
+use super::JailSpec;
+use crate::fs::budget::{FD_PER_POD, FD_RESERVE};
+use crate::vm_config::{PreparedDevice, PreparedVm};
+
+/// The capabilities a jailed VMM keeps.
+pub const VMM_CAPS: [Capability; 5] = [
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_FOWNER,
+    Capability::CAP_SETGID,
+    Capability::CAP_SETUID,
+];
+
+/// A jailed VMM's `RLIMIT_NOFILE`.
+pub const VMM_NOFILE: u64 = (FD_PER_POD + FD_RESERVE) as u64;
+
+/// The jail of the VMM that runs `vm` with `kvm` (an open `/dev/kvm`).
+pub fn spec_for(vm: &PreparedVm, kvm: RawFd) -> JailSpec {
+    let mut binds = Vec::new();
+    let mut keep_fds = vec![kvm, vm.kernel.file.as_raw_fd()];
+    keep_fds.extend(vm.initrd.as_ref().map(|(f, _)| f.as_raw_fd()));
+    keep_fds.extend(vm.console.as_ref().map(AsRawFd::as_raw_fd));
+    for device in &vm.devices {
+        match device {
+            PreparedDevice::Vsock(v) => {
+                binds.extend(v.uds.parent().map(|d| d.to_path_buf()));
+            }
+            PreparedDevice::Fs(share) => keep_fds.push(share.root.as_raw_fd()),
+        }
+    }
+    JailSpec {
+        binds,
+        proc_self: true,
+        keep_caps: VMM_CAPS.to_vec(),
+        nofile: VMM_NOFILE,
+        keep_fds,
+    }
+}
