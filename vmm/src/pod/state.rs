@@ -344,8 +344,11 @@ impl PodDir {
     pub fn console_path(&self) -> PathBuf {
         self.path.join("console.log")
     }
+    /// The agent's socket, in a directory of its own: the VMM's jail binds
+    /// that directory, not the pod's (whose state files the supervisor
+    /// trusts).
     pub fn vsock_path(&self) -> PathBuf {
-        self.path.join("vsock.sock")
+        self.path.join("vsock").join("vsock.sock")
     }
     pub fn blobs_dir(&self) -> PathBuf {
         self.path.join("blobs")
