@@ -62,7 +62,7 @@ impl<S: BitmapSlice + Send + Sync + 'static> ShareServer<S> {
             do_import: true,
             xattr: true,
             // O_PATH descriptors, not file handles: open_by_handle_at needs
-            // CAP_DAC_READ_SEARCH (which the jailer will drop) and can open any inode of the
+            // CAP_DAC_READ_SEARCH (which the VMM's jail drops) and can open any inode of the
             // host file system given a handle; descriptors are bounded by our budget instead.
             inode_file_handles: false,
             // Writeback caching lets the guest kernel own file sizes and O_APPEND; unsafe when
@@ -111,7 +111,8 @@ impl<S: BitmapSlice + Send + Sync + 'static> ShareServer<S> {
 ///   without `CAP_MKNOD` no device node can be created even if a request slipped past
 ///   [`ConfinedFs`]. Capabilities are per thread, so the rest of the VMM keeps them. The
 ///   passthrough's temporary uid switch cannot bring them back, because it only restores
-///   capabilities from the permitted set.
+///   capabilities from the permitted set. A jailed VMM ([`crate::jail`]) has neither in any
+///   set already; this drop is what holds without the jail (`--no-jail`, host mounts).
 pub fn prepare_server_thread() -> Result<(), ServerError> {
     // SAFETY: unshare(CLONE_FS) only affects the calling thread's fs context; return checked.
     if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
