@@ -46,6 +46,20 @@ fn refuses_binds_it_cannot_place() {
     );
 }
 
+/// The harness runs tests on threads, so a jail applied here is refused before it changes
+/// anything (not root: refused for that).
+#[test]
+fn refuses_a_process_that_cannot_jail_itself() {
+    let e = spec().apply().unwrap_err().to_string();
+    assert!(e.ends_with("(or run with --no-jail)"), "{e}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(e.contains("threads run"), "{e}");
+    } else {
+        assert!(e.contains("needs root"), "{e}");
+    }
+}
+
 #[test]
 fn binds_parents_first() {
     let mut s = spec();

@@ -293,6 +293,9 @@ mod tests {
         assert_eq!(j.apps[0].command, Some(vec!["true".to_string()]));
         assert_eq!(j.exit_policy, ExitPolicy::All);
         assert_eq!(j.memory, DEFAULT_MEMORY);
+        assert!(!j.no_jail && !t.no_jail, "jailed unless asked");
+        let free = r#"{"jail":false,"apps":[{"name":"a","image":"busybox"}]}"#;
+        assert!(parse(free, Path::new("/")).unwrap().no_jail);
     }
 
     #[test]
