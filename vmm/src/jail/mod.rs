@@ -93,7 +93,7 @@ pub enum JailError {
     #[error("jail: {0} is not a descriptor")]
     BadFd(RawFd),
     /// The process cannot jail itself (not root, or threads already running).
-    #[error("jail: {0} (or run with --no-jail)")]
+    #[error("jail: {0} (--no-jail runs the VMM without it)")]
     Unable(String),
     /// A system call of one step failed.
     #[error("jail: cannot {step}")]

@@ -166,8 +166,22 @@ fn mkdirs(dir: &OwnedFd, rel: &Path) -> Result<(), JailError> {
 }
 
 /// Binds `source` (followed if a link) at `target`, then remounts the bind with `extra`
-/// flags (`nosuid,nodev,noexec` always; a bind ignores them on the first call).
+/// flags (`nosuid,nodev,noexec` always; a bind ignores them on the first call), read-only
+/// if the source's mount is: the bind never gives the jail more than the host's mount does.
 fn bind(source: &CStr, target: &CStr, extra: libc::c_ulong, what: &str) -> Result<(), JailError> {
+    // SAFETY: statvfs is plain data, written by statvfs below.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs with a NUL-terminated path and a valid out pointer; return checked.
+    if unsafe { libc::statvfs(source.as_ptr(), &mut st) } != 0 {
+        return Err(JailError::last_os(format!(
+            "find {what} to bind into the jail"
+        )));
+    }
+    let extra = if st.f_flag & libc::ST_RDONLY != 0 {
+        extra | libc::MS_RDONLY
+    } else {
+        extra
+    };
     mount(
         Some(source),
         target,

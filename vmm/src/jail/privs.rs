@@ -18,14 +18,14 @@ pub fn ensure_able() -> Result<(), JailError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(JailError::Unable(
-            "the VMM jail needs root (to make namespaces and mounts)".into(),
+            "the VMM jail needs root to make its namespaces and mounts".into(),
         ));
     }
     match caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN) {
         Ok(true) => {}
         _ => {
             return Err(JailError::Unable(
-                "the VMM jail needs CAP_SYS_ADMIN (to make namespaces and mounts)".into(),
+                "the VMM jail needs CAP_SYS_ADMIN to make its namespaces and mounts".into(),
             ))
         }
     }

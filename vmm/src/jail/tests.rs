@@ -51,7 +51,7 @@ fn refuses_binds_it_cannot_place() {
 #[test]
 fn refuses_a_process_that_cannot_jail_itself() {
     let e = spec().apply().unwrap_err().to_string();
-    assert!(e.ends_with("(or run with --no-jail)"), "{e}");
+    assert!(e.ends_with("(--no-jail runs the VMM without it)"), "{e}");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         assert!(e.contains("threads run"), "{e}");
