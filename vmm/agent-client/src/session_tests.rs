@@ -7,11 +7,12 @@ use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::client::{ClientError, ProcEvent, Session};
-use crate::frame::{Frame, FrameReader, FrameWriter};
+use husk_proto::message::*;
+use husk_proto::{Frame, FrameReader, FrameWriter};
+use husk_proto::{INITIAL_WINDOW, MAX_DATA};
+
 use crate::inbox::{MAX_QUEUED_COST, MAX_RECORDS};
-use crate::message::*;
-use crate::{INITIAL_WINDOW, MAX_DATA};
+use crate::session::{ClientError, ProcEvent, Session};
 
 /// The agent's end of the connection.
 struct Fake {
