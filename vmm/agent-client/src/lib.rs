@@ -36,6 +36,8 @@ mod inbox;
 pub mod session;
 #[cfg(test)]
 mod session_tests;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 pub mod timeouts;
 
 pub use inbox::MAX_QUEUED_COST;
@@ -205,7 +207,8 @@ pub fn run_attached(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use husk_proto::{Frame, FrameReader, FrameWriter, Message, Outcome, Reply, Request};
+    use crate::testing::{accept_vsock, FakeAgent};
+    use husk_proto::{Reply, Request};
     use std::os::unix::net::UnixListener;
 
     fn scratch(name: &str) -> PathBuf {
@@ -215,45 +218,24 @@ mod tests {
     }
 
     /// A stand-in for the VMM's vsock mux in front of a minimal agent: it
-    /// checks the CONNECT line, answers `answer`, then speaks the protocol.
+    /// answers the CONNECT line with `answer`, then (if it said OK) answers
+    /// one ping. Returns the line it read.
     fn fake_vmm(path: PathBuf, answer: &'static str) -> std::thread::JoinHandle<String> {
         let listener = UnixListener::bind(&path).unwrap();
         std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut line = Vec::new();
-            BufReader::with_capacity(1, &stream)
-                .read_until(b'\n', &mut line)
-                .unwrap();
-            (&stream).write_all(answer.as_bytes()).unwrap();
-            if !answer.starts_with("OK") {
-                return String::from_utf8(line).unwrap();
-            }
-            let mut r = FrameReader::new(stream.try_clone().unwrap());
-            let mut w = FrameWriter::new(stream);
-            assert!(matches!(
-                r.read_frame().unwrap(),
-                Frame::Control(Message::Hello { .. })
-            ));
-            w.write_frame(&Frame::Control(Message::Welcome {
-                version: 1,
-                software: "fake".into(),
-            }))
-            .unwrap();
-            if let Frame::Control(Message::Request {
-                id,
-                body: Request::Ping,
-            }) = r.read_frame().unwrap()
-            {
-                w.write_frame(&Frame::Control(Message::Response {
-                    id,
-                    result: Outcome::Ok(Reply::Pong {
+            let (stream, line) = accept_vsock(&listener, answer);
+            if answer.starts_with("OK") {
+                let mut agent = FakeAgent::new(stream);
+                agent.handshake();
+                if let Some((id, Request::Ping)) = agent.request() {
+                    let pong = Reply::Pong {
                         version: 1,
                         software: "fake".into(),
-                    }),
-                }))
-                .unwrap();
+                    };
+                    agent.reply(id, pong);
+                }
             }
-            String::from_utf8(line).unwrap()
+            line
         })
     }
 
