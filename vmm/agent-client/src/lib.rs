@@ -16,7 +16,7 @@
 //! handshake and multiplexes requests, stdio and events; [`run_attached`]
 //! wires a process to the terminal for `husk run`. The guest is not
 //! trusted: what it sends for a process is queued within the flow-control
-//! window or ends the session (`inbox`), and every wait for it is bounded
+//! window or ends the session ([`inbox`]), and every wait for it is bounded
 //! ([`timeouts`]).
 //!
 //! Why a crate of its own: `husk-proto` is the contract both sides link
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use husk_proto::ExitStatus;
 pub use husk_proto::DEFAULT_VSOCK_PORT;
 
-mod inbox;
+pub mod inbox;
 pub mod session;
 #[cfg(test)]
 mod session_tests;
@@ -40,7 +40,6 @@ mod session_tests;
 pub mod testing;
 pub mod timeouts;
 
-pub use inbox::MAX_QUEUED_COST;
 pub use session::{ClientError, ProcEvent, Process, Session, StdinWriter};
 
 /// Where the agent is.

@@ -7,7 +7,7 @@
 //! and stdin is sent only within the credit the agent granted, so memory on
 //! both sides stays bounded by the window whatever the speed of either end.
 //! The agent is not trusted to keep its half: output beyond the credit
-//! granted is a protocol error that ends the session (`inbox`),
+//! granted is a protocol error that ends the session ([`crate::inbox`]),
 //! and no wait for it is unbounded ([`crate::timeouts`]).
 
 use std::collections::HashMap;
@@ -432,7 +432,7 @@ impl Process {
     }
 
     /// The most its queue of unread output has held, in bytes (records
-    /// included): never more than [`crate::MAX_QUEUED_COST`].
+    /// included): never more than [`crate::inbox::MAX_QUEUED_COST`].
     pub fn peak_queued(&self) -> usize {
         self.inbox.peak_cost()
     }
