@@ -30,7 +30,7 @@ done
 [[ $mib =~ ^[0-9]+$ && $mib -gt 0 ]] || { echo "bench-vsock: --mib needs a positive number" >&2; exit 2; }
 
 target=${CARGO_TARGET_DIR:-$repo/target}
-cargo build --quiet --release -p husk-vmm --example vsock_bench --manifest-path "$repo/Cargo.toml"
+cargo build --quiet --release -p husk-vmm --features test-utils --example vsock_bench --manifest-path "$repo/Cargo.toml"
 bin=$target/release/examples/vsock_bench
 
 echo "bench-vsock: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $mib MiB per direction"

@@ -22,6 +22,8 @@ if [ "${HUSK_SKIP_LINT:-0}" != 1 ]; then
   step "lint"
   cargo fmt --all --check
   cargo clippy --quiet --workspace --all-targets -- -D warnings
+  # Test doubles and what needs them (the vsock benchmark) build only with test-utils.
+  cargo clippy --quiet --workspace --all-targets --features husk-vmm/test-utils -- -D warnings
 fi
 
 step "unit and host-integration tests"

@@ -233,7 +233,8 @@ MODDIR="$KDIR/lib/modules/$kver"
 BOOT_MODULES="virtio_pci virtio_console virtiofs overlay kvm_amd"
 INIT="$SCRIPT_DIR/testbed/init"
 STUCK="$SCRIPT_DIR/testbed/stuck-tasks.sh"
-ird_key=$( { cat "$INIT" "$STUCK"; echo "$BOOT_MODULES"; sha256sum "$BUSYBOX"; } | sha256sum | cut -c1-16)
+ANCHOR="$SCRIPT_DIR/testbed/kvm-anchor.py"
+ird_key=$( { cat "$INIT" "$STUCK" "$ANCHOR"; echo "$BOOT_MODULES"; sha256sum "$BUSYBOX"; } | sha256sum | cut -c1-16)
 INITRD="$KDIR/initramfs-$ird_key.cpio"
 if [ ! -f "$INITRD" ]; then
     stage=$(mktemp -d "$CACHE/.initrd.XXXXXX")
@@ -243,6 +244,7 @@ if [ ! -f "$INITRD" ]; then
         cp "$BUSYBOX" "$stage/root/bin/busybox"
         install -m 755 "$INIT" "$stage/root/init"
         install -m 755 "$STUCK" "$stage/root/stuck-tasks.sh"
+        install -m 644 "$ANCHOR" "$stage/root/kvm-anchor.py"
         order=()
         for m in $BOOT_MODULES; do
             f=$(modinfo -b "$KDIR" -k "$kver" -F filename "$m")

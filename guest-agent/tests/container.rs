@@ -12,7 +12,7 @@ use std::path::Path;
 
 use common::containers::*;
 use common::{args, Server};
-use husk_proto::client::{ClientError, Process, Session};
+use husk_agent_client::{ClientError, Process, Session};
 use husk_proto::{ErrorKind, ExitStatus, ProcessSpec, Request, Rlimit};
 
 #[test]
@@ -170,7 +170,7 @@ fn tty_in_a_container() {
     let mut seen = String::new();
     while !seen.contains("33 99") {
         match p.next_event().unwrap() {
-            husk_proto::client::ProcEvent::Stdout(b) => seen.push_str(&String::from_utf8_lossy(&b)),
+            husk_agent_client::ProcEvent::Stdout(b) => seen.push_str(&String::from_utf8_lossy(&b)),
             other => panic!("{other:?} after {seen:?}"),
         }
     }
@@ -441,7 +441,7 @@ fn exec_from_another_connection() {
     let long = exec_in(&other, &["/bin/sh", "-c", "echo started; exec sleep 600"]);
     assert_eq!(
         long.next_event().unwrap(),
-        husk_proto::client::ProcEvent::Stdout(b"started\n".to_vec())
+        husk_agent_client::ProcEvent::Stdout(b"started\n".to_vec())
     );
     let long_pid = long.pid;
     drop(long);

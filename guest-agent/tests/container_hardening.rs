@@ -13,7 +13,7 @@ use common::Server;
 use husk_proto::ExitStatus;
 
 /// Runs `script` in running container `id`; its stdout.
-fn exec_sh(s: &husk_proto::client::Session, id: &str, script: &str) -> String {
+fn exec_sh(s: &husk_agent_client::Session, id: &str, script: &str) -> String {
     let (out, err, status) = output(&exec_in(s, id, &["/bin/sh", "-c", script]).unwrap());
     assert_eq!(status, ExitStatus::Code(0), "stdout {out} stderr {err}");
     out

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use common::{args, exec, run, sh, Server};
-use husk_proto::client::{ClientError, ProcEvent};
+use husk_agent_client::{ClientError, ProcEvent};
 use husk_proto::{
     ErrorKind, ExitStatus, Frame, FrameReader, FrameWriter, Message, ProcessSpec, Reply, Request,
     TtySize,
@@ -391,7 +391,7 @@ fn bad_requests_fail_cleanly() {
     need_root!();
     let srv = Server::start();
     let s = srv.session();
-    let err = |r: Result<husk_proto::client::Process, ClientError>| match r {
+    let err = |r: Result<husk_agent_client::Process, ClientError>| match r {
         Err(ClientError::Agent(e)) => e,
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("started"),

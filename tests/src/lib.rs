@@ -60,17 +60,24 @@ pub fn in_testbed(shares: &[&Path], args: &[&str]) -> Outcome {
 /// [`in_testbed`] with the testbed killed after `timeout_secs`.
 pub fn in_testbed_within(shares: &[&Path], args: &[&str], timeout_secs: u32) -> Outcome {
     let first = in_testbed_once(shares, args, timeout_secs);
-    let Some(flaw) = testbed_flaw(&first) else {
+    let flaw = testbed_flaw(&first);
+    once_more(first, flaw, || in_testbed_once(shares, args, timeout_secs))
+}
+
+/// `first` as it is when `why` is `None`; otherwise says why on stderr (with
+/// `first`'s output) and returns `again()`, its output headed by why.
+fn once_more(first: Outcome, why: Option<String>, again: impl FnOnce() -> Outcome) -> Outcome {
+    let Some(why) = why else {
         return first;
     };
     eprintln!(
-        "in_testbed: {flaw}, a known flaw of the nested testbed (README, Testing); \
+        "in_testbed: {why}, a known flaw of the nested testbed (README, Testing); \
          running the command once more. The first run's output:\n{}",
         first.output
     );
-    let mut second = in_testbed_once(shares, args, timeout_secs);
+    let mut second = again();
     second.output = format!(
-        "in_testbed: second run: the first one ended because {flaw}\n{}",
+        "in_testbed: second run, the first one ended because {why}\n{}",
         second.output
     );
     second
@@ -98,21 +105,12 @@ pub fn guest_fault(out: &Outcome) -> Option<&'static str> {
 /// that crashes its guests still fails the test.
 pub fn in_testbed_guests(shares: &[&Path], args: &[&str], timeout_secs: u32) -> Outcome {
     let first = in_testbed_within(shares, args, timeout_secs);
-    let sign = match guest_fault(&first) {
-        Some(sign) if first.status != 0 => sign,
-        _ => return first,
-    };
-    eprintln!(
-        "in_testbed: a guest crashed ({sign}), a known flaw of the nested testbed \
-         (README, Testing); running the command once more. The first run's output:\n{}",
-        first.output
-    );
-    let mut second = in_testbed_within(shares, args, timeout_secs);
-    second.output = format!(
-        "in_testbed: second run: in the first one a guest crashed ({sign})\n{}",
-        second.output
-    );
-    second
+    let crash = guest_fault(&first)
+        .filter(|_| first.status != 0)
+        .map(|sign| format!("a guest crashed ({sign})"));
+    once_more(first, crash, || {
+        in_testbed_within(shares, args, timeout_secs)
+    })
 }
 
 /// Runs `tests/guest/<name>.sh HUSK SCRATCH EXTRA...` in the testbed with a

@@ -1,16 +1,18 @@
 //! The real `husk` binary against a hostile guest, without a VM: a pod
 //! directory whose `vsock.sock` is served by this test, playing the VMM's
-//! vsock mux and the agent behind it (a test double speaking raw frames).
+//! vsock mux and the agent behind it (`husk_agent_client::testing`'s fake
+//! agent, a test double speaking raw frames).
 //! Security review F2 (an agent flooding beyond its credit), F10 (an agent
 //! that never answers), F8 (a guest's text reaching the terminal).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::Read;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use husk_proto::{Frame, FrameReader, FrameWriter, Message, Outcome, Reply, Stream, MAX_DATA};
+use husk_agent_client::testing::{accept_vsock, FakeAgent};
+use husk_proto::{Stream, MAX_DATA};
 use husk_vmm::pod::spec::PodConfig;
 use husk_vmm::pod::state::{PodDir, PodState, PodStatus, PodStore};
 
@@ -47,34 +49,14 @@ fn running_pod(root: &Path) -> PodDir {
 /// answer, then `agent` on the stream.
 fn serve(
     pod: &PodDir,
-    agent: impl FnOnce(FrameReader<UnixStream>, FrameWriter<UnixStream>) + Send + 'static,
+    agent: impl FnOnce(FakeAgent) + Send + 'static,
 ) -> std::thread::JoinHandle<()> {
     let listener = UnixListener::bind(pod.vsock_path()).unwrap();
     std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut line = Vec::new();
-        BufReader::with_capacity(1, &stream)
-            .read_until(b'\n', &mut line)
-            .unwrap();
-        assert_eq!(line, b"CONNECT 1024\n");
-        (&stream).write_all(b"OK 1073741824\n").unwrap();
-        agent(
-            FrameReader::new(stream.try_clone().unwrap()),
-            FrameWriter::new(stream),
-        );
+        let (stream, line) = accept_vsock(&listener, "OK 1073741824\n");
+        assert_eq!(line, "CONNECT 1024\n");
+        agent(FakeAgent::new(stream));
     })
-}
-
-fn welcome(r: &mut FrameReader<UnixStream>, w: &mut FrameWriter<UnixStream>) {
-    assert!(matches!(
-        r.read_frame().unwrap(),
-        Frame::Control(Message::Hello { .. })
-    ));
-    w.write_frame(&Frame::Control(Message::Welcome {
-        version: 1,
-        software: "hostile".into(),
-    }))
-    .unwrap();
 }
 
 fn husk_exec(root: &Path, pod: &PodDir) -> Child {
@@ -151,23 +133,12 @@ fn exec_against_a_flooding_agent() {
     const FLOOD: usize = 256 << 20;
     let root = root("flood");
     let pod = running_pod(&root);
-    let agent = serve(&pod, |mut r, mut w| {
-        welcome(&mut r, &mut w);
-        let Frame::Control(Message::Request { id, .. }) = r.read_frame().unwrap() else {
-            panic!("expected the exec request");
-        };
-        let started = Frame::Control(Message::Response {
-            id,
-            result: Outcome::Ok(Reply::Started { proc: 1, pid: 2 }),
-        });
-        w.write_frame(&started).unwrap();
-        let chunk = Frame::Data {
-            proc: 1,
-            stream: Stream::Stdout,
-            bytes: vec![b'x'; MAX_DATA],
-        };
+    let agent = serve(&pod, |mut f| {
+        f.handshake();
+        f.start_proc();
+        let chunk = vec![b'x'; MAX_DATA];
         let mut sent = 0;
-        while sent < FLOOD && w.write_frame(&chunk).is_ok() {
+        while sent < FLOOD && f.data(Stream::Stdout, &chunk) {
             sent += MAX_DATA;
         }
         eprintln!("flood: the agent sent {} KiB", sent >> 10);
@@ -215,10 +186,10 @@ fn exec_against_a_flooding_agent() {
 fn exec_against_a_silent_agent() {
     let root = root("silent");
     let pod = running_pod(&root);
-    let agent = serve(&pod, |mut r, _w| {
-        let _ = r.read_frame();
+    let agent = serve(&pod, |mut f| {
+        let _ = f.read();
         // Silent until husk hangs up.
-        let _ = r.read_frame();
+        let _ = f.read();
     });
     let child = husk_exec(&root, &pod);
     let (code, stderr, _) = finish(child, Duration::from_secs(120));
@@ -240,10 +211,10 @@ fn exec_ends_on_a_signal_before_its_process_runs() {
     let root = root("signal");
     let pod = running_pod(&root);
     let (hello_tx, hello_rx) = std::sync::mpsc::channel();
-    let agent = serve(&pod, move |mut r, _w| {
-        let _ = r.read_frame();
+    let agent = serve(&pod, move |mut f| {
+        let _ = f.read();
         hello_tx.send(()).unwrap();
-        let _ = r.read_frame();
+        let _ = f.read();
     });
     let child = husk_exec(&root, &pod);
     hello_rx.recv().unwrap();

@@ -28,21 +28,18 @@
 //! neither side ever buffers without bound and a slow reader slows the
 //! writer down (backpressure reaches the process's pipe).
 //!
-//! The host enforces the window on what the agent sends ([`inbox`]): data
-//! beyond it is a protocol error that ends the session. Every wait for the
-//! agent is bounded ([`timeouts`]).
+//! Neither side trusts the other to keep these rules. The host's half of
+//! the enforcement (the window on what the agent sends, a bound on every
+//! wait for the agent) lives with its session in the `husk-agent-client`
+//! crate (vmm/agent-client).
 //!
-//! `client` holds a host-side session over any byte stream, shared by the
-//! CLI (through `husk_vmm::agent_client`) and the agent's own tests; it lives
-//! here because `vmm` and `guest-agent` must not depend on each other.
+//! This crate is the contract only: wire types, framing and the constants
+//! both sides must agree on. It is the one crate the VMM side and the guest
+//! agent both depend on, so it stays free of either side's logic and of
+//! every dependency beyond serde, serde_json and thiserror.
 
-pub mod client;
-#[cfg(test)]
-mod client_tests;
 pub mod frame;
-pub mod inbox;
 pub mod message;
-pub mod timeouts;
 
 pub use frame::{Frame, FrameError, FrameReader, FrameWriter};
 pub use message::*;

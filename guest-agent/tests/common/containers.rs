@@ -6,7 +6,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use super::args;
-use husk_proto::client::{ClientError, Process, Session};
+use husk_agent_client::{ClientError, Process, Session};
 use husk_proto::{ContainerSpec, ExitStatus, ImageConfig, ProcessSpec, Reply, Request};
 
 pub const BUSYBOX: &str = "/usr/bin/busybox";
@@ -82,7 +82,7 @@ pub fn start_ready(s: &Session, id: &str, root: &Path, script: &str) -> Process 
     let p = create(s, spec(id, root, script)).unwrap();
     assert_eq!(
         p.next_event().unwrap(),
-        husk_proto::client::ProcEvent::Stdout(b"ready\n".to_vec())
+        husk_agent_client::ProcEvent::Stdout(b"ready\n".to_vec())
     );
     p
 }
@@ -93,9 +93,7 @@ pub fn stdout_until_ready(p: &Process) -> String {
     let mut first = String::new();
     while !first.contains("ready") {
         match p.next_event().unwrap() {
-            husk_proto::client::ProcEvent::Stdout(b) => {
-                first.push_str(&String::from_utf8_lossy(&b))
-            }
+            husk_agent_client::ProcEvent::Stdout(b) => first.push_str(&String::from_utf8_lossy(&b)),
             other => panic!("{other:?} after {first}"),
         }
     }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use husk_proto::client::{ClientError, Process, Session};
+use husk_agent_client::{ClientError, Process, Session};
 use husk_proto::{ExitStatus, ProcessSpec, Request};
 
 pub fn is_root() -> bool {

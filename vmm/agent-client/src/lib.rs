@@ -1,4 +1,6 @@
-//! Host side of the agent protocol, for the `husk` CLI.
+//! Host side of the agent protocol: reaching a guest's agent and driving
+//! a session with it, for the `husk` CLI, a pod's supervisor and the
+//! agent's own tests.
 //!
 //! Two ways to reach an agent:
 //! - [`Endpoint::Vsock`]: a pod's VMM exposes the guest's vsock as a Unix
@@ -10,19 +12,35 @@
 //! - [`Endpoint::Unix`]: the agent itself listens on a Unix socket
 //!   (`husk-agent serve --unix PATH`, used by host tests).
 //!
-//! After the transport, [`husk_proto::client::Session`] does the version
+//! After the transport, [`Session`] ([`session`]) does the version
 //! handshake and multiplexes requests, stdio and events; [`run_attached`]
-//! wires a process to the terminal for `husk run`. This is a separate
-//! crate so the client builds and tests on its own, without the VMM.
+//! wires a process to the terminal for `husk run`. The guest is not
+//! trusted: what it sends for a process is queued within the flow-control
+//! window or ends the session ([`inbox`]), and every wait for it is bounded
+//! ([`timeouts`]).
+//!
+//! Why a crate of its own: `husk-proto` is the contract both sides link
+//! (wire types and framing only), the guest agent must not link host
+//! logic, and the VMM must not be needed to build or test the client (the
+//! agent's tests drive the real agent through it).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use husk_proto::client::{ClientError, ProcEvent, Process, Session, StdinWriter};
 use husk_proto::ExitStatus;
 pub use husk_proto::DEFAULT_VSOCK_PORT;
+
+pub mod inbox;
+pub mod session;
+#[cfg(test)]
+mod session_tests;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
+pub mod timeouts;
+
+pub use session::{ClientError, ProcEvent, Process, Session, StdinWriter};
 
 /// Where the agent is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +64,7 @@ pub enum AgentClientError {
     VsockRefused { port: u32, answer: String },
     #[error(
         "the VMM did not answer the vsock connection to port {port} within {:?}",
-        husk_proto::timeouts::HANDSHAKE
+        timeouts::HANDSHAKE
     )]
     VsockNoAnswer { port: u32 },
     #[error("no agent answered within {0:?}")]
@@ -76,9 +94,9 @@ pub fn open(endpoint: &Endpoint) -> Result<UnixStream, AgentClientError> {
 }
 
 /// Firecracker's host-initiated vsock handshake on an open stream, waiting
-/// at most [`husk_proto::timeouts::HANDSHAKE`] for the answer.
+/// at most [`timeouts::HANDSHAKE`] for the answer.
 fn vsock_connect(stream: &UnixStream, port: u32) -> Result<(), AgentClientError> {
-    let timeout = Some(husk_proto::timeouts::HANDSHAKE);
+    let timeout = Some(timeouts::HANDSHAKE);
     stream.set_read_timeout(timeout)?;
     stream.set_write_timeout(timeout)?;
     let no_answer = |e: io::Error| match e.kind() {
@@ -188,7 +206,8 @@ pub fn run_attached(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use husk_proto::{Frame, FrameReader, FrameWriter, Message, Outcome, Reply, Request};
+    use crate::testing::{accept_vsock, FakeAgent};
+    use husk_proto::{Reply, Request};
     use std::os::unix::net::UnixListener;
 
     fn scratch(name: &str) -> PathBuf {
@@ -198,45 +217,24 @@ mod tests {
     }
 
     /// A stand-in for the VMM's vsock mux in front of a minimal agent: it
-    /// checks the CONNECT line, answers `answer`, then speaks the protocol.
+    /// answers the CONNECT line with `answer`, then (if it said OK) answers
+    /// one ping. Returns the line it read.
     fn fake_vmm(path: PathBuf, answer: &'static str) -> std::thread::JoinHandle<String> {
         let listener = UnixListener::bind(&path).unwrap();
         std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            let mut line = Vec::new();
-            BufReader::with_capacity(1, &stream)
-                .read_until(b'\n', &mut line)
-                .unwrap();
-            (&stream).write_all(answer.as_bytes()).unwrap();
-            if !answer.starts_with("OK") {
-                return String::from_utf8(line).unwrap();
-            }
-            let mut r = FrameReader::new(stream.try_clone().unwrap());
-            let mut w = FrameWriter::new(stream);
-            assert!(matches!(
-                r.read_frame().unwrap(),
-                Frame::Control(Message::Hello { .. })
-            ));
-            w.write_frame(&Frame::Control(Message::Welcome {
-                version: 1,
-                software: "fake".into(),
-            }))
-            .unwrap();
-            if let Frame::Control(Message::Request {
-                id,
-                body: Request::Ping,
-            }) = r.read_frame().unwrap()
-            {
-                w.write_frame(&Frame::Control(Message::Response {
-                    id,
-                    result: Outcome::Ok(Reply::Pong {
+            let (stream, line) = accept_vsock(&listener, answer);
+            if answer.starts_with("OK") {
+                let mut agent = FakeAgent::new(stream);
+                agent.handshake();
+                if let Some((id, Request::Ping)) = agent.request() {
+                    let pong = Reply::Pong {
                         version: 1,
                         software: "fake".into(),
-                    }),
-                }))
-                .unwrap();
+                    };
+                    agent.reply(id, pong);
+                }
             }
-            String::from_utf8(line).unwrap()
+            line
         })
     }
 

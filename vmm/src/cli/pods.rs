@@ -390,7 +390,7 @@ fn handle_signals(mut signals: Signals, target: SignalTarget, tty: bool) {
 }
 
 /// Time `stop` allows a supervisor beyond the grace period to wind down.
-const STOP_SLACK: Duration = husk_proto::timeouts::CLI_STOP_SLACK;
+const STOP_SLACK: Duration = husk_agent_client::timeouts::CLI_STOP_SLACK;
 
 fn stop(pods: &PodStore, pod: &PodDir, grace_secs: Option<u64>) -> Result<(), PodError> {
     let _ = pods;

@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::os::fd::AsRawFd;
 
-use husk_proto::client::StdinWriter;
+use husk_agent_client::StdinWriter;
 use husk_proto::{Request, TtySize};
 
 /// The signals an attached `husk run` or `husk exec` passes on to its

@@ -20,8 +20,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use husk_agent_client::{ClientError, ProcEvent, Process, Session};
-use husk_proto::timeouts;
+use husk_agent_client::{timeouts, ClientError, ProcEvent, Process, Session};
 use husk_proto::{
     ContainerSpec, ErrorKind, ExitStatus, MountSpec, ProcessSpec, Request, Resources, SpecialFiles,
     TtySize, UnpackSpec,

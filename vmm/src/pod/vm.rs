@@ -32,7 +32,7 @@ pub const INITRD_ENV: &str = "HUSK_INITRD";
 pub const SYSTEM_GUEST_DIR: &str = "/usr/lib/husk";
 
 /// How long the guest may take to boot and answer on vsock.
-pub const AGENT_TIMEOUT: Duration = husk_proto::timeouts::BOOT;
+pub const AGENT_TIMEOUT: Duration = husk_agent_client::timeouts::BOOT;
 
 /// The guest kernel and the agent's initramfs.
 #[derive(Debug, Clone)]
@@ -341,7 +341,7 @@ pub fn connect_running(pod: &PodDir) -> Result<Session, PodError> {
         uds: pod.vsock_path(),
         port: DEFAULT_VSOCK_PORT,
     };
-    husk_agent_client::connect(&endpoint, husk_proto::timeouts::CONNECT_RUNNING)
+    husk_agent_client::connect(&endpoint, husk_agent_client::timeouts::CONNECT_RUNNING)
         .map_err(|e| PodError::Agent(e.to_string()))
 }
 

@@ -17,6 +17,7 @@
 pub mod fs;
 pub mod mmio;
 pub mod ratelimit;
+#[cfg(any(test, feature = "test-utils"))]
 #[doc(hidden)]
 pub mod testing;
 pub mod vsock;

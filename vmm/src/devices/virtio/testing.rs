@@ -7,7 +7,8 @@
 //! chains well but cannot run a ring through wrap-around, which streaming
 //! tests and the benchmark need, hence this small driver.
 //!
-//! Not used on the product path.
+//! Built only for tests and behind the `test-utils` feature (the benchmark,
+//! the fuzz targets): never part of the product.
 
 use std::sync::atomic::Ordering;
 

@@ -15,6 +15,7 @@
 
 mod device;
 mod event_handler;
+#[cfg(any(test, feature = "test-utils"))]
 #[doc(hidden)]
 pub mod testing;
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //! [`VsockDriver`] sets up a real [`MmioTransport`] around a real [`Vsock`]
 //! device through its registers, then exchanges packets through split
 //! virtqueues in guest memory, exactly as the Linux driver would. The unit
-//! tests, the fuzz target and the benchmark all use it. Not on the product
-//! path.
+//! tests, the fuzz target and the benchmark all use it. Built only for tests
+//! and behind the `test-utils` feature: never part of the product.
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};

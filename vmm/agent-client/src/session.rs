@@ -20,11 +20,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::frame::{Frame, FrameError, FrameReader, FrameWriter};
+use husk_proto::message::*;
+use husk_proto::{Frame, FrameError, FrameReader, FrameWriter};
+use husk_proto::{INITIAL_WINDOW, MAX_DATA, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+
 use crate::inbox::{Inbox, PopError};
-use crate::message::*;
 use crate::timeouts::{self, HANDSHAKE};
-use crate::{INITIAL_WINDOW, MAX_DATA, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 /// A failed exchange with the agent.
 #[derive(Debug, thiserror::Error)]

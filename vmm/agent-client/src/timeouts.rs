@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use crate::message::Request;
+use husk_proto::Request;
 
 /// The agent's `Welcome` after our `Hello` (and the VMM's `OK` to a vsock
 /// `CONNECT`). The agent answers from its accept loop before it touches a
@@ -81,7 +81,7 @@ pub fn reply_timeout(request: &Request) -> Duration {
             Duration::from_millis(*grace_ms).saturating_add(STOP_SLACK)
         }
         Request::Unpack(spec) => {
-            let sum = |f: fn(&crate::message::LayerSpec) -> u64| {
+            let sum = |f: fn(&husk_proto::LayerSpec) -> u64| {
                 spec.layers.iter().map(f).fold(0u64, u64::saturating_add)
             };
             let blobs = sum(|l| l.size);
@@ -100,7 +100,7 @@ pub fn reply_timeout(request: &Request) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{LayerSpec, UnpackSpec};
+    use husk_proto::{LayerSpec, UnpackSpec};
 
     #[test]
     fn each_request_has_its_bound() {

@@ -1,106 +1,25 @@
-//! The client against a fake agent that breaks the rules: floods beyond
-//! its credit, repeats ends of stream, never answers. The fake is a test
-//! double speaking raw frames on one end of a socket pair; the session
-//! under test is the real one.
+//! The session against a fake agent that breaks the rules: floods beyond
+//! its credit, repeats ends of stream, never answers. The fake
+//! ([`FakeAgent`]) speaks raw frames on one end of a socket pair; the
+//! session under test is the real one.
 
 use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::client::{ClientError, ProcEvent, Session};
-use crate::frame::{Frame, FrameReader, FrameWriter};
+use husk_proto::message::*;
+use husk_proto::Frame;
+use husk_proto::{INITIAL_WINDOW, MAX_DATA};
+
 use crate::inbox::{MAX_QUEUED_COST, MAX_RECORDS};
-use crate::message::*;
-use crate::{INITIAL_WINDOW, MAX_DATA};
-
-/// The agent's end of the connection.
-struct Fake {
-    r: FrameReader<UnixStream>,
-    w: FrameWriter<UnixStream>,
-    sock: UnixStream,
-}
-
-impl Fake {
-    fn new(s: UnixStream) -> Fake {
-        Fake {
-            r: FrameReader::new(s.try_clone().unwrap()),
-            w: FrameWriter::new(s.try_clone().unwrap()),
-            sock: s,
-        }
-    }
-
-    fn send(&mut self, frame: Frame) -> bool {
-        self.w.write_frame(&frame).is_ok()
-    }
-
-    fn handshake(&mut self) {
-        let hello = self.r.read_frame().unwrap();
-        assert!(matches!(hello, Frame::Control(Message::Hello { .. })));
-        self.send(Frame::Control(Message::Welcome {
-            version: 1,
-            software: "fake".into(),
-        }));
-    }
-
-    /// The next request's id and body, skipping credit.
-    fn request(&mut self) -> Option<(u64, Request)> {
-        loop {
-            match self.r.read_frame().ok()? {
-                Frame::Control(Message::Request { id, body }) => return Some((id, body)),
-                Frame::Control(Message::Credit { .. }) => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-
-    fn reply(&mut self, id: u64, reply: Reply) {
-        self.send(Frame::Control(Message::Response {
-            id,
-            result: Outcome::Ok(reply),
-        }));
-    }
-
-    /// Answers the first request (an exec) with process 1.
-    fn start_proc(&mut self) {
-        let (id, _) = self.request().unwrap();
-        self.reply(id, Reply::Started { proc: 1, pid: 100 });
-    }
-
-    fn data(&mut self, stream: Stream, bytes: &[u8]) -> bool {
-        self.send(Frame::Data {
-            proc: 1,
-            stream,
-            bytes: bytes.to_vec(),
-        })
-    }
-
-    fn exit(&mut self, code: i32) {
-        self.send(Frame::Control(Message::Event {
-            event: Event::Exited {
-                proc: 1,
-                status: ExitStatus::Code(code),
-                oom_killed: false,
-            },
-        }));
-    }
-}
-
-/// Like a real agent, the fake keeps the connection open after its script
-/// until the host closes it (or 1 s passes without a frame): closing at once
-/// would make the host's next credit grant fail with EPIPE and end the
-/// session before it has read what is still in the socket.
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.sock.set_read_timeout(Some(Duration::from_secs(1)));
-        while self.r.read_frame().is_ok() {}
-    }
-}
+use crate::session::{ClientError, ProcEvent, Session};
+use crate::testing::FakeAgent;
 
 /// A session with a fake agent running `agent` on a thread of its own.
-fn session_with(agent: impl FnOnce(Fake) + Send + 'static) -> (Session, JoinHandle<()>) {
+fn session_with(agent: impl FnOnce(FakeAgent) + Send + 'static) -> (Session, JoinHandle<()>) {
     let (host, guest) = UnixStream::pair().unwrap();
     let fake = std::thread::spawn(move || {
-        let mut f = Fake::new(guest);
+        let mut f = FakeAgent::new(guest);
         f.handshake();
         agent(f);
     });
@@ -175,7 +94,7 @@ fn output_within_the_credit_arrives_whole() {
         let mut size = 1;
         while sent < TOTAL {
             if credit == 0 {
-                match f.r.read_frame().unwrap() {
+                match f.read().unwrap() {
                     Frame::Control(Message::Credit { bytes, .. }) => credit += bytes as usize,
                     other => panic!("unexpected {other:?}"),
                 }
@@ -258,7 +177,7 @@ fn alternating_tiny_frames_stay_bounded() {
 /// agent ends the session.
 #[test]
 fn empty_frames_cannot_flood() {
-    type Misbehave = fn(&mut Fake);
+    type Misbehave = fn(&mut FakeAgent);
     let cases: [(&str, Misbehave); 3] = [
         ("after its end of stream", |f| {
             for _ in 0..100_000 {
@@ -301,10 +220,10 @@ fn empty_frames_cannot_flood() {
 fn a_silent_agent_fails_the_handshake() {
     let (host, guest) = UnixStream::pair().unwrap();
     let fake = std::thread::spawn(move || {
-        let mut f = Fake::new(guest);
-        let _ = f.r.read_frame();
+        let mut f = FakeAgent::new(guest);
+        let _ = f.read();
         // Holds the connection open, says nothing, until the host gives up.
-        let _ = f.r.read_frame();
+        let _ = f.read();
     });
     let err = Session::start_within(host, "test", Duration::from_millis(200))
         .err()

@@ -29,9 +29,10 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::client::ProcEvent;
-use crate::message::{ExitStatus, Stream};
-use crate::{INITIAL_WINDOW, MAX_DATA};
+use husk_proto::{ExitStatus, Stream};
+use husk_proto::{INITIAL_WINDOW, MAX_DATA};
+
+use crate::session::ProcEvent;
 
 /// Bytes charged for each queued record: its size in memory.
 pub const RECORD_COST: usize = std::mem::size_of::<Record>();
