@@ -30,7 +30,7 @@ start_pod() {
         sh -c 'echo in-vol > /data/f; while true; do sleep 0.2; done'
     i=0; while [ ! -s "$D/vol/f" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 }
-rss() { grep VmRSS "/proc/$1/status" | tr -s '\t ' ' '; }
+rss() { grep -E '^(VmRSS|RssAnon|RssFile):' "/proc/$1/status" | tr -s '\t ' ' ' | tr '\n' ' '; }
 
 id=$(start_pod jailed); rc=$?
 P="$HUSK_ROOT/pods/$id"

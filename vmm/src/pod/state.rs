@@ -274,7 +274,11 @@ impl PodStore {
         let path = self.dir.join(&id);
         crate::private::create_dir(&path).map_err(|e| PodError::io(&path, e))?;
         let pod = PodDir { id, name, path };
-        if let Err(e) = write_atomic(&pod.path.join("name"), pod.name.as_bytes()) {
+        let vsock_dir = pod.path.join("vsock");
+        let made = crate::private::create_dir(&vsock_dir)
+            .map_err(|e| PodError::io(&vsock_dir, e))
+            .and_then(|()| write_atomic(&pod.path.join("name"), pod.name.as_bytes()));
+        if let Err(e) = made {
             let _ = fs::remove_dir_all(&pod.path);
             return Err(e);
         }
@@ -344,9 +348,9 @@ impl PodDir {
     pub fn console_path(&self) -> PathBuf {
         self.path.join("console.log")
     }
-    /// The agent's socket, in a directory of its own: the VMM's jail binds
-    /// that directory, not the pod's (whose state files the supervisor
-    /// trusts).
+    /// The agent's socket, in a directory of its own (made with the pod):
+    /// the VMM's jail binds that directory, not the pod's (whose state
+    /// files the supervisor trusts).
     pub fn vsock_path(&self) -> PathBuf {
         self.path.join("vsock").join("vsock.sock")
     }

@@ -210,11 +210,7 @@ pub fn spawn_vmm(
         .truncate(true)
         .open(&vmm_log)
         .map_err(|e| PodError::io(&vmm_log, e))?;
-    let vsock = pod.vsock_path();
-    if let Some(dir) = vsock.parent() {
-        crate::private::create_dir_all(dir).map_err(|e| PodError::io(dir, e))?;
-    }
-    let _ = std::fs::remove_file(&vsock);
+    let _ = std::fs::remove_file(pod.vsock_path());
     let prepared = prepare(vm, host)?;
     VmmProcess::fork(prepared, &stderr, jail)
         .map_err(|e| PodError::Vmm(format!("cannot start the VMM: {e}")))
