@@ -2,8 +2,9 @@
 //!
 //! - Binds: the directory of the vsock socket only (the VMM binds its listener there and
 //!   connects to `<socket>_<port>` there for guest-initiated connections), at its own path.
-//!   For a pod that is the pod's state directory; nothing else of the host is reachable
-//!   by path.
+//!   For a pod that is the `vsock/` directory inside its state directory, not the state
+//!   directory itself (whose files the supervisor trusts); nothing else of the host is
+//!   reachable by path.
 //! - `/proc/self`: for the virtio-fs passthrough (see [`super`]).
 //! - Capabilities: what the in-process virtio-fs server needs to act for the guest's users
 //!   on the host files — virtiofsd's set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID,
