@@ -74,7 +74,9 @@ pub struct JailSpec {
     pub keep_caps: Vec<Capability>,
     /// `RLIMIT_NOFILE`, soft and hard.
     pub nofile: u64,
-    /// Descriptors kept open (0, 1 and 2 are always kept); every other one is closed.
+    /// Descriptors kept open (0, 1 and 2 are always kept); every other one is closed, so
+    /// the caller must not use or drop any object that owns one of those afterwards (a
+    /// pod's VMM never returns to the supervisor's objects it inherited: it `_exit`s).
     pub keep_fds: Vec<RawFd>,
 }
 

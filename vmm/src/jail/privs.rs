@@ -94,7 +94,8 @@ pub fn set_limits(nofile: u64) -> Result<(), JailError> {
 pub fn close_fds(ranges: &[(u32, u32)]) -> Result<(), JailError> {
     for &(first, last) in ranges {
         // SAFETY: close_range on descriptor numbers only; what the ranges cover is owned by
-        // no live Rust object the VMM uses (see `JailSpec::keep_fds`); return checked.
+        // no Rust object the caller uses or drops afterwards (the contract of
+        // `JailSpec::keep_fds`); return checked.
         if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) } != 0 {
             return Err(JailError::last_os(format!(
                 "close descriptors {first} to {last} (close_range: needs Linux 5.9)"
