@@ -191,8 +191,9 @@ running=$(vol_mounts "$id")
 opts=$(grep -F " $HUSK_ROOT/pods/$id/volumes/scratch " /proc/self/mountinfo)
 # tmpfs lists no mode= when it is its default 1777: the mode is read from the directory
 vmode=$(stat -c %a "$HUSK_ROOT/pods/$id/volumes/scratch")
-out=$($H exec small sh -c 'dd if=/dev/zero of=/data/big bs=1M count=8 2>&1; echo rc=$?' 2>&1)
-# An app that is not root can use the volume too (mode 1777 inside the pod).
+out=$($H exec small sh -c 'dd if=/dev/zero of=/data/big bs=1M count=8 2>&1; echo rc=$?; rm -f /data/big' 2>&1)
+# An app that is not root can use the volume too (mode 1777 inside the pod; the full one
+# above is removed first).
 user_out=$($H exec -u 1000:1000 small sh -c 'echo mine > /data/u1000 && stat -c %u /data/u1000' 2>&1)
 $H stop -t 1 small >/dev/null
 ended=$(vol_mounts "$id")
