@@ -30,7 +30,8 @@
 //!    descriptor.
 //! 3. **Limits** ([`privs`]): `RLIMIT_CORE` 0 (no core file with guest memory in it),
 //!    `RLIMIT_NOFILE` soft = hard = the spec's bound (raising the hard limit needs the
-//!    `CAP_SYS_RESOURCE` dropped below, so it is set first). `RLIMIT_NPROC` is not set: it
+//!    `CAP_SYS_RESOURCE` dropped below, so it is set first; a host that denies it keeps its
+//!    lower hard limit). `RLIMIT_NPROC` is not set: it
 //!    counts per uid and the kernel exempts uid 0 from it, so it bounds nothing until the VMM
 //!    runs under a uid of its own.
 //! 4. **Descriptors** ([`privs`]): every descriptor not in the spec's keep list is closed
