@@ -189,21 +189,19 @@ TOML
 id=$($H pod run -d "$D/small.toml"); rc=$?
 running=$(vol_mounts "$id")
 opts=$(grep -F " $HUSK_ROOT/pods/$id/volumes/scratch " /proc/self/mountinfo)
-# tmpfs lists no mode= when it is its default 1777: the mode is read from the directory
-vmode=$(stat -c %a "$HUSK_ROOT/pods/$id/volumes/scratch")
-out=$($H exec small sh -c 'dd if=/dev/zero of=/data/big bs=1M count=8 2>&1; echo rc=$?; rm -f /data/big' 2>&1)
-# An app that is not root can use the volume too (mode 1777 inside the pod; the full one
-# above is removed first).
+# An app that is not root can use the volume too (its root is 1777, tmpfs's default mode).
 user_out=$($H exec -u 1000:1000 small sh -c 'echo mine > /data/u1000 && stat -c %u /data/u1000' 2>&1)
+vol_mode=$(stat -c %a "$HUSK_ROOT/pods/$id/volumes/scratch")
+out=$($H exec small sh -c 'dd if=/dev/zero of=/data/big bs=1M count=8 2>&1; echo rc=$?' 2>&1)
 $H stop -t 1 small >/dev/null
 ended=$(vol_mounts "$id")
 $H rm small >/dev/null
 if [ $rc -eq 0 ] && [ "$running" -eq 1 ] && echo "$opts" | grep -q 'nosuid,nodev' \
-   && echo "$opts" | grep -q 'size=4096k,nr_inodes=1024' && [ "$vmode" = 1777 ] && [ "$user_out" = 1000 ] \
+   && echo "$opts" | grep -q 'size=4096k,nr_inodes=1024' && [ "$vol_mode" = 1777 ] && [ "$user_out" = 1000 ] \
    && echo "$out" | grep -q "No space left on device" && ! echo "$out" | grep -q "^rc=0" && [ "$ended" -eq 0 ]; then
     ok volume-size-limit
 else
-    bad volume-size-limit "rc=$rc running=$running ended=$ended opts=$opts mode=$vmode out=$out user_out=$user_out"
+    bad volume-size-limit "rc=$rc running=$running ended=$ended opts=$opts out=$out mode=$vol_mode user_out=$user_out"
 fi
 
 # 12. (F6) a pod whose supervisor is killed (-9) keeps its volume mounted until `rm` or `gc`
