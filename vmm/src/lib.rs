@@ -11,6 +11,7 @@ pub mod image;
 pub mod pod;
 pub mod private;
 pub mod report;
+pub mod seccomp;
 pub mod trace;
 pub mod vm_config;
 pub mod vstate;

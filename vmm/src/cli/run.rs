@@ -35,6 +35,9 @@ pub struct LifetimeArgs {
     /// Run in the background; print the pod's id.
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Run the pod's VMM without its seccomp filters (debugging only).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// Arguments of `husk run`.
@@ -235,6 +238,7 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
         exit_policy: ExitPolicy::All,
         stop_grace_ms: DEFAULT_STOP_GRACE_MS,
         auto_remove: args.lifetime.rm,
+        no_seccomp: args.lifetime.no_seccomp,
     })
 }
 
@@ -266,6 +270,7 @@ pub fn pod_run(args: PodRunArgs) -> i32 {
                 r.exit_policy = ExitPolicy::First;
             }
             r.auto_remove = args.lifetime.rm;
+            r.no_seccomp = args.lifetime.no_seccomp;
             r
         });
     let attach = Attach {

@@ -57,6 +57,9 @@ pub struct VmArgs {
     /// "mount -t virtiofs TAG DIR"; :ro refuses every write with EROFS.
     #[arg(long = "share", value_name = "TAG=HOSTDIR[:ro][:cache=MODE]")]
     pub shares: Vec<String>,
+    /// Run the VMM's threads without their seccomp filters (debugging only).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 impl VmArgs {
@@ -86,6 +89,7 @@ impl VmArgs {
             vcpus: self.vcpus,
             console,
             boot_trace: self.boot_trace || crate::trace::enabled(),
+            seccomp: !self.no_seccomp,
             devices,
         })
     }
@@ -147,6 +151,7 @@ mod tests {
             vsock: None,
             cid: DEFAULT_GUEST_CID,
             shares: Vec::new(),
+            no_seccomp: false,
         }
     }
 

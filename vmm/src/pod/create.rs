@@ -153,6 +153,7 @@ fn config_of(pod: &PodDir, request: PodRequest, images: &[Image]) -> PodConfig {
         exit_policy: request.exit_policy,
         stop_grace_ms: request.stop_grace_ms,
         auto_remove: request.auto_remove,
+        no_seccomp: request.no_seccomp,
         created: now_secs(),
     }
 }

@@ -249,6 +249,7 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
             .map(|s| s.saturating_mul(1000))
             .unwrap_or(DEFAULT_STOP_GRACE_MS),
         auto_remove: false,
+        no_seccomp: false,
     })
 }
 

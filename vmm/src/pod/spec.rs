@@ -155,6 +155,8 @@ pub struct PodRequest {
     pub stop_grace_ms: u64,
     /// Remove the pod's directory when it ends (`--rm`).
     pub auto_remove: bool,
+    /// Run the VMM without its seccomp filters (`--no-seccomp`).
+    pub no_seccomp: bool,
 }
 
 /// A pod: what `config.json` holds.
@@ -175,6 +177,9 @@ pub struct PodConfig {
     /// Remove the pod's directory when it ends (`--rm`).
     #[serde(default)]
     pub auto_remove: bool,
+    /// Run the VMM without its seccomp filters (`--no-seccomp`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_seccomp: bool,
     /// Seconds since the epoch.
     pub created: u64,
 }
