@@ -307,6 +307,9 @@ struct How {
 /// Makes the pod and runs it in the foreground, or detached.
 fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     let (detach, attach, report_each) = (how.detach, how.attach, how.report_each);
+    if request.no_seccomp {
+        eprintln!("husk: warning: the pod's VMM runs without its seccomp filters (--no-seccomp)");
+    }
     // Fail before making anything if pods cannot run here at all.
     let host = HostLimits::with_kvm(&vm::check_kvm()?);
     let guest = vm::find_guest_artifacts()?;

@@ -10,8 +10,10 @@
 //! What every thread needs, because Rust's runtime and the C library do it
 //! behind any code: the allocator (`brk`, `mmap`, `mremap`, `munmap`,
 //! `madvise`, `mprotect` for a new arena), locks and channels (`futex`),
-//! the end of a signal handler (`rt_sigreturn`), and `write` (log lines on
-//! stderr, eventfd signals).
+//! the end of a signal handler (`rt_sigreturn`), `write` (log lines on
+//! stderr, eventfd signals), and the clock (`clock_gettime`, which the vDSO
+//! answers without a system call unless the host's clock source cannot be
+//! read from user space).
 
 use std::collections::BTreeMap;
 
@@ -54,6 +56,7 @@ fn runtime(rules: &mut Rules) {
             libc::SYS_futex,
             libc::SYS_rt_sigreturn,
             libc::SYS_write,
+            libc::SYS_clock_gettime,
         ],
     );
 }
@@ -135,12 +138,13 @@ pub fn vmm() -> Result<Rules, Error> {
     allow_arg(&mut r, libc::SYS_socket, 0, &[libc::AF_UNIX as u64])?;
     allow_arg(&mut r, libc::SYS_fcntl, 1, FCNTL_FLAGS)?;
     allow_arg(&mut r, libc::SYS_ioctl, 1, &[libc::FIONBIO])?;
-    // The VM's end: kick every vCPU out of KVM_RUN, join it, remove the
-    // vsock socket, exit.
+    // The VM's end: kick every vCPU out of KVM_RUN (pthread_kill: getpid,
+    // tgkill), join it, remove the vsock socket, exit.
     allow(
         &mut r,
         &[
             libc::SYS_tgkill,
+            libc::SYS_getpid,
             libc::SYS_unlink,
             libc::SYS_unlinkat,
             libc::SYS_rt_sigprocmask,
@@ -163,10 +167,11 @@ pub fn fs() -> Result<Rules, Error> {
         &mut r,
         &[libc::SYS_epoll_wait, libc::SYS_epoll_pwait, libc::SYS_read],
     );
-    // Looking up, opening and closing files.
+    // Looking up, opening and closing files (`dup` for a flush).
     allow(
         &mut r,
         &[
+            libc::SYS_dup,
             libc::SYS_openat,
             libc::SYS_openat2,
             libc::SYS_open_by_handle_at,
