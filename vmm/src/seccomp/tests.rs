@@ -125,8 +125,8 @@ fn vcpu_may_run_the_guest_but_not_open_a_socket() {
     assert_trapped(&socket, ThreadKind::Vcpu, libc::SYS_socket);
 
     let other_ioctl = in_filtered_child(ThreadKind::Vcpu, || {
-        // SAFETY: FIONBIO reads an int through the pointer, which is valid.
         let on: libc::c_int = 1;
+        // SAFETY: FIONBIO reads an int through the pointer, which is valid.
         unsafe { libc::ioctl(libc::STDERR_FILENO, libc::FIONBIO, &on) };
         0
     });
