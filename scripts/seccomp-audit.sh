@@ -5,10 +5,10 @@
 # Usage: scripts/seccomp-audit.sh [SUITE...]   (default: every e2e suite; run scripts/build.sh first)
 #
 # How: HUSK_SECCOMP=log makes each filter log a call it would refuse (SECCOMP_RET_LOG) and let it
-# run; the testbed kernel is booted with `audit=1 loglevel=7` so those "audit: type=1326" lines
-# reach its console log, which HUSK_TESTBED_KEEP=1 keeps. The thread is the line's comm: `husk`
-# (the VMM thread), `vcpuN`, `fs-TAG`. The kernel rate-limits these lines, so a call logged very
-# often can hide a rarer one: run again after adding what was found, until nothing is printed.
+# run; the testbed kernel is booted with `audit=1 loglevel=7 sysctl.kernel.printk_ratelimit=0` so
+# that every one of those "audit: type=1326 ... syscall=N" lines reaches its console log, which
+# HUSK_TESTBED_KEEP=1 keeps. The thread is the line's comm: `husk` (the VMM thread), `vcpuN`,
+# `fs-TAG`. The suites themselves must pass as usual (the calls ran).
 # Each suite holds /tmp/husk-testbed.lock, as every e2e run must.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,7 @@ for suite in "${suites[@]}"; do
     echo "seccomp-audit: $suite" >&2
     flock /tmp/husk-testbed.lock bash -c '
         before=$(ls -d /tmp/husk-testbed.*/ 2>/dev/null | sort)
-        HUSK_SECCOMP=log HUSK_TESTBED_KEEP=1 HUSK_TESTBED_APPEND="audit=1 loglevel=7" \
+        HUSK_SECCOMP=log HUSK_TESTBED_KEEP=1 HUSK_TESTBED_APPEND="audit=1 loglevel=7 sysctl.kernel.printk_ratelimit=0" \
             cargo test -q -p husk-tests --test "$1" -- --ignored >&2 || echo "seccomp-audit: $1 failed" >&2
         after=$(ls -d /tmp/husk-testbed.*/ 2>/dev/null | sort)
         for d in $(comm -13 <(echo "$before") <(echo "$after")); do
