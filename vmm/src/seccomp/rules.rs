@@ -96,9 +96,11 @@ pub fn vcpu() -> Result<Rules, Error> {
     // Running the guest: KVM_RUN only; every other vCPU request is made
     // before the thread starts.
     allow_arg(&mut r, libc::SYS_ioctl, 1, &[KVM_RUN])?;
-    // A device reset drops what the driver had (its eventfds); the vCPU's
-    // own descriptor and kvm_run mapping go when the thread ends.
-    allow(&mut r, &[libc::SYS_close]);
+    // A virtio device is activated on the vCPU that writes DRIVER_OK: it
+    // hands the device copies of its queue eventfds (`dup`). A reset drops
+    // them again; the vCPU's own descriptor and kvm_run mapping go when the
+    // thread ends.
+    allow(&mut r, &[libc::SYS_dup, libc::SYS_close]);
     Ok(r)
 }
 
