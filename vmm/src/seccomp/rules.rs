@@ -96,11 +96,13 @@ pub fn vcpu() -> Result<Rules, Error> {
     // Running the guest: KVM_RUN only; every other vCPU request is made
     // before the thread starts.
     allow_arg(&mut r, libc::SYS_ioctl, 1, &[KVM_RUN])?;
-    // A virtio device is activated on the vCPU that writes DRIVER_OK: it
-    // hands the device copies of its queue eventfds (`dup`). A reset drops
-    // them again; the vCPU's own descriptor and kvm_run mapping go when the
-    // thread ends.
-    allow(&mut r, &[libc::SYS_dup, libc::SYS_close]);
+    // Virtio device status writes run on the vCPU that makes them: DRIVER_OK
+    // hands the device copies of its queue eventfds (`fcntl` F_DUPFD_CLOEXEC);
+    // a reset drains those eventfds (`read`) and drops the copies (`close`).
+    // The vCPU's own descriptor and kvm_run mapping also go when the thread
+    // ends.
+    allow(&mut r, &[libc::SYS_read, libc::SYS_close]);
+    allow_arg(&mut r, libc::SYS_fcntl, 1, &[libc::F_DUPFD_CLOEXEC as u64])?;
     Ok(r)
 }
 
@@ -131,6 +133,7 @@ pub fn vmm() -> Result<Rules, Error> {
             libc::SYS_sendto,
             libc::SYS_recvmsg,
             libc::SYS_sendmsg,
+            libc::SYS_writev,
             libc::SYS_shutdown,
             libc::SYS_getsockopt,
             libc::SYS_close,
@@ -164,10 +167,16 @@ pub fn fs() -> Result<Rules, Error> {
     let mut r = Rules::new();
     runtime(&mut r);
     thread_end(&mut r);
-    // Waiting for queue notifications and commands.
+    // Waiting for queue notifications and commands; an activation adds the
+    // queues' eventfds to the worker's epoll set, a reset removes them.
     allow(
         &mut r,
-        &[libc::SYS_epoll_wait, libc::SYS_epoll_pwait, libc::SYS_read],
+        &[
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
+            libc::SYS_epoll_ctl,
+            libc::SYS_read,
+        ],
     );
     // Looking up, opening and closing files (`dup` for a flush).
     allow(
