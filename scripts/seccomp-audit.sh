@@ -9,7 +9,7 @@
 # that every one of those "audit: type=1326 ... syscall=N" lines reaches its console log, which
 # HUSK_TESTBED_KEEP=1 keeps. The thread is the line's comm: `husk` (the VMM thread), `vcpuN`,
 # `fs-TAG`. The suites themselves must pass as usual (the calls ran).
-# Each suite holds /tmp/husk-testbed.lock, as every e2e run must.
+# It holds /tmp/husk-testbed.lock while the suites run, as every e2e run must.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 suites=("$@")
@@ -22,18 +22,20 @@ name_of() {
 }
 found=$(mktemp)
 trap 'rm -f "$found"' EXIT
-for suite in "${suites[@]}"; do
-    echo "seccomp-audit: $suite" >&2
-    flock /tmp/husk-testbed.lock bash -c '
-        before=$(ls -d /tmp/husk-testbed.*/ 2>/dev/null | sort)
-        HUSK_SECCOMP=log HUSK_TESTBED_KEEP=1 HUSK_TESTBED_APPEND="audit=1 loglevel=7 sysctl.kernel.printk_ratelimit=0" \
-            cargo test -q -p husk-tests --test "$1" -- --ignored >&2 || echo "seccomp-audit: $1 failed" >&2
-        after=$(ls -d /tmp/husk-testbed.*/ 2>/dev/null | sort)
-        for d in $(comm -13 <(echo "$before") <(echo "$after")); do
-            grep -ho "type=1326.*" "$d/console.log" || true
-            rm -rf "$d"
-        done' _ "$suite" >>"$found"
-done
+# One hold of the lock for all the suites: the kept testbed directories that appear meanwhile are ours.
+flock /tmp/husk-testbed.lock bash -c '
+    before=$(ls -d /tmp/husk-testbed.*/ 2>/dev/null | sort)
+    for suite in "$@"; do
+        echo "seccomp-audit: $suite" >&2
+        HUSK_SECCOMP=log HUSK_TESTBED_KEEP=1 \
+            HUSK_TESTBED_APPEND="audit=1 loglevel=7 sysctl.kernel.printk_ratelimit=0" \
+            cargo test -q -p husk-tests --test "$suite" -- --ignored >&2 || echo "seccomp-audit: $suite failed" >&2
+    done
+    after=$(ls -d /tmp/husk-testbed.*/ 2>/dev/null | sort)
+    for d in $(comm -13 <(echo "$before") <(echo "$after")); do
+        grep -ho "type=1326.*" "$d/console.log" || true
+        rm -rf "$d"
+    done' _ "${suites[@]}" >"$found"
 grep -o 'comm="[^"]*".*syscall=[0-9]*' "$found" |
     sed -E 's/comm="([^"]*)".*syscall=([0-9]+)/\1 \2/; s/^vcpu[0-9]+ /vcpu /; s/^fs-[^ ]+ /fs /; s/^husk /vmm /' |
     sort | uniq -c | while read -r count thread nr; do
