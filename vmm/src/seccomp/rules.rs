@@ -246,6 +246,8 @@ pub fn fs() -> Result<Rules, Error> {
             libc::SYS_fremovexattr,
         ],
     );
+    // The first HashMap the thread makes seeds its keys (std, once per thread).
+    allow(&mut r, &[libc::SYS_getrandom]);
     // Creating files as the guest's caller: the passthrough file system
     // switches this thread's uid and gid around a create.
     allow(&mut r, &[libc::SYS_setresuid, libc::SYS_setresgid]);
