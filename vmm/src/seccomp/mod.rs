@@ -154,7 +154,9 @@ impl Filters {
     /// process's SIGSYS handler. Call before starting the threads.
     pub fn build(mode: Mode) -> Result<Filters, SeccompError> {
         if mode == Mode::Log {
-            log::warn!("seccomp filters log forbidden system calls instead of refusing them");
+            eprintln!(
+                "husk: warning: seccomp filters only log forbidden system calls (HUSK_SECCOMP=log)"
+            );
         } else {
             install_sigsys_handler()?;
         }
