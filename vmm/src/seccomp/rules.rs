@@ -101,7 +101,12 @@ pub fn vcpu() -> Result<Rules, Error> {
     // a reset drains those eventfds (`read`) and drops the copies (`close`).
     // The vCPU's own descriptor and kvm_run mapping also go when the thread
     // ends.
-    allow(&mut r, &[libc::SYS_read, libc::SYS_close]);
+    // Activating the vsock device also hands its queue eventfds to the
+    // event loop's epoll set (`epoll_ctl`).
+    allow(
+        &mut r,
+        &[libc::SYS_read, libc::SYS_close, libc::SYS_epoll_ctl],
+    );
     allow_arg(&mut r, libc::SYS_fcntl, 1, &[libc::F_DUPFD_CLOEXEC as u64])?;
     Ok(r)
 }
