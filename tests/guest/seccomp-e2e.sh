@@ -10,6 +10,8 @@ H=$1
 D=$2
 export HUSK_ROOT="$D/root"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+# HUSK is not in build/, beside the guest kernel and initramfs a pod needs: name them.
+export HUSK_KERNEL="$repo/build/vmlinux" HUSK_INITRD="$repo/build/initramfs.cpio"
 LIM_NOTES="$D/lim.notes"
 . "$repo/tests/guest/lib.sh"
 V=120 Q=60
