@@ -1,7 +1,7 @@
 //! End to end: a VMM thread that breaks its seccomp filter. The VMM dies by
 //! SIGSYS after one stderr line naming the thread kind and the system call
 //! (`husk vm`, for each of the vcpu, vmm and fs threads), and a pod that
-//! meets it ends `Failed` with that line in its reason.
+//! meets it fails with that line in its reason.
 //!
 //! The violation needs a `husk` built with husk-vmm's `test-utils` feature
 //! (its `HUSK_SECCOMP_TEST_VIOLATE=KIND` hook), built here into its own
