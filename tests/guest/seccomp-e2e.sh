@@ -1,6 +1,6 @@
 #!/bin/sh
 # End to end for the VMM's seccomp filters when a thread breaks its filter: the VMM dies by SIGSYS
-# after one stderr line naming the thread kind and the system call, and a pod that meets it ends
+# after one stderr line naming the thread kind and the system call, and a pod that meets it
 # fails with that line in its reason. HUSK is a build with the `test-utils` feature, in which
 # HUSK_SECCOMP_TEST_VIOLATE=KIND makes each thread of that kind call socket(AF_INET) (41, on no
 # allowlist) right after installing its filter. Prints `case NAME ok` or `case NAME FAILED: why`.
