@@ -255,5 +255,29 @@ probe=$(cat "$repo/tests/guest/no-vsock-probe.py")
 out=$($H run --rm -v /usr:/usr:ro -v /usr/lib:/lib:ro -v /usr/lib64:/lib64:ro busybox /usr/bin/python3 -S -c "$probe" 2>&1)
 [ "$out" = "vsock EPERM io_uring EPERM" ] && ok container-no-vsock || bad container-no-vsock "$out"
 
+# 16. every thread of a running pod's VMM (the VMM thread, vcpu0, an fs worker per share) is under
+# its seccomp filter: `Seccomp: 2` (filter mode) and one filter each; --no-seccomp leaves them
+# without, and says so
+vmm_threads() { # POD: one "comm Seccomp Seccomp_filters" line per thread of the pod's VMM
+    v=$(lim $Q $H inspect "$1" | grep -o '"vmm_pid": [0-9]*' | grep -o '[0-9]*$')
+    for t in /proc/$v/task/*; do
+        echo "$(cat $t/comm) $(awk '$1 == "Seccomp:" || $1 == "Seccomp_filters:" { printf "%s ", $2 }' $t/status)"
+    done
+}
+lim $V $H run -d --name sc busybox sleep 1000 >/dev/null
+on=$(vmm_threads sc)
+lim $V $H stop -t 1 sc >/dev/null; lim $Q $H rm sc >/dev/null
+lim $V $H run -d --no-seccomp --name nosc busybox sleep 1000 >/dev/null 2>"$D/nosc.err"
+off=$(vmm_threads nosc)
+lim $V $H stop -t 1 nosc >/dev/null; lim $Q $H rm nosc >/dev/null
+if [ "$(echo "$on" | grep -vc ' 2 1 $')" = 0 ] && echo "$on" | grep -q '^vcpu0 ' && echo "$on" | grep -q '^fs-' \
+   && [ "$(echo "$on" | wc -l)" -ge 3 ]; then
+    ok vmm-seccomp
+else
+    bad vmm-seccomp "$on"
+fi
+[ "$(echo "$off" | grep -vc ' 0 0 $')" = 0 ] && grep -q "without its seccomp filters" "$D/nosc.err" \
+    && ok no-seccomp || bad no-seccomp "$off $(cat "$D/nosc.err")"
+
 echo "pod-e2e: $fails failed"
 [ $fails -eq 0 ]

@@ -15,7 +15,8 @@
 //! tmpfs gone after the pod ends and after `rm`/`gc` of a pod whose
 //! supervisor was killed, and a clear refusal without CAP_SYS_ADMIN. F11:
 //! root in a container cannot make device nodes to forge console lines,
-//! nor open AF_VSOCK sockets or io_uring rings.
+//! nor open AF_VSOCK sockets or io_uring rings. Every thread of a pod's
+//! VMM runs under its seccomp filter, and `--no-seccomp` turns them off.
 
 use husk_tests::run_guest_script;
 
@@ -45,6 +46,8 @@ const CASES: &[&str] = &[
     "volume-limit-unenforceable",
     "container-no-device-nodes",
     "container-no-vsock",
+    "vmm-seccomp",
+    "no-seccomp",
 ];
 
 #[test]

@@ -36,6 +36,7 @@ use crate::event_loop::{ConsoleInput, ExitWatcher, Subscriber, VmmEventManager};
 use crate::exit::{ExitReason, ExitSignal};
 use crate::failure::Failure;
 use crate::fs::{share_budget_source, FdBudget, OpenShare, ShareServer};
+use crate::seccomp::{self, Filters, Program, ThreadKind};
 use crate::vm_config::{PreparedDevice, PreparedVm, VmConfig, VsockSpec, MIB};
 use crate::vstate::vcpu::{self, Vcpu};
 use crate::vstate::vm::Vm;
@@ -108,6 +109,9 @@ pub enum BuildError {
     /// vCPU setup.
     #[error(transparent)]
     Vcpu(#[from] vcpu::VcpuError),
+    /// The seccomp filters could not be compiled or set up.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     /// Register setup.
     #[error(transparent)]
     Regs(#[from] regs::RegsError),
@@ -163,6 +167,8 @@ pub struct VmBuilder {
     initrd: Option<(u64, u32)>,
     event_manager: VmmEventManager,
     virtio_count: u32,
+    /// The compiled seccomp filters (`None`: `--no-seccomp`).
+    seccomp: Option<Filters>,
 }
 
 impl std::fmt::Debug for VmBuilder {
@@ -200,6 +206,13 @@ impl VmBuilder {
         cmdline: Cmdline,
         cmdline_capacity: usize,
     ) -> Result<Self, BuildError> {
+        // Compiled before any thread that installs one starts.
+        let seccomp = if config.seccomp {
+            Some(Filters::build(seccomp::Mode::from_env())?)
+        } else {
+            eprintln!("husk: warning: seccomp filters are off (--no-seccomp): the VMM may make any system call");
+            None
+        };
         let vm = Vm::new(kvm)?;
         let max_vcpus = vm.max_vcpus();
         if config.vcpus as usize > max_vcpus {
@@ -282,6 +295,7 @@ impl VmBuilder {
             initrd,
             event_manager,
             virtio_count: 0,
+            seccomp,
         })
     }
 
@@ -322,7 +336,8 @@ impl VmBuilder {
         let what = &format!("virtio-fs {}", share.spec.tag);
         let server = ShareServer::new(share, budget).map_err(device_error(what))?;
         let fs = Arc::new(Mutex::new(
-            VirtioFs::new(server).map_err(device_error(what))?,
+            VirtioFs::new(server, self.seccomp.as_ref().map(|f| f.fs.clone()))
+                .map_err(device_error(what))?,
         ));
         let wiring = MmioTransport::new(self.mem.clone(), fs)
             .map_err(device_error(what))?
@@ -436,6 +451,7 @@ impl VmBuilder {
                 exit: self.exit.clone(),
                 stop: stop.clone(),
                 before_first_run,
+                seccomp: self.seccomp.as_ref().map(|f| f.vcpu.clone()),
             });
         }
         let mut threads = Vec::with_capacity(ready.len());
@@ -455,6 +471,7 @@ impl VmBuilder {
             exit: self.exit,
             stop,
             threads,
+            seccomp: self.seccomp.map(|f| f.vmm),
         })
     }
 }
@@ -549,6 +566,8 @@ pub struct RunningVm {
     exit: Arc<ExitSignal>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// The VMM thread's filter, installed by [`RunningVm::wait`].
+    seccomp: Option<Program>,
 }
 
 impl std::fmt::Debug for RunningVm {
@@ -558,9 +577,15 @@ impl std::fmt::Debug for RunningVm {
 }
 
 impl RunningVm {
-    /// Runs the event loop on this thread until the VM ends, stops every
-    /// vCPU thread and returns why the VM ended.
+    /// Installs the VMM thread's seccomp filter (every other thread is
+    /// started by now), runs the event loop on this thread until the VM
+    /// ends, stops every vCPU thread and returns why the VM ended.
     pub fn wait(mut self) -> ExitReason {
+        if let Some(program) = self.seccomp.take() {
+            if let Err(e) = seccomp::install(ThreadKind::Vmm, &program) {
+                self.exit.request(ExitReason::Error(e.to_string()));
+            }
+        }
         let reason = loop {
             if let Some(r) = self.exit.reason() {
                 break r;

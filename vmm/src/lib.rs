@@ -12,6 +12,7 @@ pub mod jail;
 pub mod pod;
 pub mod private;
 pub mod report;
+pub mod seccomp;
 pub mod trace;
 pub mod vm_config;
 pub mod vstate;

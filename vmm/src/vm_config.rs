@@ -81,6 +81,8 @@ pub struct VmConfig {
     pub console: ConsoleOutput,
     /// Print the boot trace line before the first KVM_RUN.
     pub boot_trace: bool,
+    /// Run each VMM thread under its seccomp filter (off: `--no-seccomp`).
+    pub seccomp: bool,
     /// Devices, in slot order.
     pub devices: Vec<DeviceSpec>,
 }
@@ -405,6 +407,7 @@ mod tests {
             vcpus: 1,
             console: ConsoleOutput::Stdio,
             boot_trace: false,
+            seccomp: true,
             devices: Vec::new(),
         }
     }

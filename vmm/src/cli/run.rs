@@ -39,6 +39,9 @@ pub struct LifetimeArgs {
     /// namespaces, with every capability): for debugging only.
     #[arg(long)]
     pub no_jail: bool,
+    /// Run the pod's VMM without its seccomp filters (debugging only).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// Arguments of `husk run`.
@@ -240,6 +243,7 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
         stop_grace_ms: DEFAULT_STOP_GRACE_MS,
         auto_remove: args.lifetime.rm,
         no_jail: args.lifetime.no_jail,
+        no_seccomp: args.lifetime.no_seccomp,
     })
 }
 
@@ -272,6 +276,7 @@ pub fn pod_run(args: PodRunArgs) -> i32 {
             }
             r.auto_remove = args.lifetime.rm;
             r.no_jail |= args.lifetime.no_jail;
+            r.no_seccomp = args.lifetime.no_seccomp;
             r
         });
     let attach = Attach {
@@ -310,6 +315,9 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     let (detach, attach, report_each) = (how.detach, how.attach, how.report_each);
     if request.no_jail {
         super::warn_no_jail();
+    }
+    if request.no_seccomp {
+        eprintln!("husk: warning: the pod's VMM runs without its seccomp filters (--no-seccomp)");
     }
     // Fail before making anything if pods cannot run here at all.
     let host = HostLimits::with_kvm(&vm::check_kvm()?);

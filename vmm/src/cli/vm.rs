@@ -63,6 +63,9 @@ pub struct VmArgs {
     /// with every capability): for debugging only.
     #[arg(long)]
     pub no_jail: bool,
+    /// Run the VMM's threads without their seccomp filters (debugging only).
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 impl VmArgs {
@@ -92,6 +95,7 @@ impl VmArgs {
             vcpus: self.vcpus,
             console,
             boot_trace: self.boot_trace || crate::trace::enabled(),
+            seccomp: !self.no_seccomp,
             devices,
         })
     }
@@ -160,6 +164,7 @@ mod tests {
             cid: DEFAULT_GUEST_CID,
             shares: Vec::new(),
             no_jail: false,
+            no_seccomp: false,
         }
     }
 

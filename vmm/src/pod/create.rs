@@ -154,6 +154,7 @@ fn config_of(pod: &PodDir, request: PodRequest, images: &[Image]) -> PodConfig {
         stop_grace_ms: request.stop_grace_ms,
         auto_remove: request.auto_remove,
         no_jail: request.no_jail,
+        no_seccomp: request.no_seccomp,
         created: now_secs(),
     }
 }

@@ -253,6 +253,7 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
             .unwrap_or(DEFAULT_STOP_GRACE_MS),
         auto_remove: false,
         no_jail: file.jail == Some(false),
+        no_seccomp: false,
     })
 }
 

@@ -157,6 +157,8 @@ pub struct PodRequest {
     pub auto_remove: bool,
     /// Run the VMM without its jail (`--no-jail`).
     pub no_jail: bool,
+    /// Run the VMM without its seccomp filters (`--no-seccomp`).
+    pub no_seccomp: bool,
 }
 
 /// A pod: what `config.json` holds.
@@ -181,6 +183,9 @@ pub struct PodConfig {
     /// field (an older husk's) is jailed.
     #[serde(default)]
     pub no_jail: bool,
+    /// Run the VMM without its seccomp filters (`--no-seccomp`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_seccomp: bool,
     /// Seconds since the epoch.
     pub created: u64,
 }

@@ -147,6 +147,7 @@ pub fn vm_config(
         vcpus: config.vcpus,
         console: ConsoleOutput::File(pod.console_path()),
         boot_trace: false,
+        seccomp: !config.no_seccomp,
         devices: std::iter::once(vsock)
             .chain(shares.into_iter().map(DeviceSpec::Fs))
             .collect(),

@@ -21,6 +21,7 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use crate::devices::bus::Bus;
 use crate::exit::{ExitReason, ExitSignal};
+use crate::seccomp::{self, Program, ThreadKind};
 
 /// Errors from starting vCPU threads.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,9 @@ pub struct Vcpu {
     pub stop: Arc<AtomicBool>,
     /// Run once right before the first KVM_RUN (the boot trace).
     pub before_first_run: Option<Box<dyn FnOnce() + Send>>,
+    /// The vCPU thread's seccomp filter, installed right before the first
+    /// KVM_RUN (after the hook above).
+    pub seccomp: Option<Program>,
 }
 
 /// What one exit means for the loop.
@@ -149,6 +153,14 @@ impl Vcpu {
         KVM_RUN.with(|p| p.set(run_ptr));
         if let Some(hook) = self.before_first_run.take() {
             hook();
+        }
+        if let Some(program) = self.seccomp.take() {
+            if let Err(e) = seccomp::install(ThreadKind::Vcpu, &program) {
+                // Never run the guest unfiltered when a filter was asked for.
+                self.exit
+                    .request(ExitReason::Error(format!("vCPU {}: {e}", self.id)));
+                return;
+            }
         }
         let reason = loop {
             if self.stop.load(Ordering::Acquire) {

@@ -1,6 +1,7 @@
 //! The virtio-fs device: what the driver sees (device id, queues, features, config space) and
 //! the hand-over of activated queues to the worker thread.
 
+use crate::seccomp::Program;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -42,8 +43,9 @@ impl std::fmt::Debug for VirtioFs {
 }
 
 impl VirtioFs {
-    /// A device for `share`; starts the share's worker thread.
-    pub fn new(share: ShareServer) -> Result<Self, FsDeviceError> {
+    /// A device for `share`; starts the share's worker thread, which
+    /// installs `seccomp` (the fs worker's filter) first if given.
+    pub fn new(share: ShareServer, seccomp: Option<Program>) -> Result<Self, FsDeviceError> {
         let tag = share.spec().tag.clone();
         if tag.is_empty() || tag.len() > TAG_LEN {
             return Err(FsDeviceError::BadTag(tag));
@@ -51,7 +53,8 @@ impl VirtioFs {
         let mut config = [0u8; CONFIG_LEN];
         config[..tag.len()].copy_from_slice(tag.as_bytes());
         config[TAG_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
-        let worker = WorkerHandle::spawn(&tag, share.server().clone(), share.fs().clone())?;
+        let worker =
+            WorkerHandle::spawn(&tag, share.server().clone(), share.fs().clone(), seccomp)?;
         Ok(Self {
             share,
             config,

@@ -22,7 +22,8 @@ use vmm_sys_util::eventfd::EventFd;
 use super::queue::process_queue;
 use super::FsDeviceError;
 use crate::devices::virtio::{ActiveQueue, GuestMemory, InterruptKind, VirtioInterrupt};
-use crate::fs::{prepare_server_thread, ConfinedFs, FsServer};
+use crate::fs::{prepare_server_thread, ConfinedFs, FsServer, ServerError};
+use crate::seccomp::{self, Program, ThreadKind};
 use crate::warn_limited;
 
 /// Epoll token of the command eventfd; queue eventfds use their queue index.
@@ -53,11 +54,14 @@ pub(super) struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Starts the worker for share `tag` and waits until it has prepared itself.
+    /// Starts the worker for share `tag` and waits until it has prepared itself: its own
+    /// file system context and capabilities, then its seccomp filter (if `seccomp`), all
+    /// before the device can be activated.
     pub(super) fn spawn(
         tag: &str,
         server: Arc<FsServer>,
         fs: Arc<ConfinedFs>,
+        seccomp: Option<Program>,
     ) -> Result<Self, FsDeviceError> {
         let wake = EventFd::new(libc::EFD_NONBLOCK).map_err(FsDeviceError::Event)?;
         let epoll = Epoll::new().map_err(FsDeviceError::Event)?;
@@ -83,7 +87,11 @@ impl WorkerHandle {
         let thread = std::thread::Builder::new()
             .name(format!("fs-{tag}"))
             .spawn(move || {
-                let prepared = prepare_server_thread();
+                let prepared = prepare_server_thread().and_then(|()| match &seccomp {
+                    Some(p) => seccomp::install(ThreadKind::Fs, p)
+                        .map_err(|e| ServerError::Thread(io::Error::other(e))),
+                    None => Ok(()),
+                });
                 let ok = prepared.is_ok();
                 let _ = ready_tx.send(prepared);
                 if ok {

@@ -57,7 +57,7 @@ impl Guest {
             cache: CacheMode::Auto,
         };
         let share = ShareServer::new(spec.open().unwrap(), FdBudget::new(100)).unwrap();
-        let dev = Arc::new(Mutex::new(VirtioFs::new(share).unwrap()));
+        let dev = Arc::new(Mutex::new(VirtioFs::new(share, None).unwrap()));
         let mem = memory();
         let t = MmioTransport::new(mem.clone(), dev.clone()).unwrap();
         let hq = DriverQueue::new(&mem, 0x1_0000, 16);
