@@ -63,11 +63,15 @@ fn set_rlimit(
     Ok(())
 }
 
-/// `RLIMIT_CORE` 0 and `RLIMIT_NOFILE` `nofile` (soft and hard). A host that keeps
+/// `RLIMIT_CORE` 0, `RLIMIT_NPROC` `nproc` if given, and `RLIMIT_NOFILE` `nofile` (soft and
+/// hard). A host that keeps
 /// husk below `nofile` (a lower hard limit and no `CAP_SYS_RESOURCE` to raise it) gets its
 /// hard limit instead: the share budgets follow the process limit ([`crate::fs::budget`]).
-pub fn set_limits(nofile: u64) -> Result<(), JailError> {
+pub fn set_limits(nofile: u64, nproc: Option<u64>) -> Result<(), JailError> {
     set_rlimit(libc::RLIMIT_CORE, 0, "RLIMIT_CORE")?;
+    if let Some(n) = nproc {
+        set_rlimit(libc::RLIMIT_NPROC, n, "RLIMIT_NPROC")?;
+    }
     if set_rlimit(libc::RLIMIT_NOFILE, nofile, "RLIMIT_NOFILE").is_ok() {
         return Ok(());
     }

@@ -18,12 +18,15 @@
 //!   the VMM ([`FD_RESERVE`]): the share budgets come out at their fixed bounds.
 //! - Descriptors: stdio, `/dev/kvm`, and the files [`PreparedVm`] holds (kernel, initramfs,
 //!   console, share roots).
+//! - User namespace: the pod's own id range when the caller made one ([`super::userns`]);
+//!   then `RLIMIT_NPROC` [`VMM_NPROC`] as well.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use caps::Capability;
 
-use super::JailSpec;
+use super::userns::IdRange;
+use super::{JailError, JailSpec};
 use crate::fs::budget::{FD_PER_POD, FD_RESERVE};
 use crate::vm_config::{PreparedDevice, PreparedVm};
 
@@ -39,8 +42,15 @@ pub const VMM_CAPS: [Capability; 5] = [
 /// A jailed VMM's `RLIMIT_NOFILE`.
 pub const VMM_NOFILE: u64 = (FD_PER_POD + FD_RESERVE) as u64;
 
-/// The jail of the VMM that runs `vm` with `kvm` (an open `/dev/kvm`).
-pub fn spec_for(vm: &PreparedVm, kvm: RawFd) -> JailSpec {
+/// A jailed VMM's `RLIMIT_NPROC` when it has a uid of its own: its threads are one VMM
+/// thread, one per vCPU (at most [`crate::boot::mptable::MAX_CPUS`]) and the virtio-fs
+/// workers; this bound covers them with room, and stops a VMM that has been taken over from
+/// making processes of its uid without end should its seccomp filter ever let `clone` by.
+pub const VMM_NPROC: u64 = 1024;
+
+/// The jail of the VMM that runs `vm` with `kvm` (an open `/dev/kvm`), entering `user_ns`
+/// if given.
+pub fn spec_for(vm: &PreparedVm, kvm: RawFd, user_ns: Option<RawFd>) -> JailSpec {
     let mut binds = Vec::new();
     let mut keep_fds = vec![kvm, vm.kernel.file.as_raw_fd()];
     keep_fds.extend(vm.initrd.as_ref().map(|(f, _)| f.as_raw_fd()));
@@ -58,6 +68,41 @@ pub fn spec_for(vm: &PreparedVm, kvm: RawFd) -> JailSpec {
         proc_self: true,
         keep_caps: VMM_CAPS.to_vec(),
         nofile: VMM_NOFILE,
+        nproc: user_ns.map(|_| VMM_NPROC),
+        user_ns,
         keep_fds,
     }
+}
+
+/// The user namespace of a jailed VMM ([`super::userns`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserNs {
+    /// The host ids the namespace maps to.
+    pub ids: IdRange,
+    /// The tags of the shares served through an idmapped mount: host directories whose
+    /// ownership must look to the guest as it is on the host. The other shares belong to the
+    /// pod (its blobs, its empty-dir volumes) and are served as they are.
+    pub id_mapped: Vec<String>,
+}
+
+/// Makes the user namespace of `user_ns` and serves its id-mapped shares through clones of
+/// their mounts mapped through it; returns the namespace for the jail to enter.
+pub fn user_ns_for(prepared: &PreparedVm, user_ns: &UserNs) -> Result<OwnedFd, JailError> {
+    let ns = super::userns::create(user_ns.ids)?;
+    for device in &prepared.devices {
+        if let PreparedDevice::Fs(share) = device {
+            if user_ns.id_mapped.contains(&share.spec.tag) {
+                super::userns::id_map(share.root.as_raw_fd(), ns.as_fd()).map_err(
+                    |source| JailError::Step {
+                        step: format!(
+                            "id-map the share {} (its file system cannot be: see `husk run`'s volume notes)",
+                            share.root.path().display()
+                        ),
+                        source,
+                    },
+                )?;
+            }
+        }
+    }
+    Ok(ns)
 }

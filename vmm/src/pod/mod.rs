@@ -15,6 +15,7 @@
 
 pub mod attach;
 pub mod create;
+pub mod ids;
 pub mod manifest;
 pub mod spec;
 pub mod state;
