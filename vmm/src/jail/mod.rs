@@ -55,6 +55,8 @@ pub mod privs;
 pub mod vmm;
 
 #[cfg(test)]
+mod escape_tests;
+#[cfg(test)]
 mod tests;
 
 use std::os::fd::RawFd;
