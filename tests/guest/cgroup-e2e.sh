@@ -133,7 +133,7 @@ out=$(lim $V $H run --name oom --cgroup-parent /e2e-parent -m 512m busybox \
 reason=$(lim $Q $H ps -a | grep oom)
 echo "figure cgroup-oom-reason $(echo "$out" | tail -1)"
 lim $Q $H rm oom >/dev/null 2>&1
-if [ $rc -eq 125 ] && echo "$out" | grep -q "OOM killer" && [ -z "$(find "$T" -mindepth 1 -type d)" ]; then
+if [ $rc -eq 125 ] && echo "$out" | grep -q "OOM killer: its host cgroup's parent $T " && [ -z "$(find "$T" -mindepth 1 -type d)" ]; then
     ok cgroup-oom
 else
     bad cgroup-oom "rc=$rc out=[$out] ps=[$reason] left=$(find "$T" -mindepth 1 -type d)"

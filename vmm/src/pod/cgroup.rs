@@ -42,7 +42,7 @@
 //! The write costs one system call; before it the child has only returned from `fork()`, so
 //! nothing of note is charged outside the cgroup. A failed write ends the VMM with one line
 //! in `vmm.log` (exit 125) before any guest exists. The supervisor stays outside: an OOM kill
-//! takes the VMM, and the supervisor records why ([`oom_kills`], `memory.events`).
+//! takes the VMM, and the supervisor records why ([`oom_reason`], `memory.events`).
 //!
 //! **Removal.** The supervisor removes the cgroup when the pod ends; the path is recorded in
 //! `status.json` before the cgroup is made, so `husk rm`/`husk gc` remove what a `kill -9`ed
@@ -250,12 +250,13 @@ pub fn find_mount(mountinfo: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// The number in the `oom_kill` line of a `memory.events` file.
-pub fn parse_oom_kills(events: &str) -> u64 {
+/// The count of `key` (`oom_kill`, `oom`) in a `memory.events` file's text.
+pub fn parse_event(events: &str, key: &str) -> u64 {
     events
         .lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|n| n.trim().parse().ok())
+        .filter_map(|l| l.split_once(' '))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, n)| n.trim().parse().ok())
         .unwrap_or(0)
 }
 
@@ -526,11 +527,36 @@ pub fn join(procs: &File) -> io::Result<()> {
     Ok(())
 }
 
-/// The OOM kills recorded in the cgroup at `path` (`memory.events`'s `oom_kill`).
-pub fn oom_kills(path: &Path) -> u64 {
-    fs::read_to_string(path.join("memory.events"))
-        .map(|t| parse_oom_kills(&t))
+/// The count of `key` in `file` (`memory.events`, `memory.events.local`) of the cgroup at
+/// `path`.
+fn event(path: &Path, file: &str, key: &str) -> u64 {
+    fs::read_to_string(path.join(file))
+        .map(|t| parse_event(&t, key))
         .unwrap_or(0)
+}
+
+/// Why the OOM killer took a process of the cgroup at `path`, if it did: which limit was
+/// reached (`memory.events.local`'s `oom` says whether it was this cgroup's own).
+pub fn oom_reason(path: &Path) -> Option<String> {
+    if event(path, "memory.events", "oom_kill") == 0 {
+        return None;
+    }
+    if event(path, "memory.events.local", "oom") > 0 {
+        let max = fs::read_to_string(path.join("memory.max")).unwrap_or_default();
+        let max = match max.trim().parse::<u64>() {
+            Ok(bytes) => format!(" ({} MiB)", bytes / MIB),
+            Err(_) => String::new(),
+        };
+        return Some(format!(
+            "its host cgroup {} reached memory.max{max}",
+            path.display()
+        ));
+    }
+    let parent = path.parent().unwrap_or(path);
+    Some(format!(
+        "its host cgroup's parent {} (or one above it) reached its memory limit",
+        parent.display()
+    ))
 }
 
 /// Whether `path` is a directory on a cgroup2 file system.
@@ -704,8 +730,10 @@ mod tests {
         );
         assert_eq!(find_mount("27 25 0:24 / /x rw - cgroup cgroup rw\n"), None);
         let events = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n";
-        assert_eq!(parse_oom_kills(events), 1);
-        assert_eq!(parse_oom_kills("low 0\n"), 0);
+        assert_eq!(parse_event(events, "oom_kill"), 1);
+        assert_eq!(parse_event(events, "oom"), 2);
+        assert_eq!(parse_event("low 0\n", "oom_kill"), 0);
+        assert_eq!(parse_event("oom_kill x\n", "oom_kill"), 0);
         assert_eq!(
             missing_controllers("cpuset cpu io memory pids"),
             [] as [&str; 0]

@@ -223,21 +223,13 @@ pub fn spawn_vmm(
 /// for a VMM that its host cgroup (`cgroup`, its directory) OOM-killed, that.
 pub fn vmm_exit_reason(pod: &PodDir, status: ExitStatus, cgroup: Option<&Path>) -> String {
     use std::os::unix::process::ExitStatusExt;
-    let oom = status.signal() == Some(libc::SIGKILL)
-        && cgroup.is_some_and(|c| super::cgroup::oom_kills(c) > 0);
-    let how = match (status.code(), status.signal()) {
-        _ if oom => {
-            let max = cgroup
-                .and_then(|c| std::fs::read_to_string(c.join("memory.max")).ok())
-                .and_then(|m| m.trim().parse::<u64>().ok())
-                .map(|m| format!(" ({} MiB)", m / MIB))
-                .unwrap_or_default();
-            format!(
-                "the VMM was killed by the host's OOM killer: its host cgroup reached memory.max{max}"
-            )
-        }
-        (Some(c), _) => format!("the VMM exited with status {c}"),
-        (None, Some(s)) => format!("the VMM was killed by signal {s}"),
+    let oom = cgroup
+        .filter(|_| status.signal() == Some(libc::SIGKILL))
+        .and_then(super::cgroup::oom_reason);
+    let how = match (oom, status.code(), status.signal()) {
+        (Some(why), _, _) => format!("the VMM was killed by the host's OOM killer: {why}"),
+        (None, Some(c), _) => format!("the VMM exited with status {c}"),
+        (None, None, Some(s)) => format!("the VMM was killed by signal {s}"),
         _ => "the VMM ended".to_owned(),
     };
     let last = last_line(&pod.path.join("vmm.log"));
