@@ -155,6 +155,8 @@ fn config_of(pod: &PodDir, request: PodRequest, images: &[Image]) -> PodConfig {
         auto_remove: request.auto_remove,
         no_jail: request.no_jail,
         no_seccomp: request.no_seccomp,
+        // Set by the caller once it has planned the cgroup (`cgroup::plan`).
+        cgroup_parent: None,
         created: now_secs(),
     }
 }

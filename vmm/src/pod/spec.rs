@@ -159,6 +159,9 @@ pub struct PodRequest {
     pub no_jail: bool,
     /// Run the VMM without its seccomp filters (`--no-seccomp`).
     pub no_seccomp: bool,
+    /// The host cgroup parent asked for (`--cgroup-parent`, the manifest's
+    /// `cgroup_parent`); `None`: the default ([`super::cgroup::plan`]).
+    pub cgroup_parent: Option<String>,
 }
 
 /// A pod: what `config.json` holds.
@@ -186,6 +189,11 @@ pub struct PodConfig {
     /// Run the VMM without its seccomp filters (`--no-seccomp`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_seccomp: bool,
+    /// The cgroup (below the cgroup2 mount) under which the VMM's own host
+    /// cgroup is made ([`super::cgroup`]); `None`: no host cgroup (cgroups
+    /// cannot be used here, or an older husk made the pod).
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
     /// Seconds since the epoch.
     pub created: u64,
 }
