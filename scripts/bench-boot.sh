@@ -2,6 +2,9 @@
 # Boot benchmark: husk against QEMU microvm, both measured in this one run.
 #   1. on the host (VMM start-up: launch -> first guest instruction, peak RSS)
 #   2. inside the testbed (real KVM): launch -> agent ready, -> VMM exit, own RSS
+# husk three ways in both, interleaved with QEMU: jailed and filtered (default), --no-jail,
+# --no-seccomp; prints the jail's cost as a ratio, its setup time (target <= 10 ms) and the VMM's
+# own memory of each (target <= 3 MiB).
 # Prints medians of 5 runs and husk/QEMU ratios. See scripts/bench/boot.py.
 #
 # Usage: scripts/bench-boot.sh [RUNS]

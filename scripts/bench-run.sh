@@ -2,7 +2,9 @@
 # Pod start-up benchmark: `husk run --rm busybox true` against a raw boot of the same kernel,
 # both measured in one testbed session (real KVM), and `runc run` of the same rootfs on the
 # host as the no-isolation reference. Prints medians and the pod overhead on top of boot
-# (target <= 30%). See scripts/bench/run.py.
+# (target <= 30%); and the pod start with `--no-jail` and `--no-seccomp`, interleaved with the
+# default: the jail's cost as a ratio (target <= +3%) and its setup time as the pod's VMM logs
+# it (target <= 10 ms). See scripts/bench/run.py.
 #
 # Usage: scripts/bench-run.sh [RUNS]   (default 5)
 set -euo pipefail

@@ -17,10 +17,17 @@
       line, launch -> VMM exit after the guest reboots, and the VMM's own
       resident memory at readiness (VmRSS minus the guest-RAM mapping's Rss).
 
+Both modes run husk three ways, interleaved run by run with QEMU (the order
+rotated each run) so a slow phase of the machine hits every side alike:
+jailed and filtered (the default), `--no-jail` and `--no-seccomp`; they print
+the jail's cost as a ratio, the jail's own setup time (the VMM logs "jail: set
+up in X ms" at HUSK_LOG=info) and the VMM's own memory of each.
+
 Prints medians of RUNS (default 5) runs and husk/QEMU ratios.
 """
 
 import os
+import re
 import statistics
 import struct
 import subprocess
@@ -29,10 +36,40 @@ import time
 
 MEM_MIB = 256
 READY = b"husk-agent: ready"
+JAIL_SETUP = re.compile(r"jail: set up in ([0-9.]+) ms")
+# husk's variants: the default (jail and seccomp filters), and each wall off.
+HUSK_VARIANTS = (("husk", []), ("husk --no-jail", ["--no-jail"]),
+                 ("husk --no-seccomp", ["--no-seccomp"]))
+# Targets of issue 11 for the jail.
+JAIL_TARGETS = "jail targets: setup <= 10 ms host-side, pod start <= +3%, VMM own memory <= 3 MiB"
 
 
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
+
+
+def rotated(items, i):
+    """items rotated by i: run by run, no variant always follows the same one."""
+    items = list(items)
+    k = i % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
+def jail_setup_ms(text):
+    """The jail's setup time from a VMM's HUSK_LOG=info output, or None."""
+    m = JAIL_SETUP.search(text)
+    return float(m.group(1)) if m else None
+
+
+def print_jail_cost(label, rows, col):
+    """The jail's and the filters' cost on column `col` of rows (name -> tuple)."""
+    base = rows.get("husk")
+    for name, what in (("husk --no-jail", "jail"), ("husk --no-seccomp", "seccomp filters")):
+        other = rows.get(name)
+        if base is None or other is None or not other[col] or other[col] != other[col]:
+            continue
+        r = base[col] / other[col]
+        print(f"  {what} cost on {label}: husk / {name} = {r:.3f}x ({100 * (r - 1):+.1f}%)")
 
 
 def tiny_elf(code, pvh_entry_note=False):
@@ -61,7 +98,7 @@ def tiny_elf(code, pvh_entry_note=False):
     return ehdr + phdrs + note + code
 
 
-def timed_run(argv):
+def timed_run(argv, env=None):
     """Runs argv to completion; returns (seconds, peak RSS KiB, status, stderr).
 
     The peak RSS comes from GNU time (`%M`), not from this process's wait4():
@@ -72,7 +109,7 @@ def timed_run(argv):
     t0 = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-f", "maxrss_kib=%M", *argv],
                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, check=False)
+                          stderr=subprocess.PIPE, check=False, env=env)
     elapsed = time.perf_counter() - t0
     err = proc.stderr.decode(errors="replace")
     rss = next((int(l.split("=", 1)[1]) for l in err.splitlines() if l.startswith("maxrss_kib=")), 0)
@@ -90,59 +127,76 @@ def host(build, work, runs):
     with open(qemu_elf, "wb") as f:
         f.write(tiny_elf(bytes([0xB0, 0x05, 0xE6, 0xF4, 0xF4, 0xEB, 0xFD]), pvh_entry_note=True))
 
-    rows = {}
-    husk_argv = [husk, "vm", "--kernel", reset_elf, "--mem", str(MEM_MIB)]
     qemu_argv = ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-cpu", "host",
                  "-m", str(MEM_MIB), "-nodefaults", "-no-user-config", "-display", "none",
                  "-device", "isa-debug-exit,iobase=0xf4,iosize=1", "-kernel", qemu_elf]
-    for name, argv, want in (("husk", husk_argv, 3), ("qemu-microvm", qemu_argv, 11)):
-        times, rss = [], []
-        for _ in range(runs):
-            t, r, status, err = timed_run(argv)
+    vmms = [(name, [husk, "vm", "--kernel", reset_elf, "--mem", str(MEM_MIB), *flags], 3)
+            for name, flags in HUSK_VARIANTS]
+    vmms.append(("qemu-microvm", qemu_argv, 11))
+    # HUSK_LOG=info for the jail's setup line; the same small cost for every husk variant.
+    info_env = dict(os.environ, HUSK_LOG="info")
+    samples = {name: ([], [], []) for name, _, _ in vmms}
+    failed = set()
+    for i in range(runs):
+        for name, argv, want in rotated(vmms, i):
+            if name in failed:
+                continue
+            t, r, status, err = timed_run(argv, env=info_env)
             if status != want:
                 print(f"  {name}: unexpected exit status {status}: {err.strip()[:300]}")
-                break
+                failed.add(name)
+                continue
+            times, rss, setups = samples[name]
             times.append(t)
             rss.append(r)
-        rows[name] = (median(times) * 1e3, median(rss) / 1024)
+            if (ms := jail_setup_ms(err)) is not None:
+                setups.append(ms)
+    rows = {name: (median(t) * 1e3, median(r) / 1024, median(j) if j else None)
+            for name, (t, r, j) in samples.items() if t}
 
     # husk's own trace with the real kernel: launch -> first KVM_RUN, and
     # the VMM's own memory then (VmRSS less the resident guest RAM, which
-    # holds the kernel and initramfs just loaded).
-    trace_ms, trace_own, trace_rss = [], [], []
+    # holds the kernel and initramfs just loaded); jailed and not.
+    traces = {name: ([], [], []) for name, _ in HUSK_VARIANTS[:2]}
     env = dict(os.environ, HUSK_BOOT_TRACE="1")
-    for _ in range(runs):
-        launched_ns = time.time_ns()
-        proc = subprocess.Popen([husk, "vm", "--kernel", os.path.join(build, "vmlinux"),
-                                 "--initrd", os.path.join(build, "initramfs.cpio"),
-                                 "--mem", str(MEM_MIB), "--cmdline", "quiet"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, env=env)
-        line = b""
-        for line in proc.stderr:
-            if b"first_kvm_run" in line:
-                break
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
-        fields = dict(kv.split("=", 1) for kv in line.decode().split() if "=" in kv)
-        if "realtime_ns" in fields:
-            trace_ms.append((int(fields["realtime_ns"]) - launched_ns) / 1e6)
-            trace_own.append(int(fields["vmm_own_kib"]) / 1024)
-            trace_rss.append(int(fields["vm_rss_kib"]) / 1024)
+    for i in range(runs):
+        for name, flags in rotated(HUSK_VARIANTS[:2], i):
+            launched_ns = time.time_ns()
+            proc = subprocess.Popen([husk, "vm", "--kernel", os.path.join(build, "vmlinux"),
+                                     "--initrd", os.path.join(build, "initramfs.cpio"),
+                                     "--mem", str(MEM_MIB), "--cmdline", "quiet", *flags],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, env=env)
+            line = b""
+            for line in proc.stderr:
+                if b"first_kvm_run" in line:
+                    break
+            proc.kill()
+            proc.wait()
+            proc.stderr.close()
+            fields = dict(kv.split("=", 1) for kv in line.decode().split() if "=" in kv)
+            if "realtime_ns" in fields:
+                ms, own, rss = traces[name]
+                ms.append((int(fields["realtime_ns"]) - launched_ns) / 1e6)
+                own.append(int(fields["vmm_own_kib"]) / 1024)
+                rss.append(int(fields["vm_rss_kib"]) / 1024)
 
     print(f"Host (no testbed), median of {runs} runs, launch -> first guest instruction -> exit (tiny kernel):")
-    print(f"  {'VMM':<14}{'time ms':>10}{'peak RSS MiB':>14}")
-    for name, (ms, mib) in rows.items():
-        print(f"  {name:<14}{ms:>10.2f}{mib:>14.2f}")
+    print(f"  {'VMM':<20}{'time ms':>10}{'peak RSS MiB':>14}{'jail setup ms':>15}")
+    for name, (ms, mib, setup) in rows.items():
+        setup = f"{setup:>15.2f}" if setup is not None else f"{'-':>15}"
+        print(f"  {name:<20}{ms:>10.2f}{mib:>14.2f}{setup}")
     if "husk" in rows and "qemu-microvm" in rows:
         h, q = rows["husk"], rows["qemu-microvm"]
         print(f"  ratio husk/qemu: time {h[0] / q[0]:.2f}x, memory {h[1] / q[1]:.2f}x")
-    if trace_ms:
-        print(f"  husk with the real vmlinux+initramfs: launch -> first KVM_RUN {median(trace_ms):.2f} ms; "
-              f"then VmRSS {median(trace_rss):.2f} MiB, of which the VMM's own {median(trace_own):.2f} MiB "
-              "(the rest is the kernel and initramfs in guest RAM)")
+    print_jail_cost("launch -> exit", rows, 0)
+    for name, (ms, own, rss) in traces.items():
+        if ms:
+            print(f"  {name} with the real vmlinux+initramfs: launch -> first KVM_RUN {median(ms):.2f} ms; "
+                  f"then VmRSS {median(rss):.2f} MiB, of which the VMM's own {median(own):.2f} MiB "
+                  "(the rest is the kernel and initramfs in guest RAM)")
     print("  targets: husk <= 5 ms and <= 3 MiB; reference Firecracker 1.16: 10.6 ms, 4.2 MiB")
+    print(f"  {JAIL_TARGETS}")
 
 
 def guest_ram_rss_kib(pid, mem_mib, backing_files=()):
@@ -182,14 +236,16 @@ def vm_rss_kib(pid):
     return 0
 
 
-def boot_once(argv, backing_files):
-    """Returns (ready s, exit s, own RSS KiB, status, tail of output)."""
+def boot_once(argv, backing_files, env=None):
+    """Returns (ready s, exit s, own RSS KiB, status, tail of output, jail setup ms)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    ready, own, tail = None, None, []
+                            stderr=subprocess.STDOUT, env=env)
+    ready, own, tail, setup = None, None, [], None
     for line in proc.stdout:
         tail = (tail + [line])[-20:]
+        if setup is None:
+            setup = jail_setup_ms(line.decode(errors="replace"))
         if ready is None and READY in line:
             ready = time.perf_counter() - t0
             try:
@@ -198,16 +254,17 @@ def boot_once(argv, backing_files):
                 own = None
     status = proc.wait()
     done = time.perf_counter() - t0
-    return ready, done, own, status, b"".join(tail).decode(errors="replace")
+    return ready, done, own, status, b"".join(tail).decode(errors="replace"), setup
 
 
 def testbed(build, runs):
     kernel = os.path.join(build, "vmlinux")
     initrd = os.path.join(build, "initramfs.cpio")
     append = "quiet husk.reboot"
-    vmms = {
-        "husk": ([os.path.join(build, "husk"), "vm", "--kernel", kernel, "--initrd", initrd,
-                  "--mem", str(MEM_MIB), "--cmdline", append], 3),
+    husk = [os.path.join(build, "husk"), "vm", "--kernel", kernel, "--initrd", initrd,
+            "--mem", str(MEM_MIB), "--cmdline", append]
+    vmms = {name: (husk + flags, 3) for name, flags in HUSK_VARIANTS}
+    vmms.update({
         # acpi=off: with QEMU's microvm ACPI tables the guest's serial
         # interrupt never arrives, so nothing user space prints would show;
         # without them QEMU describes the machine with an MP table, as husk
@@ -216,29 +273,48 @@ def testbed(build, runs):
                           "-m", str(MEM_MIB), "-nodefaults", "-no-user-config", "-nographic",
                           "-no-reboot", "-serial", "stdio", "-kernel", kernel, "-initrd", initrd,
                           "-append", f"console=ttyS0 reboot=t panic=-1 {append}"], 0),
-    }
-    rows = {}
-    for name, (argv, want) in vmms.items():
-        readies, exits, owns = [], [], []
-        for _ in range(runs):
-            ready, done, own, status, tail = boot_once(argv, (os.path.realpath(kernel), os.path.realpath(initrd)))
+    })
+    # HUSK_LOG=info for the jail's setup line; the same small cost for every husk variant.
+    env = dict(os.environ, HUSK_LOG="info")
+    backing = (os.path.realpath(kernel), os.path.realpath(initrd))
+    samples = {name: ([], [], [], []) for name in vmms}
+    failed = set()
+    # Interleaved, so a slow phase of the machine hits every side alike.
+    for i in range(runs):
+        for name, (argv, want) in rotated(vmms.items(), i):
+            if name in failed:
+                continue
+            ready, done, own, status, tail, setup = boot_once(argv, backing, env)
             if ready is None or status != want:
                 print(f"  {name}: run failed (status {status}, ready={ready}); last output:\n{tail}")
-                break
+                failed.add(name)
+                continue
+            readies, exits, owns, setups = samples[name]
             readies.append(ready)
             exits.append(done)
             if own is not None:
                 owns.append(own)
-        rows[name] = (median(readies), median(exits), median(owns) / 1024 if owns else float("nan"))
+            if setup is not None:
+                setups.append(setup)
+    rows = {name: (median(r), median(e), median(o) / 1024 if o else float("nan"),
+                   median(j) if j else None)
+            for name, (r, e, o, j) in samples.items() if r}
 
     print(f"Testbed (nested SVM KVM), median of {runs} runs, same vmlinux + initramfs, cmdline '{append}':")
-    print(f"  {'VMM':<14}{'-> ready s':>12}{'-> exit s':>12}{'own RSS MiB':>13}")
-    for name, (r, e, m) in rows.items():
-        print(f"  {name:<14}{r:>12.3f}{e:>12.3f}{m:>13.2f}")
-    if len(rows) == 2:
+    print(f"  {'VMM':<20}{'-> ready s':>12}{'-> exit s':>12}{'own RSS MiB':>13}{'jail setup ms':>15}")
+    for name, (r, e, m, j) in rows.items():
+        j = f"{j:>15.2f}" if j is not None else f"{'-':>15}"
+        print(f"  {name:<20}{r:>12.3f}{e:>12.3f}{m:>13.2f}{j}")
+    if "husk" in rows and "qemu-microvm" in rows:
         h, q = rows["husk"], rows["qemu-microvm"]
         print(f"  ratio husk/qemu: ready {h[0] / q[0]:.2f}x, exit {h[1] / q[1]:.2f}x, own memory {h[2] / q[2]:.2f}x")
+    print_jail_cost("launch -> ready", rows, 0)
+    print_jail_cost("launch -> exit", rows, 1)
+    if "husk" in rows and "husk --no-jail" in rows:
+        d = rows["husk"][2] - rows["husk --no-jail"][2]
+        print(f"  jail cost on the VMM's own memory: {d:+.2f} MiB")
     print("  targets: husk <= QEMU on time, <= 3 MiB own memory; reference Firecracker ~4.1 MiB")
+    print(f"  {JAIL_TARGETS} (the testbed runs everything under TCG: setup there is slower)")
 
 
 def main(argv):

@@ -10,12 +10,17 @@ testbed BUILD WORK RUNS   inside the testbed (real KVM), median of RUNS each:
     and the pod overhead on top of boot: pod / boot-to-init - 1 (target <= 30%), plus
     pod / boot-to-exit - 1 (like for like: both include the power-off). One more pod run with
     HUSK_LOG=info prints where the time goes.
+    jail       the same pod start with `--no-jail` and with `--no-seccomp`, interleaved with the
+               default (jail and filters) run by run: medians, the jail's cost as a ratio (target
+               <= +3%), and the jail's setup time the pod's VMM logs at HUSK_LOG=info (target
+               <= 10 ms host-side). The VMM's own memory, jailed and not: scripts/bench-boot.sh.
 host WORK RUNS            on the host: `runc run` of the same rootfs running `true`, the
     no-isolation reference (needs runc: apt-get install runc).
 """
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -33,6 +38,24 @@ POD_VM_MIB = 256 + 512 + 96
 
 def median(xs):
     return statistics.median(xs)
+
+
+JAIL_SETUP = re.compile(r"jail: set up in ([0-9.]+) ms")
+
+
+def pod_vmm_log(root, name):
+    """The vmm.log of the pod called `name` under HUSK_ROOT `root` ("" if none)."""
+    pods = os.path.join(root, "pods")
+    for pod in os.listdir(pods):
+        try:
+            with open(os.path.join(pods, pod, "name")) as f:
+                if f.read().strip() != name:
+                    continue
+            with open(os.path.join(pods, pod, "vmm.log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            continue
+    return ""
 
 
 # A run that takes longer than this is killed and reported (a hung guest must not hang the bench).
@@ -70,7 +93,12 @@ def testbed(build, work, runs):
     dev_argv = raw_argv + ["--vsock", os.path.join(work, "v.sock"), "--share",
                            f"blobs={os.path.join(work, 'share')}:ro:cache=always"]
     pod_argv = [husk, "run", "--rm", "busybox", "true"]
-    readies, exits, dev_readies, pods = [], [], [], []
+    # The pod start with each wall of the VMM off, against the default (both on).
+    variants = {"default": pod_argv,
+                "--no-jail": [husk, "run", "--rm", "--no-jail", "busybox", "true"],
+                "--no-seccomp": [husk, "run", "--rm", "--no-seccomp", "busybox", "true"]}
+    readies, exits, dev_readies = [], [], []
+    pod_times = {name: [] for name in variants}
     # Interleaved, so a slow phase of the machine hits every side alike.
     for i in range(runs):
         ready, done, status = boot_once(raw_argv)
@@ -82,11 +110,15 @@ def testbed(build, work, runs):
         if ready is None or status != 0:
             sys.exit(f"bench-run: raw boot with devices failed (status {status}, ready {ready})")
         dev_readies.append(ready)
-        t0 = time.perf_counter()
-        p = subprocess.run(pod_argv, env=env, capture_output=True, timeout=RUN_TIMEOUT)
-        pods.append(time.perf_counter() - t0)
-        if p.returncode != 0:
-            sys.exit(f"bench-run: husk run failed ({p.returncode}): {p.stderr.decode()}")
+        # Rotated each run, so no variant always follows the same one.
+        names = list(variants)
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            t0 = time.perf_counter()
+            p = subprocess.run(variants[name], env=env, capture_output=True, timeout=RUN_TIMEOUT)
+            pod_times[name].append(time.perf_counter() - t0)
+            if p.returncode != 0:
+                sys.exit(f"bench-run: husk run ({name}) failed ({p.returncode}): {p.stderr.decode()}")
+    pods = pod_times["default"]
     b, e, d, r = median(readies), median(exits), median(dev_readies), median(pods)
     print(f"testbed (real KVM, median of {runs}, guest RAM {POD_VM_MIB} MiB):")
     print(f"  raw boot: launch -> init ready   {b:7.3f} s")
@@ -96,7 +128,31 @@ def testbed(build, work, runs):
     print(f"  pod overhead on top of boot-to-init: {100 * (r / b - 1):5.1f}%  (target <= 30%)")
     print(f"  pod overhead on top of boot-to-exit: {100 * (r / e - 1):5.1f}%  (both include the end)")
     print(f"  pod overhead on top of the same VM shape's boot: {100 * (r / d - 1):5.1f}%")
-    p = subprocess.run(pod_argv, env=dict(env, HUSK_LOG="info"), capture_output=True)
+    print(f"  pod start, jailed and not (median of {runs}, interleaved):")
+    for name, times in pod_times.items():
+        print(f"    husk run --rm {'' if name == 'default' else name + ' '}busybox true"
+              f"{'':{14 - (0 if name == 'default' else len(name) + 1)}} {median(times):7.3f} s")
+    for name, what in (("--no-jail", "jail"), ("--no-seccomp", "seccomp filters")):
+        ratio = r / median(pod_times[name])
+        print(f"    {what} cost on pod start: {ratio:.3f}x ({100 * (ratio - 1):+.1f}%)"
+              + ("  (target <= +3%)" if what == "jail" else ""))
+    # The pod's VMM logs to the pod's vmm.log, which --rm removes: these runs keep the pod,
+    # read it, then remove the pod.
+    setups = []
+    for i in range(runs):
+        name = f"bench-jail-{i}"
+        p = subprocess.run([husk, "run", "--name", name, "busybox", "true"],
+                           env=dict(env, HUSK_LOG="info"), capture_output=True,
+                           timeout=RUN_TIMEOUT)
+        m = JAIL_SETUP.search(pod_vmm_log(env["HUSK_ROOT"], name))
+        subprocess.run([husk, "rm", name], env=env, capture_output=True)
+        if m:
+            setups.append(float(m.group(1)))
+    if setups:
+        print(f"    jail setup in the pod's VMM (HUSK_LOG=info, median of {len(setups)}): "
+              f"{median(setups):.2f} ms  (target <= 10 ms host-side; here under TCG)")
+    else:
+        print("    jail setup: the pod's VMM logged no 'jail: set up in' line")
     phases = [l for l in p.stderr.decode(errors="replace").splitlines() if "husk: info:" in l]
     if phases:
         print("  where one pod run's time goes:")

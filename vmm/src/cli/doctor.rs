@@ -6,18 +6,87 @@
 //! a stock guest kernel's code is emulated (~1M instructions/s), so guests
 //! do not boot at a useful speed and tests go through scripts/testbed.sh.
 //!
+//! It also reports whether pods get a host cgroup ([`crate::pod::cgroup`]):
+//! a cgroup2 mount, the cpu, memory and pids controllers available there
+//! (and whether they are already delegated to the parent), and whether the
+//! parent (`--cgroup-parent`, default `/husk`) is writable; one line each,
+//! with the reason when not. Pods run without a host cgroup (with a
+//! warning) where the default parent cannot be used, so these lines do not
+//! change the exit status.
+//!
 //! Exit status: 0 hardware KVM is usable; 124 ([`Failure::NoKvm`], as for
 //! every command) /dev/kvm is missing or unusable; 3 KVM works but is not
 //! hardware-backed (PVM or unknown): not a failure, a different kind of host.
 
+use clap::Args;
+
 use crate::failure::Failure;
+use crate::pod::cgroup::{self, DEFAULT_PARENT};
 use crate::vstate::probe::{self, cpu_has_virt_flags, Backend};
+
+/// Arguments of `husk doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Check this cgroup parent instead of the default (/husk).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_parent: Option<String>,
+}
 
 /// Exit status: KVM usable but guests run emulated.
 pub const EXIT_NOT_HARDWARE: i32 = 3;
 
+/// Prints the cgroup lines: mount, controllers, parent.
+fn report_cgroups(explicit: Option<&str>) {
+    let text = explicit.unwrap_or(DEFAULT_PARENT);
+    let rel = match cgroup::parse_parent(text) {
+        Ok(rel) => rel,
+        Err(e) => {
+            println!("cgroup parent: {}", super::error_line(&e));
+            return;
+        }
+    };
+    let ready = cgroup::readiness(&rel, explicit.is_none());
+    match &ready.mount {
+        Ok(m) => println!("cgroup v2: mounted at {}", m.display()),
+        Err(why) => println!("cgroup v2: not usable: {why}"),
+    }
+    match (&ready.controllers, &ready.mount) {
+        (Ok(()), Ok(m)) => {
+            let listed = std::fs::read_to_string(m.join(&rel).join("cgroup.controllers"))
+                .unwrap_or_default();
+            let delegated = if !m.join(&rel).is_dir() {
+                format!("{text} does not exist yet")
+            } else if cgroup::missing_controllers(&listed).is_empty() {
+                format!("already delegated to {text}")
+            } else {
+                format!("husk enables them down to {text} when a pod starts")
+            };
+            println!("cgroup controllers: cpu, memory, pids available ({delegated})");
+        }
+        (Err(why), _) | (_, Err(why)) => println!("cgroup controllers: not usable: {why}"),
+    }
+    match (&ready.parent, explicit) {
+        (Ok(p), _) if p.is_dir() => println!("cgroup parent {text}: writable ({})", p.display()),
+        (Ok(p), None) => println!("cgroup parent {text}: made on first use ({})", p.display()),
+        (Ok(p), Some(_)) => println!(
+            "cgroup parent {text}: not usable: {} is not a directory",
+            p.display()
+        ),
+        (Err(why), _) => println!("cgroup parent {text}: not usable: {why}"),
+    }
+    match (ready.problem(), explicit) {
+        (None, _) => println!("cgroup verdict: each pod's VMM gets a host cgroup under {text}"),
+        (Some(why), None) => println!(
+            "cgroup verdict: pods run without a host cgroup (husk run warns once per pod): {why}"
+        ),
+        (Some(why), Some(_)) => println!(
+            "cgroup verdict: pods with --cgroup-parent {text} are refused (exit 125): {why}"
+        ),
+    }
+}
+
 /// Runs the checks, prints a report, returns the exit status.
-pub fn run() -> i32 {
+pub fn run(args: DoctorArgs) -> i32 {
     let probe = probe::probe_with_vm().map(|p| p.max_vcpus);
     let backend = Backend::of_host();
     let flags = std::fs::read_to_string("/proc/cpuinfo")
@@ -43,6 +112,7 @@ pub fn run() -> i32 {
             "no vmx/svm flag (no hardware virtualization exposed)"
         }
     );
+    report_cgroups(args.cgroup_parent.as_deref());
     match (&probe, backend) {
         (Ok(_), Backend::Intel | Backend::Amd) => {
             println!("verdict: ready: husk guests run at native speed here");

@@ -41,7 +41,7 @@ pub enum Command {
     /// Boot a raw VM from a kernel and an initramfs (kernel and agent development, tests).
     Vm(vm::VmArgs),
     /// Check whether this host can run husk VMs, and how fast.
-    Doctor,
+    Doctor(doctor::DoctorArgs),
     #[command(flatten)]
     Image(image::ImageCommand),
     #[command(flatten)]
@@ -150,7 +150,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     };
     match cli.command {
         Command::Vm(args) => vm::run(args),
-        Command::Doctor => doctor::run(),
+        Command::Doctor(args) => doctor::run(args),
         Command::Image(c) => image::run(c),
         Command::Pods(c) => pods::run(c),
     }

@@ -462,12 +462,19 @@ fn inspect(args: InspectArgs) -> Result<i32, PodError> {
 fn gc() -> Result<i32, PodError> {
     let root = Store::default_root();
     let pods = PodStore::open(&root)?;
+    let mut code = crate::failure::SUCCESS;
     for pod in pods.list()? {
         let status = pod.read_status()?;
         if status.state.is_active() {
             continue;
         }
-        pods.remove(&pod)?;
+        // A pod that cannot be removed (its host cgroup will not go) is
+        // reported and kept for the next `gc`; the others still go.
+        if let Err(e) = pods.remove(&pod) {
+            print_error(&e);
+            code = e.kind().exit_status();
+            continue;
+        }
         println!(
             "removed pod {} ({})",
             escape(&pod.name),
@@ -481,5 +488,5 @@ fn gc() -> Result<i32, PodError> {
         report.blobs,
         report.bytes as f64 / (1u64 << 20) as f64
     );
-    Ok(crate::failure::SUCCESS)
+    Ok(code)
 }

@@ -22,7 +22,7 @@ use crate::pod::create::{base_name, create, PullPolicy};
 use crate::pod::spec::*;
 use crate::pod::state::{AppStatus, PodDir, PodState, PodStatus, PodStore};
 use crate::pod::supervisor::{phase, supervise};
-use crate::pod::{manifest, vm, PodError};
+use crate::pod::{cgroup, manifest, vm, PodError};
 use crate::vm_config::HostLimits;
 
 /// The flags `husk run` and `husk pod run` share: where the pod runs and
@@ -42,6 +42,10 @@ pub struct LifetimeArgs {
     /// Run the pod's VMM without its seccomp filters (debugging only).
     #[arg(long)]
     pub no_seccomp: bool,
+    /// The host cgroup (below /sys/fs/cgroup, which must exist) under which
+    /// the pod's VMM gets its own (default /husk, made if missing).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_parent: Option<String>,
 }
 
 /// Arguments of `husk run`.
@@ -244,6 +248,7 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
         auto_remove: args.lifetime.rm,
         no_jail: args.lifetime.no_jail,
         no_seccomp: args.lifetime.no_seccomp,
+        cgroup_parent: args.lifetime.cgroup_parent.clone(),
     })
 }
 
@@ -277,6 +282,9 @@ pub fn pod_run(args: PodRunArgs) -> i32 {
             r.auto_remove = args.lifetime.rm;
             r.no_jail |= args.lifetime.no_jail;
             r.no_seccomp = args.lifetime.no_seccomp;
+            if args.lifetime.cgroup_parent.is_some() {
+                r.cgroup_parent = args.lifetime.cgroup_parent.clone();
+            }
             r
         });
     let attach = Attach {
@@ -322,6 +330,18 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     // Fail before making anything if pods cannot run here at all.
     let host = HostLimits::with_kvm(&vm::check_kvm()?);
     let guest = vm::find_guest_artifacts()?;
+    // An explicit cgroup parent that cannot be used refuses the pod here;
+    // the default one that cannot runs it without a host cgroup.
+    let cgroup_parent = match cgroup::plan(request.cgroup_parent.as_deref())? {
+        cgroup::Plan::Under(parent) => Some(parent),
+        cgroup::Plan::Without(why) => {
+            let line = format!(
+                "warning: the pod's VMM runs without a host cgroup (no CPU, memory or task limit on the host): {why}"
+            );
+            eprintln!("husk: {}", super::escape::escape(&line));
+            None
+        }
+    };
     let root = Store::default_root();
     let store = Store::open(&root)?;
     let pods = PodStore::open(&root)?;
@@ -330,7 +350,8 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
         credentials_file: None,
         progress: attach::stdin_is_terminal(),
     };
-    let made = create(&store, &pods, request, how.policy, &pull)?;
+    let mut made = create(&store, &pods, request, how.policy, &pull)?;
+    made.config.cgroup_parent = cgroup_parent;
     if let Some(UserNsChoice::HostRoot(why)) = &made.config.user_ns {
         eprintln!(
             "husk: warning: the pod's VMM runs as host root in the rest of its jail (no user namespace): {why}"

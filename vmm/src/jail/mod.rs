@@ -61,6 +61,8 @@ pub mod userns;
 pub mod vmm;
 
 #[cfg(test)]
+mod escape_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod userns_tests;

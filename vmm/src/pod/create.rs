@@ -200,6 +200,8 @@ fn config_of(pod: &PodDir, request: PodRequest, images: &[Image]) -> PodConfig {
         no_jail: request.no_jail,
         no_seccomp: request.no_seccomp,
         user_ns: None,
+        // Set by the caller once it has planned the cgroup (`cgroup::plan`).
+        cgroup_parent: None,
         created: now_secs(),
     }
 }

@@ -10,6 +10,7 @@
 //!                          # "first": when the first does (the rest are stopped)
 //! grace_seconds = 10       # SIGTERM → SIGKILL grace when stopping
 //! jail = true              # false: the VMM runs without its jail (like --no-jail)
+//! cgroup_parent = "/husk"  # the host cgroup the VMM's own goes under (like --cgroup-parent)
 //!
 //! [[volumes]]
 //! name = "shared"          # no `host`: an empty directory living with the pod
@@ -57,6 +58,8 @@ struct File {
     grace_seconds: Option<u64>,
     #[serde(default)]
     jail: Option<bool>,
+    #[serde(default)]
+    cgroup_parent: Option<String>,
     #[serde(default)]
     volumes: Vec<VolumeEntry>,
     #[serde(default)]
@@ -254,6 +257,7 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
         auto_remove: false,
         no_jail: file.jail == Some(false),
         no_seccomp: false,
+        cgroup_parent: file.cgroup_parent,
     })
 }
 
@@ -297,6 +301,12 @@ mod tests {
         assert!(!j.no_jail && !t.no_jail, "jailed unless asked");
         let free = r#"{"jail":false,"apps":[{"name":"a","image":"busybox"}]}"#;
         assert!(parse(free, Path::new("/")).unwrap().no_jail);
+        assert_eq!(t.cgroup_parent, None);
+        let cg = "cgroup_parent = \"/pods\"\n[[apps]]\nname = \"a\"\nimage = \"b\"";
+        assert_eq!(
+            parse(cg, Path::new("/")).unwrap().cgroup_parent.as_deref(),
+            Some("/pods")
+        );
     }
 
     #[test]

@@ -11,9 +11,11 @@
 //! `stop`, `exec`) read the pod directory or connect to the agent through
 //! the pod's vsock socket. Multi-app pods come from manifests
 //! ([`manifest`]). Empty-dir volumes are size-limited tmpfs mounts on the
-//! host ([`volumes`]).
+//! host ([`volumes`]). Each pod's VMM runs in a host cgroup of its own
+//! ([`cgroup`]).
 
 pub mod attach;
+pub mod cgroup;
 pub mod create;
 pub mod ids;
 pub mod manifest;
@@ -74,6 +76,9 @@ pub enum PodError {
     /// An empty-dir volume whose size limit cannot be enforced here.
     #[error("{0}")]
     Volume(String),
+    /// The pod's host cgroup: a bad or missing parent, or a write that failed.
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
     #[error("app {app}: {message}")]
     AppStart {
         app: String,
@@ -104,11 +109,13 @@ impl PodError {
             PodError::NoKvm(_) => Failure::NoKvm,
             PodError::Integrity(_) => Failure::Integrity,
             PodError::AppStart { kind, .. } | PodError::Detached { kind, .. } => *kind,
+            PodError::Cgroup(e) if e.is_usage() => Failure::Usage,
             PodError::Io { .. }
             | PodError::Corrupt { .. }
             | PodError::GuestArtifacts { .. }
             | PodError::Vmm(_)
             | PodError::Volume(_)
+            | PodError::Cgroup(_)
             | PodError::Agent(_) => Failure::Runtime,
         }
     }

@@ -159,6 +159,9 @@ pub struct PodRequest {
     pub no_jail: bool,
     /// Run the VMM without its seccomp filters (`--no-seccomp`).
     pub no_seccomp: bool,
+    /// The host cgroup parent asked for (`--cgroup-parent`, the manifest's
+    /// `cgroup_parent`); `None`: the default ([`super::cgroup::plan`]).
+    pub cgroup_parent: Option<String>,
 }
 
 /// Whether a jailed pod's VMM runs in a user namespace ([`crate::jail::userns`]).
@@ -201,6 +204,11 @@ pub struct PodConfig {
     /// without the field (an older husk's, or `--no-jail`) has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_ns: Option<UserNsChoice>,
+    /// The cgroup (below the cgroup2 mount) under which the VMM's own host
+    /// cgroup is made ([`super::cgroup`]); `None`: no host cgroup (cgroups
+    /// cannot be used here, or an older husk made the pod).
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
     /// Seconds since the epoch.
     pub created: u64,
 }

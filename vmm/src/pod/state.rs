@@ -111,6 +111,10 @@ pub struct PodStatus {
     pub supervisor_start: Option<u64>,
     #[serde(default)]
     pub vmm_pid: Option<i32>,
+    /// The VMM's host cgroup and its limits: recorded before the cgroup is
+    /// made, so `husk rm`/`gc` find it after a `kill -9` of the supervisor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<super::cgroup::CgroupRecord>,
     /// Seconds since the epoch.
     #[serde(default)]
     pub started: Option<u64>,
@@ -131,6 +135,7 @@ impl PodStatus {
             supervisor_pid: Some(pid),
             supervisor_start: process_start_time(pid),
             vmm_pid: None,
+            cgroup: None,
             started: None,
             finished: None,
             apps: Vec::new(),
@@ -353,10 +358,19 @@ impl PodStore {
 
     /// Deletes a pod's directory (under the store lock, so a pod being
     /// created with the same name waits), after unmounting its volumes'
-    /// tmpfs, which a supervisor that died may have left.
+    /// tmpfs and removing its host cgroup (killing what is left in it),
+    /// which a supervisor that died may have left. A cgroup that cannot be
+    /// removed keeps the directory, so a later `rm` or `gc` tries again.
     pub fn remove(&self, pod: &PodDir) -> Result<(), PodError> {
         let _lock = StoreLock::take(&self.dir).map_err(|e| PodError::io(&self.dir, e))?;
         super::volumes::release(&pod.path);
+        if let Ok(PodStatus {
+            cgroup: Some(record),
+            ..
+        }) = read_json::<PodStatus>(&pod.status_path())
+        {
+            super::cgroup::release(&record, &pod.id)?;
+        }
         fs::remove_dir_all(&pod.path).map_err(|e| PodError::io(&pod.path, e))
     }
 }
@@ -420,6 +434,7 @@ impl PodDir {
                     supervisor_pid: None,
                     supervisor_start: None,
                     vmm_pid: None,
+                    cgroup: None,
                     started: None,
                     finished: None,
                     apps: Vec::new(),

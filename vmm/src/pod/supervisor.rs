@@ -29,6 +29,7 @@ use signal_hook::consts::signal::*;
 use signal_hook::iterator::Signals;
 
 use super::attach::{self, Attach};
+use super::cgroup::{CgroupRecord, Limits, PodCgroup};
 use super::spec::{App, PodConfig, UserNsChoice};
 use super::state::{now_secs, AppStatus, PodDir, PodState, PodStatus};
 use super::vm::{self, GuestArtifacts};
@@ -80,6 +81,8 @@ struct Running<'a> {
     status: PodStatus,
     attach: Option<Attach>,
     vmm_pid: Option<i32>,
+    /// The VMM's host cgroup, until it is removed.
+    cgroup: Option<PodCgroup>,
 }
 
 /// Runs the pod to its end; returns each app's status, in config order.
@@ -103,6 +106,7 @@ pub fn supervise(
         status: PodStatus::created(),
         attach,
         vmm_pid: None,
+        cgroup: None,
     };
     run.status.apps = config
         .apps
@@ -150,8 +154,10 @@ impl Running<'_> {
             // watcher or this thread reaps it after); no memory involved.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        // The pod ends: its volumes' tmpfs go before anyone can read so.
+        // The pod ends: its volumes' tmpfs and its cgroup go before anyone
+        // can read so.
         super::volumes::release(&self.pod.path);
+        self.remove_cgroup();
         self.status.state = PodState::Failed;
         self.status.reason = Some(e.to_string());
         self.status.error_code = Some(e.kind().exit_status());
@@ -215,6 +221,45 @@ impl Running<'_> {
         Ok(())
     }
 
+    /// Removes the VMM's cgroup (killing what is left in it). A failure is
+    /// logged: the record stays in `status.json`, so `husk rm`/`gc` retry.
+    fn remove_cgroup(&mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            if let Err(e) = cgroup.remove() {
+                log::warn!("{}", crate::report::error_line(&e));
+            }
+        }
+    }
+
+    /// The directory of the VMM's cgroup, if it has one.
+    fn cgroup_dir(&self) -> Option<&std::path::Path> {
+        self.cgroup.as_ref().map(|c| c.record.path.as_path())
+    }
+
+    /// The pod's failure for a VMM that exited with `status`.
+    fn vmm_died(&mut self, status: std::process::ExitStatus) -> PodError {
+        self.vmm_pid = None;
+        PodError::Vmm(vm::vmm_exit_reason(self.pod, status, self.cgroup_dir()))
+    }
+
+    /// Makes the VMM's host cgroup under the config's parent, recorded in
+    /// `status.json` before it exists (so a supervisor killed at any point
+    /// leaves something `husk gc` can find).
+    fn make_cgroup(&mut self) -> Result<(), PodError> {
+        let Some(parent) = &self.config.cgroup_parent else {
+            return Ok(());
+        };
+        let path = PodCgroup::path_for(parent, &self.pod.id)?;
+        let limits = Limits::for_pod(self.config);
+        self.status.cgroup = Some(CgroupRecord {
+            path: path.clone(),
+            limits,
+        });
+        self.save()?;
+        self.cgroup = Some(PodCgroup::create(&path, limits)?);
+        Ok(())
+    }
+
     /// The VMM with the pod's shares.
     fn start_vmm(
         &mut self,
@@ -238,7 +283,8 @@ impl Running<'_> {
             })),
             (false, _) => Jail::On(None),
         };
-        let child = vm::spawn_vmm(self.pod, config, host, jail)?;
+        self.make_cgroup()?;
+        let child = vm::spawn_vmm(self.pod, config, host, jail, self.cgroup.as_ref())?;
         self.vmm_pid = Some(child.id() as i32);
         self.status.vmm_pid = self.vmm_pid;
         self.save()?;
@@ -247,7 +293,8 @@ impl Running<'_> {
 
     /// Waits for the agent and mounts the shares.
     fn boot(&mut self, vmm: &mut VmmProcess) -> Result<Session, PodError> {
-        let session = vm::connect_agent(self.pod, vmm)?;
+        let cgroup = self.cgroup_dir().map(std::path::Path::to_owned);
+        let session = vm::connect_agent(self.pod, vmm, cgroup.as_deref())?;
         self.phase("agent answered");
         let mount = |tag: String, target: String, read_only: bool| {
             session
@@ -330,10 +377,7 @@ impl Running<'_> {
             exited = vmm.try_wait();
         }
         match exited {
-            Ok(Some(status)) => {
-                self.vmm_pid = None;
-                PodError::Vmm(vm::vmm_exit_reason(self.pod, status))
-            }
+            Ok(Some(status)) => self.vmm_died(status),
             _ => {
                 if let Some(pid) = self.vmm_pid.take() {
                     // SAFETY: kill() of our own unreaped child; no memory involved.
@@ -419,18 +463,14 @@ impl Running<'_> {
                     // The connection usually drops because the VMM died:
                     // its exit, if it comes, is the reason to report.
                     if let Some(status) = wait_vmm_exit(rx, VMM_EXIT_GRACE) {
-                        self.vmm_pid = None;
-                        return Err(PodError::Vmm(vm::vmm_exit_reason(self.pod, status)));
+                        return Err(self.vmm_died(status));
                     }
                     return Err(PodError::Agent(format!(
                         "lost app {}: {why}",
                         self.config.apps[index].name
                     )));
                 }
-                Event::VmmExited(status) => {
-                    self.vmm_pid = None;
-                    return Err(PodError::Vmm(vm::vmm_exit_reason(self.pod, status)));
-                }
+                Event::VmmExited(status) => return Err(self.vmm_died(status)),
                 Event::Signal(sig) if single_attached && sig != SIGTERM => {
                     if let Some(request) = attach::forward_request(procs[0], sig, tty) {
                         let _ = session.call(request);
@@ -536,6 +576,7 @@ impl Running<'_> {
         }
         self.vmm_pid = None;
         super::volumes::release(&self.pod.path);
+        self.remove_cgroup();
         self.status.state = PodState::Exited;
         self.status.finished = Some(now_secs());
         self.save()

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use husk_agent_client::{AgentClientError, Endpoint, Session, DEFAULT_VSOCK_PORT};
 
+use super::cgroup::PodCgroup;
 use super::spec::PodConfig;
 use super::state::PodDir;
 use super::vmm_process::VmmProcess;
@@ -211,13 +212,14 @@ pub fn check_fits_host(
 
 /// Starts the pod's VMM (see [`VmmProcess`]) for `vm`, checked against
 /// `host`: the guest console goes to `console.log`, the VMM's stderr (one
-/// line if it fails) to `vmm.log`; jailed unless `jail` is off. Call only
-/// while this process has a single thread.
+/// line if it fails) to `vmm.log`; jailed unless `jail` is off; in `cgroup`
+/// if there is one. Call only while this process has a single thread.
 pub fn spawn_vmm(
     pod: &PodDir,
     vm: VmConfig,
     host: &HostLimits,
     jail: Jail,
+    cgroup: Option<&PodCgroup>,
 ) -> Result<VmmProcess, PodError> {
     let vmm_log = pod.path.join("vmm.log");
     let stderr = crate::private::file_options()
@@ -228,16 +230,21 @@ pub fn spawn_vmm(
         .map_err(|e| PodError::io(&vmm_log, e))?;
     let _ = std::fs::remove_file(pod.vsock_path());
     let prepared = prepare(vm, host)?;
-    VmmProcess::fork(prepared, &stderr, jail)
+    VmmProcess::fork(prepared, &stderr, jail, cgroup.map(PodCgroup::procs))
         .map_err(|e| PodError::Vmm(format!("cannot start the VMM: {e}")))
 }
 
-/// Why a VMM that exited did: its status and the last line it printed.
-pub fn vmm_exit_reason(pod: &PodDir, status: ExitStatus) -> String {
+/// Why a VMM that exited did: its status and the last line it printed;
+/// for a VMM that its host cgroup (`cgroup`, its directory) OOM-killed, that.
+pub fn vmm_exit_reason(pod: &PodDir, status: ExitStatus, cgroup: Option<&Path>) -> String {
     use std::os::unix::process::ExitStatusExt;
-    let how = match (status.code(), status.signal()) {
-        (Some(c), _) => format!("the VMM exited with status {c}"),
-        (None, Some(s)) => format!("the VMM was killed by signal {s}"),
+    let oom = cgroup
+        .filter(|_| status.signal() == Some(libc::SIGKILL))
+        .and_then(super::cgroup::oom_reason);
+    let how = match (oom, status.code(), status.signal()) {
+        (Some(why), _, _) => format!("the VMM was killed by the host's OOM killer: {why}"),
+        (None, Some(c), _) => format!("the VMM exited with status {c}"),
+        (None, None, Some(s)) => format!("the VMM was killed by signal {s}"),
         _ => "the VMM ended".to_owned(),
     };
     let last = last_line(&pod.path.join("vmm.log"));
@@ -309,7 +316,12 @@ impl ConsoleWatch {
 /// log before knocking on vsock: every refused connection attempt costs
 /// the booting guest an interrupt and a reset packet, which slows the boot
 /// it is waiting for.
-pub fn connect_agent(pod: &PodDir, vmm: &mut VmmProcess) -> Result<Session, PodError> {
+/// `cgroup`: the VMM's host cgroup, to tell an OOM kill by it.
+pub fn connect_agent(
+    pod: &PodDir,
+    vmm: &mut VmmProcess,
+    cgroup: Option<&Path>,
+) -> Result<Session, PodError> {
     let endpoint = Endpoint::Vsock {
         uds: pod.vsock_path(),
         port: DEFAULT_VSOCK_PORT,
@@ -321,7 +333,7 @@ pub fn connect_agent(pod: &PodDir, vmm: &mut VmmProcess) -> Result<Session, PodE
     let mut ready = false;
     loop {
         if let Ok(Some(status)) = vmm.try_wait() {
-            return Err(PodError::Vmm(vmm_exit_reason(pod, status)));
+            return Err(PodError::Vmm(vmm_exit_reason(pod, status, cgroup)));
         }
         if !ready {
             ready = watch.ready(&console) || start.elapsed() > READY_LINE_TIMEOUT;

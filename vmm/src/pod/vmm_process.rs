@@ -10,8 +10,10 @@
 //!
 //! Forking a Rust process is safe only while it has one thread (a lock held
 //! by another thread at the fork stays held forever in the child): the
-//! supervisor forks before it starts any thread. The child puts every
-//! signal back to its default and unblocks them (it must not run the
+//! supervisor forks before it starts any thread. The child first moves itself
+//! into the pod's host cgroup ([`crate::pod::cgroup::join`]: before any thread
+//! and before the jail, whose cgroup namespace is rooted where it is then),
+//! then puts every signal back to its default and unblocks them (it must not run the
 //! supervisor's handlers), leaves the terminal's process group (a Ctrl-C
 //! reaches the supervisor, which forwards it to the app), dies with the
 //! supervisor (`PR_SET_PDEATHSIG`), and `_exit`s with the VMM's status.
@@ -34,10 +36,16 @@ pub struct VmmProcess {
 
 impl VmmProcess {
     /// Forks and runs `vm` in the child, its stderr to `stderr` and its
-    /// stdin and stdout on /dev/null. Call only while this process has a
-    /// single thread. This process keeps nothing of `vm`: its descriptors
-    /// are closed here once the child has its copies.
-    pub fn fork(vm: PreparedVm, stderr: &File, jail: Jail) -> io::Result<VmmProcess> {
+    /// stdin and stdout on /dev/null, in the cgroup whose `cgroup.procs` is
+    /// `cgroup` (if any). Call only while this process has a single thread.
+    /// This process keeps nothing of `vm`: its descriptors are closed here
+    /// once the child has its copies.
+    pub fn fork(
+        vm: PreparedVm,
+        stderr: &File,
+        jail: Jail,
+        cgroup: Option<&File>,
+    ) -> io::Result<VmmProcess> {
         ensure_single_thread()?;
         let null = OpenOptions::new()
             .read(true)
@@ -49,7 +57,7 @@ impl VmmProcess {
         // child gets a consistent copy of all memory and locks.
         match unsafe { libc::fork() } {
             -1 => Err(io::Error::last_os_error()),
-            0 => child(vm, stderr, &null, parent, jail),
+            0 => child(vm, stderr, &null, parent, jail, cgroup),
             pid => Ok(VmmProcess { pid, status: None }),
         }
     }
@@ -112,7 +120,25 @@ fn ensure_single_thread() -> io::Result<()> {
 }
 
 /// The child's side of the fork: set up, run the VMM, `_exit`.
-fn child(vm: PreparedVm, stderr: &File, null: &File, parent: libc::pid_t, jail: Jail) -> ! {
+fn child(
+    vm: PreparedVm,
+    stderr: &File,
+    null: &File,
+    parent: libc::pid_t,
+    jail: Jail,
+    cgroup: Option<&File>,
+) -> ! {
+    if let Some(procs) = cgroup {
+        if let Err(e) = crate::pod::cgroup::join(procs) {
+            use std::io::Write;
+            let _ = writeln!(
+                &*stderr,
+                "husk: cgroup: cannot move the VMM into its cgroup: {e}"
+            );
+            // SAFETY: _exit ends the process without running anything of ours.
+            unsafe { libc::_exit(crate::failure::Failure::Runtime.exit_status()) };
+        }
+    }
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     // SAFETY: getppid() has no preconditions.

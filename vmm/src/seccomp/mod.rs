@@ -151,7 +151,8 @@ pub fn compile(kind: ThreadKind, mode: Mode) -> Result<BpfProgram, SeccompError>
 
 impl Filters {
     /// Compiles every kind's program and, in [`Mode::Enforce`], installs the
-    /// process's SIGSYS handler. Call before starting the threads.
+    /// process's SIGSYS handler. Call before starting the threads, in the
+    /// process that installs them: the vmm thread's list names its pid.
     pub fn build(mode: Mode) -> Result<Filters, SeccompError> {
         if mode == Mode::Log {
             eprintln!(

@@ -149,11 +149,21 @@ pub fn vmm() -> Result<Rules, Error> {
     allow_arg(&mut r, libc::SYS_fcntl, 1, FCNTL_FLAGS)?;
     allow_arg(&mut r, libc::SYS_ioctl, 1, &[libc::FIONBIO])?;
     // The VM's end: kick every vCPU out of KVM_RUN (pthread_kill: getpid,
-    // tgkill), join it, remove the vsock socket, exit.
+    // tgkill), join it, remove the vsock socket, exit. `tgkill` only within
+    // this process (its first argument is `getpid()`): without a pid
+    // namespace or a uid of its own, the VMM could otherwise signal any
+    // root process, another pod's VMM included. The rules are compiled in
+    // the VMM process itself ([`super::Filters::build`], after the jail), so
+    // this is its pid.
+    allow_arg(
+        &mut r,
+        libc::SYS_tgkill,
+        0,
+        &[u64::from(std::process::id())],
+    )?;
     allow(
         &mut r,
         &[
-            libc::SYS_tgkill,
             libc::SYS_getpid,
             libc::SYS_unlink,
             libc::SYS_unlinkat,
