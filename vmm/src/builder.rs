@@ -493,17 +493,7 @@ pub fn start(prepared: PreparedVm, jail: Jail) -> Result<RunningVm, BuildError> 
     let kvm = Vm::open_kvm()?;
     if let Jail::On(user_ns) = &jail {
         let started = std::time::Instant::now();
-        let ns = match user_ns {
-            Some(u) => Some(crate::jail::vmm::user_ns_for(&prepared, u)?),
-            None => None,
-        };
-        let spec = crate::jail::vmm::spec_for(
-            &prepared,
-            kvm.as_raw_fd(),
-            ns.as_ref().map(AsRawFd::as_raw_fd),
-        );
-        spec.apply()?;
-        drop(ns);
+        crate::jail::vmm::enter(&prepared, kvm.as_raw_fd(), user_ns.as_ref())?;
         log::info!(
             "jail: set up in {:.2} ms",
             started.elapsed().as_secs_f64() * 1000.0

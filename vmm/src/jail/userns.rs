@@ -49,19 +49,6 @@ use super::JailError;
 /// How many ids a pod's range holds: the 16-bit range that container images assume.
 pub const IDS_PER_POD: u32 = 65_536;
 
-/// Flags of the mount API and idmapped mounts (linux/mount.h), by their kernel names.
-const OPEN_TREE_CLONE: libc::c_uint = 0x1;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-
-/// `struct mount_attr` of `mount_setattr(2)`.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
 /// Ids `0..count` of a user namespace, mapped to host ids `base..base + count`; the same
 /// range for users and groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,54 +203,11 @@ pub fn enter(userns: BorrowedFd<'_>) -> Result<(), JailError> {
     Ok(())
 }
 
-/// Replaces the directory descriptor `dir` (an `O_PATH` share root) with one of a private,
-/// detached clone of its mount (submounts included) whose ids are mapped through `userns`:
-/// see the module documentation. The descriptor number stays the same. Fails with `EINVAL`
+/// Replaces the share root descriptor `dir` with one of a private clone of its mount whose
+/// ids are mapped through `userns` ([`super::mount::private_clone`]). Fails with `EINVAL`
 /// where the file system cannot be id-mapped.
 pub fn id_map(dir: RawFd, userns: BorrowedFd<'_>) -> io::Result<()> {
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint;
-    // SAFETY: open_tree on a descriptor we hold, with an empty NUL-terminated path and
-    // flags; return checked.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            dir,
-            c"".as_ptr(),
-            flags | (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-        )
-    };
-    if tree < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `tree` was just returned by the kernel and is owned by nobody else.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    // SAFETY: mount_setattr on our detached tree with an empty path, a valid mount_attr and
-    // its size; return checked.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: dup3 between two descriptors this process holds; `dir` now names the clone
-    // (its old file is closed by the kernel); return checked.
-    if unsafe { libc::dup3(tree.as_raw_fd(), dir, libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    super::mount::private_clone(dir, Some(userns))
 }
 
 /// Whether the directory `dir` can be id-mapped through `userns`: [`id_map`] on a copy of

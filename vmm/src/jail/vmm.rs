@@ -85,24 +85,43 @@ pub struct UserNs {
     pub id_mapped: Vec<String>,
 }
 
-/// Makes the user namespace of `user_ns` and serves its id-mapped shares through clones of
-/// their mounts mapped through it; returns the namespace for the jail to enter.
-pub fn user_ns_for(prepared: &PreparedVm, user_ns: &UserNs) -> Result<OwnedFd, JailError> {
-    let ns = super::userns::create(user_ns.ids)?;
+/// Jails the calling process as the VMM of `prepared` with `kvm` (an open `/dev/kvm`): the
+/// shares readied ([`prepare`]), then the spec of [`spec_for`] applied, in the user namespace
+/// of `user_ns` if given. The one way a VMM (and the escape tests) jail themselves.
+pub fn enter(
+    prepared: &PreparedVm,
+    kvm: RawFd,
+    user_ns: Option<&UserNs>,
+) -> Result<(), JailError> {
+    let ns = prepare(prepared, user_ns)?;
+    spec_for(prepared, kvm, ns.as_ref().map(AsRawFd::as_raw_fd)).apply()?;
+    Ok(())
+}
+
+/// Readies `prepared`'s shares for the jail and makes the user namespace of `user_ns`, if
+/// any, for the jail to enter: every share is served from a private clone of its mount
+/// ([`super::mount::private_clone`]: `..` cannot leave it), and the shares `user_ns` lists
+/// through clones id-mapped through the namespace.
+pub fn prepare(prepared: &PreparedVm, user_ns: Option<&UserNs>) -> Result<Option<OwnedFd>, JailError> {
+    let ns = user_ns.map(|u| super::userns::create(u.ids)).transpose()?;
     for device in &prepared.devices {
-        if let PreparedDevice::Fs(share) = device {
-            if user_ns.id_mapped.contains(&share.spec.tag) {
-                super::userns::id_map(share.root.as_raw_fd(), ns.as_fd()).map_err(
-                    |source| JailError::Step {
-                        step: format!(
-                            "id-map the share {} (its file system cannot be: see `husk run`'s volume notes)",
-                            share.root.path().display()
-                        ),
-                        source,
-                    },
-                )?;
+        let PreparedDevice::Fs(share) = device else {
+            continue;
+        };
+        let id_map = match (&ns, user_ns) {
+            (Some(ns), Some(u)) if u.id_mapped.contains(&share.spec.tag) => Some(ns.as_fd()),
+            _ => None,
+        };
+        let what = if id_map.is_some() { "an id-mapped" } else { "a private" };
+        super::mount::private_clone(share.root.as_raw_fd(), id_map).map_err(|source| {
+            JailError::Step {
+                step: format!(
+                    "serve the share {} from {what} clone of its mount",
+                    share.root.path().display()
+                ),
+                source,
             }
-        }
+        })?;
     }
     Ok(ns)
 }
