@@ -460,7 +460,10 @@ fn every_escape_attempt_from_the_jail_is_refused() {
     // A pod's VMM (a user namespace of its own) and `husk vm`'s (host root, few capabilities).
     for user_ns in [true, false] {
         let escaped = attempt_all(&[ThreadKind::Vmm, ThreadKind::Vcpu], user_ns);
-        assert!(escaped.is_empty(), "escapes (user namespace: {user_ns}): {escaped:?}");
+        assert!(
+            escaped.is_empty(),
+            "escapes (user namespace: {user_ns}): {escaped:?}"
+        );
     }
 }
 
@@ -476,6 +479,9 @@ fn the_fs_thread_cannot_leave_its_share() {
     }
     for user_ns in [true, false] {
         let escaped = attempt_all(&[ThreadKind::Fs], user_ns);
-        assert!(escaped.is_empty(), "escapes (user namespace: {user_ns}): {escaped:?}");
+        assert!(
+            escaped.is_empty(),
+            "escapes (user namespace: {user_ns}): {escaped:?}"
+        );
     }
 }

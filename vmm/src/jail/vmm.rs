@@ -88,11 +88,7 @@ pub struct UserNs {
 /// Jails the calling process as the VMM of `prepared` with `kvm` (an open `/dev/kvm`): the
 /// shares readied ([`prepare`]), then the spec of [`spec_for`] applied, in the user namespace
 /// of `user_ns` if given. The one way a VMM (and the escape tests) jail themselves.
-pub fn enter(
-    prepared: &PreparedVm,
-    kvm: RawFd,
-    user_ns: Option<&UserNs>,
-) -> Result<(), JailError> {
+pub fn enter(prepared: &PreparedVm, kvm: RawFd, user_ns: Option<&UserNs>) -> Result<(), JailError> {
     let ns = prepare(prepared, user_ns)?;
     spec_for(prepared, kvm, ns.as_ref().map(AsRawFd::as_raw_fd)).apply()?;
     Ok(())
@@ -102,7 +98,10 @@ pub fn enter(
 /// any, for the jail to enter: every share is served from a private clone of its mount
 /// ([`super::mount::private_clone`]: `..` cannot leave it), and the shares `user_ns` lists
 /// through clones id-mapped through the namespace.
-pub fn prepare(prepared: &PreparedVm, user_ns: Option<&UserNs>) -> Result<Option<OwnedFd>, JailError> {
+pub fn prepare(
+    prepared: &PreparedVm,
+    user_ns: Option<&UserNs>,
+) -> Result<Option<OwnedFd>, JailError> {
     let ns = user_ns.map(|u| super::userns::create(u.ids)).transpose()?;
     for device in &prepared.devices {
         let PreparedDevice::Fs(share) = device else {
@@ -112,7 +111,11 @@ pub fn prepare(prepared: &PreparedVm, user_ns: Option<&UserNs>) -> Result<Option
             (Some(ns), Some(u)) if u.id_mapped.contains(&share.spec.tag) => Some(ns.as_fd()),
             _ => None,
         };
-        let what = if id_map.is_some() { "an id-mapped" } else { "a private" };
+        let what = if id_map.is_some() {
+            "an id-mapped"
+        } else {
+            "a private"
+        };
         super::mount::private_clone(share.root.as_raw_fd(), id_map).map_err(|source| {
             JailError::Step {
                 step: format!(

@@ -88,6 +88,7 @@ pub fn create(
     // them at once); filling them can overlap the boot.
     let mut dirs = vec![
         pod.blobs_dir(),
+        pod.blobs_dir().join("sha256"),
         pod.path.join("logs"),
         pod.path.join("volumes"),
     ];
@@ -104,14 +105,17 @@ pub fn create(
             return Err(PodError::io(&dir, e));
         }
     }
-    // The pod's own host ids own what its VMM must write: its socket
-    // directory and (below) its empty-dir volumes.
+    // The pod's own host ids own what its jailed VMM must write or list:
+    // its socket directory, the directories of its blob links (the blobs
+    // themselves stay the store's, 0444) and (below) its empty-dir volumes.
     let ids = pod.ids();
     if let Some(ids) = ids {
-        let vsock_dir = pod.path.join("vsock");
-        if let Err(e) = std::os::unix::fs::chown(&vsock_dir, Some(ids.base), Some(ids.base)) {
-            let _ = pods.remove(&pod);
-            return Err(PodError::io(&vsock_dir, e));
+        let blobs = pod.blobs_dir();
+        for dir in [pod.path.join("vsock"), blobs.join("sha256"), blobs] {
+            if let Err(e) = std::os::unix::fs::chown(&dir, Some(ids.base), Some(ids.base)) {
+                let _ = pods.remove(&pod);
+                return Err(PodError::io(&dir, e));
+            }
         }
     }
     // Each empty-dir volume is a size-limited tmpfs (F6), mounted before
