@@ -7,14 +7,26 @@
 //! from its [`crate::vm_config::PreparedVm`] ([`vmm::spec_for`]); other entry points (an OCI
 //! runtime, a containerd shim) can build theirs the same way.
 //!
+//! Before it, as root, [`vmm::prepare`] serves every share from a private clone of its mount
+//! (`..` cannot leave it: [`mount::private_clone`]) and makes the pod's user namespace, through
+//! which host-directory volumes are id-mapped ([`userns`]).
+//!
 //! What [`JailSpec::apply`] does, in this order, and why:
-//! 1. **Namespaces** ([`mount`]): new mount, UTS, IPC and network namespaces in one `unshare`.
+//! 0. **Rootless only** ([`JailSpec::rootless`]): an ordinary user first makes a user namespace
+//!    of its own with only its own ids mapped ([`userns::unshare_own`]); every step below then
+//!    runs as that namespace's root, and the share roots are cloned from inside the new mount
+//!    namespace ([`mount::reclone_in_own_namespace`]).
+//! 1. **Namespaces** ([`mount`]): new mount, UTS, IPC, network and cgroup namespaces in one
+//!    `unshare` (the cgroup namespace's root is the pod's host cgroup, joined before).
 //!    The VMM uses no network: its vsock host side is path-bound Unix sockets, which are found
 //!    through the file system and so work across network namespaces (abstract sockets would
 //!    not, and the VMM has none). No pid namespace: `unshare(CLONE_NEWPID)` moves only later
 //!    children, so the VMM would have to fork once more and the supervisor would wait for and
 //!    kill an intermediate process; and as a namespace's init the VMM would ignore every
-//!    default-action signal but SIGKILL, which changes how it dies. Left for later.
+//!    default-action signal but SIGKILL, which changes how it dies. What a pid namespace would
+//!    add is covered otherwise: with a uid of its own (step 5) the VMM may not signal or trace
+//!    another pod's VMM, and its seccomp filter binds `tgkill` to its own pid; `/proc` in the
+//!    jail holds only its own directory.
 //! 2. **An empty root** ([`mount`]): all mounts made private, then a small tmpfs (no host
 //!    directory needed: it is made with the fd-based mount API, `fsopen`/`fsmount`, and
 //!    attached over the old root) holding only mount points; `pivot_root` into it and the old
@@ -52,8 +64,7 @@
 //! ([`JailError`]); the caller ends the VMM before any guest code runs.
 //!
 //! Not here: a pid namespace (see step 1), seccomp ([`crate::seccomp`], installed per thread
-//! once the threads exist), host cgroups (the pod's supervisor places the VMM), rootless
-//! operation (the jail needs host root to build itself).
+//! once the threads exist), host cgroups (the pod's supervisor places the VMM).
 
 pub mod mount;
 pub mod privs;
@@ -90,6 +101,11 @@ pub struct JailSpec {
     /// A user namespace to enter (a descriptor, kept open through the jail; the caller closes
     /// it afterwards), or none: the process stays host root with the kept capabilities.
     pub user_ns: Option<RawFd>,
+    /// Rootless: the process (an ordinary user) first makes a user namespace of its own with
+    /// only its own ids mapped ([`userns::unshare_own`]), and these share roots are cloned
+    /// privately from inside the jail's mount namespace ([`mount::reclone_in_own_namespace`]);
+    /// a root caller clones them before the jail ([`vmm::prepare`]).
+    pub rootless: Option<Vec<RawFd>>,
     /// Descriptors kept open (0, 1 and 2 are always kept); every other one is closed, so
     /// the caller must not use or drop any object that owns one of those afterwards (a
     /// pod's VMM never returns to the supervisor's objects it inherited: it `_exit`s).
@@ -223,8 +239,17 @@ impl JailSpec {
     pub fn apply(&self) -> Result<JailReport, JailError> {
         let start = Instant::now();
         self.check()?;
-        privs::ensure_able()?;
+        privs::ensure_able(self.rootless.is_some())?;
+        if self.rootless.is_some() {
+            userns::unshare_own()?;
+        }
         mount::enter_namespaces()?;
+        for &fd in self.rootless.iter().flatten() {
+            mount::reclone_in_own_namespace(fd).map_err(|source| JailError::Step {
+                step: format!("clone the share held as descriptor {fd} privately"),
+                source,
+            })?;
+        }
         mount::build_root(self)?;
         privs::set_limits(self.nofile, self.nproc)?;
         privs::close_fds(&self.close_ranges())?;

@@ -309,6 +309,37 @@ fn pivot(root: &OwnedFd, old_root: &OwnedFd) -> Result<(), JailError> {
     Ok(())
 }
 
+/// Rootless: [`private_clone`] of the share root `dir`, which was opened in the host's mount
+/// namespace, from inside the jail's new one. An ordinary user may clone only mounts of a
+/// namespace its own user namespace owns, so the root is opened again by its path (no symlink
+/// followed, as [`crate::fs::ShareRoot::open`] does), in the new namespace's copy of the host's
+/// mounts, and must be the same directory (device and inode) as the one held.
+pub fn reclone_in_own_namespace(dir: RawFd) -> io::Result<()> {
+    let path = std::fs::read_link(format!("/proc/self/fd/{dir}"))?;
+    let again = crate::fs::ShareRoot::open(&path)?;
+    let same = {
+        // SAFETY: stat64 is plain data, written by fstat64 below.
+        let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat64 of a descriptor we hold into a valid stat64; return checked.
+        if unsafe { libc::fstat64(dir, &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        again.is(st.st_dev, st.st_ino)
+    };
+    if !same {
+        return Err(io::Error::other(format!(
+            "{} is no longer the directory opened before the jail",
+            path.display()
+        )));
+    }
+    // SAFETY: dup3 between two descriptors this process holds; `dir` now names the directory
+    // in this namespace's mounts; return checked.
+    if unsafe { libc::dup3(again.as_raw_fd(), dir, libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    private_clone(dir, None)
+}
+
 /// Replaces the directory descriptor `dir` (a share root) with one of a private, detached
 /// clone of its mount (submounts included) rooted at that directory, with its ids mapped
 /// through `id_map` if given; the descriptor number stays the same.

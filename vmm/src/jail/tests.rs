@@ -11,6 +11,7 @@ fn spec() -> JailSpec {
         nofile: vmm::VMM_NOFILE,
         nproc: None,
         user_ns: None,
+        rootless: None,
         keep_fds: vec![7, 3, 9, 3],
     }
 }
@@ -130,6 +131,7 @@ fn a_forked_child_ends_up_jailed() {
         nofile: vmm::VMM_NOFILE,
         nproc: None,
         user_ns: None,
+        rootless: None,
         keep_fds: vec![kept.as_raw_fd()],
     };
     let (kept_fd, dropped_fd) = (kept.as_raw_fd(), dropped.as_raw_fd());

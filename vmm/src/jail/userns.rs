@@ -91,7 +91,10 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), JailError> {
         return Err(last_os("make a pipe for the user namespace's helper"));
     }
     // SAFETY: both descriptors were just returned by the kernel and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as above.
+    let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    Ok((read, write))
 }
 
 /// The helper child's side: unshare a user namespace, report the errno (0: done) and wait
@@ -102,8 +105,10 @@ fn helper(ready: RawFd, go: RawFd) -> ! {
     let errno: i32 = if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
         0
     } else {
-        // SAFETY: __errno_location returns this thread's errno slot.
-        unsafe { *libc::__errno_location() }
+        // SAFETY: __errno_location returns this thread's errno slot, valid for reading.
+        let slot = unsafe { libc::__errno_location() };
+        // SAFETY: as above.
+        unsafe { *slot }
     };
     let bytes = errno.to_ne_bytes();
     // SAFETY: write of a 4-byte buffer we own to our pipe end.
@@ -178,6 +183,35 @@ fn map_and_hold(pid: libc::pid_t, ready: &OwnedFd, range: IdRange) -> Result<Own
             step: format!("open {path}"),
             source,
         })
+}
+
+/// Rootless: moves the calling process into a new user namespace in which it is root, with
+/// only its own uid and gid mapped (`0 <uid> 1`): an ordinary user may map nothing else
+/// without a set-uid helper (`newuidmap`), which husk does not use. `setgroups` is denied in
+/// it, as the kernel requires for an unprivileged gid map. Every namespace the jail makes
+/// afterwards is owned by this one, so the process may mount, `pivot_root` and cut its
+/// capabilities there; on the host it stays the same ordinary user. Call while the process
+/// has one thread.
+pub fn unshare_own() -> Result<(), JailError> {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    // SAFETY: getegid has no preconditions.
+    let gid = unsafe { libc::getegid() };
+    // SAFETY: unshare takes flags only; return checked.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+        return Err(last_os(
+            "make a user namespace as an ordinary user (kernel.unprivileged_userns_clone or user.max_user_namespaces may forbid it)",
+        ));
+    }
+    let write = |file: &str, text: String| {
+        std::fs::write(format!("/proc/self/{file}"), &text).map_err(|source| JailError::Step {
+            step: format!("write /proc/self/{file} ({})", text.trim_end()),
+            source,
+        })
+    };
+    write("setgroups", "deny".into())?;
+    write("uid_map", format!("0 {uid} 1\n"))?;
+    write("gid_map", format!("0 {gid} 1\n"))
 }
 
 /// Enters the user namespace `userns` as its root (host uid and gid: the range's base), with

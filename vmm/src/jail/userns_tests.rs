@@ -50,6 +50,7 @@ fn spec(bound: &Path, ns: RawFd, keep: Vec<RawFd>) -> JailSpec {
         nofile: vmm::VMM_NOFILE,
         nproc: Some(vmm::VMM_NPROC),
         user_ns: Some(ns),
+        rootless: None,
         keep_fds: keep,
     }
 }
@@ -187,4 +188,73 @@ fn ranges_map_and_refuse_what_they_must() {
     assert_eq!(r.host_id(65_535), Some(r.base + 65_535));
     assert_eq!(r.host_id(65_536), None);
     assert_eq!(IdRange::per_pod(u32::MAX - 100), None, "past 2^32");
+}
+
+/// Rootless: an ordinary user's process (here a child that drops from root to `nobody`, then
+/// is made dumpable again as a process that was never root is) builds the same jail inside a
+/// user namespace of its own, where only its own ids are mapped.
+#[test]
+fn an_ordinary_user_jails_itself_in_its_own_user_namespace() {
+    if !root() {
+        eprintln!("skipped: needs root (to become an ordinary user)");
+        return;
+    }
+    const NOBODY: u32 = 65_534;
+    let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+    let bound = dir.as_path().join("sock");
+    let share = dir.as_path().join("share");
+    for d in [&bound, &share] {
+        std::fs::create_dir(d).unwrap();
+        std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    std::fs::set_permissions(dir.as_path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root_dir = crate::fs::ShareRoot::open(&share).unwrap();
+    let fd = root_dir.as_raw_fd();
+    let s = JailSpec {
+        binds: vec![bound.clone()],
+        proc_self: true,
+        keep_caps: vmm::VMM_CAPS.to_vec(),
+        nofile: vmm::VMM_NOFILE,
+        nproc: None,
+        user_ns: None,
+        rootless: Some(vec![fd]),
+        keep_fds: vec![fd],
+    };
+    let ok = in_child(|| {
+        // SAFETY: setgroups with an empty list (null pointer, size 0).
+        let groups = unsafe { libc::setgroups(0, std::ptr::null()) };
+        // SAFETY: setresgid takes integers only.
+        let gid = unsafe { libc::setresgid(NOBODY, NOBODY, NOBODY) };
+        // SAFETY: setresuid takes integers only.
+        let uid = unsafe { libc::setresuid(NOBODY, NOBODY, NOBODY) };
+        // SAFETY: prctl(PR_SET_DUMPABLE) takes integers only.
+        let dumpable = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+        if groups != 0 || gid != 0 || uid != 0 || dumpable != 0 {
+            return Err(format!("become nobody: {}", std::io::Error::last_os_error()));
+        }
+        s.apply().map_err(|e| crate::report::error_line(&e))?;
+        let map = std::fs::read_to_string("/proc/self/uid_map").map_err(|e| e.to_string())?;
+        let map: Vec<&str> = map.split_whitespace().collect();
+        if map != ["0", "65534", "1"] {
+            return Err(format!("uid_map {map:?}"));
+        }
+        for (key, want) in [("Uid:", "0 0 0 0"), ("CapEff:", "00000000000000cb")] {
+            let got = status_line(key)?;
+            if got != want {
+                return Err(format!("{key} {got:?}, not {want:?}"));
+            }
+        }
+        std::fs::write(bound.join("made-inside"), b"x").map_err(|e| format!("bind: {e}"))?;
+        let via = |name: &str| format!("/proc/self/fd/{fd}/{name}");
+        std::fs::write(via("new"), b"y").map_err(|e| format!("share: {e}"))?;
+        if std::fs::metadata(via("../../../../etc/passwd")).is_ok() {
+            return Err("`..` from the share reached the host's /etc".into());
+        }
+        Ok(())
+    });
+    assert!(ok, "the jailed child's checks failed (see its line above)");
+    for made in [bound.join("made-inside"), share.join("new")] {
+        let m = std::fs::metadata(&made).unwrap();
+        assert_eq!((m.uid(), m.gid()), (NOBODY, NOBODY), "{}", made.display());
+    }
 }

@@ -70,6 +70,7 @@ pub fn spec_for(vm: &PreparedVm, kvm: RawFd, user_ns: Option<RawFd>) -> JailSpec
         nofile: VMM_NOFILE,
         nproc: user_ns.map(|_| VMM_NPROC),
         user_ns,
+        rootless: None,
         keep_fds,
     }
 }
@@ -88,10 +89,33 @@ pub struct UserNs {
 /// Jails the calling process as the VMM of `prepared` with `kvm` (an open `/dev/kvm`): the
 /// shares readied ([`prepare`]), then the spec of [`spec_for`] applied, in the user namespace
 /// of `user_ns` if given. The one way a VMM (and the escape tests) jail themselves.
+///
+/// Rootless (not run by root): `user_ns` cannot be had (mapping a range needs host root), so
+/// the process makes a user namespace of its own in which only its own ids are mapped, and
+/// builds the same jail inside it ([`JailSpec::rootless`]); no `RLIMIT_NPROC` (it would count
+/// every process of the user, not the VMM's).
 pub fn enter(prepared: &PreparedVm, kvm: RawFd, user_ns: Option<&UserNs>) -> Result<(), JailError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let mut spec = spec_for(prepared, kvm, None);
+        spec.rootless = Some(share_roots(prepared));
+        spec.apply()?;
+        return Ok(());
+    }
     let ns = prepare(prepared, user_ns)?;
     spec_for(prepared, kvm, ns.as_ref().map(AsRawFd::as_raw_fd)).apply()?;
     Ok(())
+}
+
+fn share_roots(prepared: &PreparedVm) -> Vec<RawFd> {
+    prepared
+        .devices
+        .iter()
+        .filter_map(|d| match d {
+            PreparedDevice::Fs(share) => Some(share.root.as_raw_fd()),
+            PreparedDevice::Vsock(_) => None,
+        })
+        .collect()
 }
 
 /// Readies `prepared`'s shares for the jail and makes the user namespace of `user_ns`, if

@@ -124,8 +124,11 @@ pub fn create(
         let _ = pods.remove(&pod);
         return Err(e);
     }
+    // SAFETY: geteuid has no preconditions.
+    let rootless = unsafe { libc::geteuid() } != 0;
     let user_ns = match (request.no_jail, ids) {
         (true, _) => None,
+        (false, _) if rootless => Some(UserNsChoice::CallerOnly),
         (false, Some(ids)) => Some(choose_user_ns(ids, &request.volumes)),
         (false, None) => Some(UserNsChoice::HostRoot(
             "the pod has no host id range recorded".into(),

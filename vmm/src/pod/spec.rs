@@ -173,6 +173,8 @@ pub enum UserNsChoice {
     /// As host root with the jail's few capabilities, for this reason (a host volume whose
     /// file system cannot be id-mapped).
     HostRoot(String),
+    /// Rootless husk: in one of its own with only the caller's ids mapped.
+    CallerOnly,
 }
 
 /// A pod: what `config.json` holds.

@@ -237,8 +237,13 @@ fn random_id() -> io::Result<String> {
 }
 
 /// Gives `pod` the lowest host id range ([`super::ids`]) that none of `existing` records
-/// and records it; the caller holds the store's lock.
+/// and records it; the caller holds the store's lock. Not for rootless husk, which cannot
+/// map a range.
 fn allocate_ids(pod: &PodDir, existing: &[PodDir]) -> Result<(), PodError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(()); // rootless: only the caller's own ids can be mapped
+    }
     let used: Vec<u32> = existing
         .iter()
         .filter_map(|p| super::ids::recorded(&p.path).map(|r| r.base))
