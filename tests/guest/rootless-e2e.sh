@@ -19,9 +19,10 @@ ok() { echo "case $1 ok"; }
 bad() { echo "case $1 FAILED: $2$(lim_stuck)"; fails=$((fails + 1)); }
 
 U=2000
+# The kvm group, or a gid standing in for it on a host without one.
 KVM_GID=$(getent group kvm | cut -d: -f3)
-[ -n "$KVM_GID" ] || { echo "case rootless-setup FAILED: no kvm group"; exit 1; }
-chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+KVM_GID=${KVM_GID:-2001}
+chgrp "$KVM_GID" /dev/kvm && chmod 0660 /dev/kvm || { echo "case rootless-setup FAILED: /dev/kvm"; exit 1; }
 HOME_U=/tmp/rootless-home
 mkdir -p "$HOME_U/vol" && chown -R $U:$U "$HOME_U"
 python3 "$repo/tests/images/mkimage.py" "$D/img" >/dev/null && chmod -R a+rX "$D" \
@@ -92,7 +93,9 @@ chmod a+r "$D/empty.toml"
 lim $V as_user $H pod run --rm "$D/empty.toml" >/dev/null 2>"$D/empty.err"; rc1=$?
 lim $V as_user $H run --rm --cgroup-parent /husk busybox true >/dev/null 2>"$D/cg.err"; rc2=$?
 left=$(ls -A "$STORE/pods" 2>/dev/null | grep -v '^\.' | tr '\n' ' ')
-if [ $rc1 -ne 0 ] && [ "$(grep -c . "$D/empty.err")" = 1 ] && grep -q 'need root' "$D/empty.err" \
+# (besides the warning that the pod would have had no host cgroup, as in case 1)
+errs=$(grep -v 'warning: .*host cgroup' "$D/empty.err" | grep -c .)
+if [ $rc1 -ne 0 ] && [ "$errs" = 1 ] && grep -q 'need root' "$D/empty.err" \
    && [ $rc2 -eq 125 ] && [ "$(grep -c . "$D/cg.err")" = 1 ] && [ -z "$left" ]; then
     ok rootless-refusals
 else
