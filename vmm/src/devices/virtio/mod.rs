@@ -16,6 +16,7 @@
 
 pub mod fs;
 pub mod mmio;
+pub mod net;
 pub mod ratelimit;
 #[cfg(any(test, feature = "test-utils"))]
 #[doc(hidden)]
