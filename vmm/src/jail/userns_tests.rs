@@ -230,7 +230,10 @@ fn an_ordinary_user_jails_itself_in_its_own_user_namespace() {
         // SAFETY: prctl(PR_SET_DUMPABLE) takes integers only.
         let dumpable = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
         if groups != 0 || gid != 0 || uid != 0 || dumpable != 0 {
-            return Err(format!("become nobody: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "become nobody: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         s.apply().map_err(|e| crate::report::error_line(&e))?;
         let map = std::fs::read_to_string("/proc/self/uid_map").map_err(|e| e.to_string())?;
