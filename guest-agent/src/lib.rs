@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod console;
 pub mod container;
 pub mod init;
+pub mod net;
 pub mod outbox;
 pub mod reaper;
 pub mod rooted;

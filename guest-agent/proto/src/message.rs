@@ -103,6 +103,44 @@ pub enum Request {
     /// Stop every process (SIGTERM, `grace_ms`, SIGKILL), sync and power the
     /// guest off (on the host: stop serving). Answered before powering off.
     Shutdown { grace_ms: u64 },
+    /// Configure the pod's network: bring `eth0` up with the given address
+    /// and default route (if any), write the files containers get as
+    /// `/etc/resolv.conf` and `/etc/hosts`, and set the guest's hostname.
+    /// Answered with `Reply::Done`.
+    ConfigureNetwork(Box<NetworkSpec>),
+}
+
+/// The pod's network, as the agent applies it (no DHCP in the guest).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// The interface's settings; `None`: loopback only.
+    #[serde(default)]
+    pub interface: Option<InterfaceSpec>,
+    /// The hostname (of the guest, and the default of its containers).
+    pub hostname: String,
+    /// Name servers for `resolv.conf` (dotted IPv4).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// Extra `hosts` entries: (name, dotted IPv4).
+    #[serde(default)]
+    pub hosts: Vec<(String, String)>,
+}
+
+/// One interface's IPv4 settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct InterfaceSpec {
+    /// Interface name in the guest (`eth0`).
+    pub name: String,
+    /// Dotted IPv4 address.
+    pub address: String,
+    /// Prefix length (0 to 32).
+    pub prefix_len: u8,
+    /// Default gateway, dotted IPv4.
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// MTU (0: leave the driver's).
+    #[serde(default)]
+    pub mtu: u32,
 }
 
 impl Request {
@@ -118,6 +156,7 @@ impl Request {
             Request::Stop { .. } => "stop",
             Request::RemoveContainer { .. } => "remove_container",
             Request::MountShare { .. } => "mount_share",
+            Request::ConfigureNetwork(_) => "configure_network",
             Request::Shutdown { .. } => "shutdown",
         }
     }

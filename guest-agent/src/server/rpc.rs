@@ -145,6 +145,13 @@ pub fn handle(
             target,
             read_only,
         } => done(mount_share(&tag, &target, read_only)),
+        Request::ConfigureNetwork(spec) => done(crate::net::configure(&spec).map_err(|e| {
+            let kind = match e {
+                crate::net::NetError::Invalid { .. } => ErrorKind::BadRequest,
+                crate::net::NetError::Io { .. } => ErrorKind::Internal,
+            };
+            err(kind, &e)
+        })),
         // The caller powers off (or exits) after sending this reply.
         Request::Shutdown { .. } => (Outcome::Ok(Reply::Done), None),
     }

@@ -93,7 +93,8 @@ pub fn reply_timeout(request: &Request) -> Duration {
         Request::CreateContainer(_)
         | Request::Exec { .. }
         | Request::RemoveContainer { .. }
-        | Request::MountShare { .. } => REPLY,
+        | Request::MountShare { .. }
+        | Request::ConfigureNetwork(_) => REPLY,
     }
 }
 
