@@ -14,6 +14,7 @@ if [ ${#packages[@]} -eq 0 ]; then
     libelf-dev libssl-dev cpio xz-utils
     python3 time                            # initramfs packing, benchmarks
     docker-registry skopeo apache2-utils    # registry pull tests (registry, push, htpasswd)
+    passt                                   # user-mode networking for pods (--network user)
   )
 fi
 

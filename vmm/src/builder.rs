@@ -30,6 +30,7 @@ use crate::devices::legacy::{Cmos, CMOS_BASE, CMOS_PORTS};
 use crate::devices::serial::{SerialDevice, COM1_BASE, UART_PORTS};
 use crate::devices::virtio::fs::VirtioFs;
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::{Net, StreamBackend};
 use crate::devices::virtio::vsock::unix::MuxerError;
 use crate::devices::virtio::vsock::{Vsock, VsockMuxer};
 use crate::event_loop::{ConsoleInput, ExitWatcher, Subscriber, VmmEventManager};
@@ -37,7 +38,7 @@ use crate::exit::{ExitReason, ExitSignal};
 use crate::failure::Failure;
 use crate::fs::{share_budget_source, FdBudget, OpenShare, ShareServer};
 use crate::seccomp::{self, Filters, Program, ThreadKind};
-use crate::vm_config::{PreparedDevice, PreparedVm, VmConfig, VsockSpec, MIB};
+use crate::vm_config::{NetSpec, PreparedDevice, PreparedVm, VmConfig, VsockSpec, MIB};
 use crate::vstate::vcpu::{self, Vcpu};
 use crate::vstate::vm::Vm;
 use crate::vstate::{cpuid, msr, regs};
@@ -326,6 +327,24 @@ impl VmBuilder {
         Ok(slot)
     }
 
+    /// The virtio-net device on its stream backend, with its event handler
+    /// on the VMM thread's loop.
+    fn add_net(&mut self, spec: &NetSpec) -> Result<VirtioMmioSlot, BuildError> {
+        let what = "virtio-net";
+        let socket = spec.socket.0.try_clone().map_err(device_error(what))?;
+        let backend = StreamBackend::new(socket).map_err(device_error(what))?;
+        let net = Arc::new(Mutex::new(
+            Net::new(spec.mac, spec.mtu, backend).map_err(device_error(what))?,
+        ));
+        let wiring = MmioTransport::new(self.mem.clone(), net.clone())
+            .map_err(device_error(what))?
+            .into_wiring()
+            .map_err(device_error(what))?;
+        let slot = self.add_virtio_mmio_device(wiring.device, &wiring.queue_evts, &wiring.irq)?;
+        self.add_subscriber(net);
+        Ok(slot)
+    }
+
     /// A virtio-fs device serving `share`; its requests are served on the
     /// device's own thread, not on the event loop.
     fn add_share(
@@ -522,6 +541,7 @@ pub fn start(prepared: PreparedVm, jail: Jail) -> Result<RunningVm, BuildError> 
         match device {
             PreparedDevice::Vsock(spec) => builder.add_vsock(&spec)?,
             PreparedDevice::Fs(share) => builder.add_share(share, next_budget())?,
+            PreparedDevice::Net(spec) => builder.add_net(&spec)?,
         };
     }
     log::debug!(

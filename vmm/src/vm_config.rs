@@ -53,6 +53,34 @@ pub struct VsockSpec {
     pub uds: PathBuf,
 }
 
+/// A connected stream socket carrying Ethernet frames (qemu's stream
+/// framing), shared so that a configuration stays cheap to clone; equal
+/// only to itself.
+#[derive(Debug, Clone)]
+pub struct FrameSocket(pub std::sync::Arc<std::os::fd::OwnedFd>);
+
+impl PartialEq for FrameSocket {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for FrameSocket {}
+
+/// A virtio-net device. Its backend is already connected when the
+/// configuration is made (passt's end of a socket pair: see
+/// [`crate::net::passt`]): the VMM opens nothing for it, which is what its
+/// jail, with an empty network namespace and root, allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetSpec {
+    /// The guest's MAC address.
+    pub mac: crate::devices::virtio::net::MacAddr,
+    /// The MTU offered to the guest.
+    pub mtu: u16,
+    /// The backend.
+    pub socket: FrameSocket,
+}
+
 /// A device of the VM, in the order the builder places them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceSpec {
@@ -60,6 +88,8 @@ pub enum DeviceSpec {
     Vsock(VsockSpec),
     /// virtio-fs serving a host directory.
     Fs(ShareSpec),
+    /// virtio-net.
+    Net(NetSpec),
 }
 
 /// Everything a VM is made of.
@@ -151,6 +181,8 @@ pub enum Field {
     VsockPath,
     /// A share.
     Share,
+    /// The network device.
+    Net,
 }
 
 /// Why a configuration cannot run here.
@@ -200,6 +232,9 @@ pub enum ConfigError {
     /// Two vsock devices.
     #[error("only one vsock device per VM")]
     TwoVsocks,
+    /// Two net devices.
+    #[error("only one network interface per VM")]
+    TwoNets,
     /// The vsock socket's directory does not exist.
     #[error("the directory of {0} does not exist")]
     VsockDir(String),
@@ -229,6 +264,7 @@ impl ConfigError {
             ConfigError::Loader(_) => Field::Kernel,
             ConfigError::Cmdline(_) => Field::Cmdline,
             ConfigError::Share(_) => Field::Share,
+            ConfigError::TwoNets => Field::Net,
         }
     }
 
@@ -256,6 +292,8 @@ pub enum PreparedDevice {
     Vsock(VsockSpec),
     /// virtio-fs with its root held.
     Fs(OpenShare),
+    /// virtio-net with its backend's socket.
+    Net(NetSpec),
 }
 
 /// A checked configuration with every file it needs open: what the VMM
@@ -313,9 +351,18 @@ impl VmConfig {
         if self.console == ConsoleOutput::File(PathBuf::new()) {
             return Err(ConfigError::EmptyConsole);
         }
+        if self
+            .devices
+            .iter()
+            .filter(|d| matches!(d, DeviceSpec::Net(_)))
+            .count()
+            > 1
+        {
+            return Err(ConfigError::TwoNets);
+        }
         let mut vsocks = self.devices.iter().filter_map(|d| match d {
             DeviceSpec::Vsock(v) => Some(v),
-            DeviceSpec::Fs(_) => None,
+            DeviceSpec::Fs(_) | DeviceSpec::Net(_) => None,
         });
         if let Some(v) = vsocks.next() {
             if vsocks.next().is_some() {
@@ -327,7 +374,7 @@ impl VmConfig {
         }
         ShareSpec::check_tags(self.devices.iter().filter_map(|d| match d {
             DeviceSpec::Fs(s) => Some(s),
-            DeviceSpec::Vsock(_) => None,
+            DeviceSpec::Vsock(_) | DeviceSpec::Net(_) => None,
         }))?;
         Ok(())
     }
@@ -353,6 +400,7 @@ impl VmConfig {
                     PreparedDevice::Vsock(VsockSpec { cid: v.cid, uds })
                 }
                 DeviceSpec::Fs(s) => PreparedDevice::Fs(s.clone().open()?),
+                DeviceSpec::Net(n) => PreparedDevice::Net(n.clone()),
             });
         }
         let kernel = loader::probe_kernel(&self.kernel)?;

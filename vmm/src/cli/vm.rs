@@ -10,11 +10,14 @@ use clap::Args;
 
 use super::error_line;
 use crate::builder::Jail;
+use crate::devices::virtio::net::MacAddr;
 use crate::devices::virtio::vsock::DEFAULT_GUEST_CID;
 use crate::failure::Failure;
 use crate::fs::{ShareError, ShareSpec};
+use crate::net::NetworkMode;
 use crate::vm_config::{
-    ConfigError, ConsoleOutput, DeviceSpec, Field, HostLimits, VmConfig, VsockSpec, MIB,
+    ConfigError, ConsoleOutput, DeviceSpec, Field, FrameSocket, HostLimits, NetSpec, VmConfig,
+    VsockSpec, MIB,
 };
 
 /// Arguments of `husk vm`.
@@ -59,6 +62,11 @@ pub struct VmArgs {
     /// "mount -t virtiofs TAG DIR"; :ro refuses every write with EROFS.
     #[arg(long = "share", value_name = "TAG=HOSTDIR[:ro][:cache=MODE]")]
     pub shares: Vec<String>,
+    /// Network: "none" (no interface) or "user" (a virtio-net interface on
+    /// user-mode networking through passt; the guest configures 10.0.2.15/24
+    /// via 10.0.2.2 itself).
+    #[arg(long, value_name = "none|user", default_value = "none")]
+    pub net: String,
     /// Run the VMM without its jail (as root in the host's namespaces,
     /// with every capability): for debugging only.
     #[arg(long)]
@@ -113,6 +121,7 @@ fn flag(field: Field) -> &'static str {
         Field::VsockCid => "--cid",
         Field::VsockPath => "--vsock",
         Field::Share => "--share",
+        Field::Net => "--net",
     }
 }
 
@@ -125,12 +134,51 @@ fn describe(err: &ConfigError) -> String {
     }
 }
 
+/// Starts passt for `--net user` and adds the interface to `config`.
+/// passt is left to itself: it quits once the VMM's end of the socket
+/// closes (passt's `--fd` implies `--one-off`), and the jailed VMM could
+/// not signal or reap it.
+fn add_user_net(config: &mut VmConfig) -> Result<(), String> {
+    let mac = MacAddr::from_seed(format!("vm-{}", std::process::id()).as_bytes());
+    let log = std::env::temp_dir().join(format!("husk-vm-passt-{}.log", std::process::id()));
+    let (passt, socket) = crate::net::passt::start(&[], mac, &log).map_err(|e| error_line(&e))?;
+    std::mem::forget(passt);
+    config.devices.push(DeviceSpec::Net(NetSpec {
+        mac,
+        mtu: crate::net::MTU,
+        socket: FrameSocket(std::sync::Arc::new(socket)),
+    }));
+    Ok(())
+}
+
 /// Runs `husk vm`; returns the exit status.
 pub fn run(args: VmArgs) -> i32 {
-    let prepared = args
-        .to_config()
-        .map_err(ConfigError::from)
-        .and_then(|c| c.prepare(&HostLimits::of_host()));
+    let mode = match args.net.parse::<NetworkMode>() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("husk: --net {e}");
+            return Failure::Usage.exit_status();
+        }
+    };
+    let mut config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("husk: {}", describe(&ConfigError::from(e)));
+            return Failure::Usage.exit_status();
+        }
+    };
+    let host = HostLimits::of_host();
+    if let Err(e) = config.check(&host) {
+        eprintln!("husk: {}", describe(&e));
+        return Failure::Usage.exit_status();
+    }
+    if mode == NetworkMode::User {
+        if let Err(e) = add_user_net(&mut config) {
+            eprintln!("husk: --net user: {e}");
+            return Failure::Runtime.exit_status();
+        }
+    }
+    let prepared = config.prepare(&host);
     let jail = if args.no_jail {
         super::warn_no_jail();
         Jail::Off
@@ -163,6 +211,7 @@ mod tests {
             vsock: None,
             cid: DEFAULT_GUEST_CID,
             shares: Vec::new(),
+            net: "none".into(),
             no_jail: false,
             no_seccomp: false,
         }

@@ -380,7 +380,7 @@ fn attempt_all(kinds: &[ThreadKind], user_ns: bool) -> Vec<String> {
         .iter()
         .find_map(|d| match d {
             PreparedDevice::Fs(share) => Some(share.root.as_raw_fd()),
-            PreparedDevice::Vsock(_) => None,
+            PreparedDevice::Vsock(_) | PreparedDevice::Net(_) => None,
         })
         .expect("the probe's VM has a share");
     let bound = dir.as_path().join("vsock");

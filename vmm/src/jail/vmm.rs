@@ -61,6 +61,9 @@ pub fn spec_for(vm: &PreparedVm, kvm: RawFd, user_ns: Option<RawFd>) -> JailSpec
                 binds.extend(v.uds.parent().map(|d| d.to_path_buf()));
             }
             PreparedDevice::Fs(share) => keep_fds.push(share.root.as_raw_fd()),
+            // The backend's connected socket: the jail's empty network
+            // namespace and root leave the VMM no other way to its peer.
+            PreparedDevice::Net(n) => keep_fds.push(n.socket.0.as_raw_fd()),
         }
     }
     JailSpec {
@@ -113,7 +116,7 @@ fn share_roots(prepared: &PreparedVm) -> Vec<RawFd> {
         .iter()
         .filter_map(|d| match d {
             PreparedDevice::Fs(share) => Some(share.root.as_raw_fd()),
-            PreparedDevice::Vsock(_) => None,
+            PreparedDevice::Vsock(_) | PreparedDevice::Net(_) => None,
         })
         .collect()
 }

@@ -1,0 +1,255 @@
+//! One `passt` per pod: started before the VMM, reaped by whoever started it.
+//!
+//! The VMM and passt are joined by a `socketpair(AF_UNIX, SOCK_STREAM)`:
+//! passt gets one end with `--fd` (which also makes it quit once the other
+//! end closes: passt's `--one-off`), the VMM the other, already connected,
+//! so the jailed VMM (empty network namespace, empty root) needs no socket
+//! path and no network. No path also means no other local user can connect
+//! to the pod's network in its place.
+//!
+//! passt runs in the foreground (`-f`) as the supervisor's child, so the
+//! supervisor reaps it; it sandboxes itself (as root it drops to `nobody`,
+//! then enters namespaces of its own with a seccomp filter). Its options:
+//! the fixed addressing of [`super`] (`-a -n -g`, `-4`: IPv4 only for now,
+//! `--dns-forward`), a MAC for its own side (`-M`), one `-t`/`-u` per
+//! published port (passt then fails if it cannot bind it rather than
+//! forwarding a subset), and `-i lo` when the host has no IPv4 default
+//! route (passt otherwise refuses to start: "External interface not
+//! usable", as in the testbed, which has no network card).
+//!
+//! Readiness: with `--fd` passt announces nothing; it has started once its
+//! published ports are listening (read from `/proc/net/tcp` and `udp`), or
+//! at once when there are none (frames queue in the socket until it reads).
+//! If it exits first, its last stderr line (kept in `log`) says why.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{PortSpec, Proto, DNS_FORWARD, GATEWAY, GUEST_ADDR, GUEST_PREFIX};
+use crate::devices::virtio::net::MacAddr;
+
+/// The program, found on `PATH` unless `HUSK_PASST` names it.
+pub const PASST_ENV: &str = "HUSK_PASST";
+/// How long passt may take to bind its ports.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why passt could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum PasstError {
+    /// Not installed.
+    #[error("user-mode networking needs passt, which is not installed (apt-get install passt, or set ${PASST_ENV})")]
+    Missing,
+    /// fork/exec or the socket pair failed.
+    #[error("cannot start passt: {0}")]
+    Spawn(#[source] io::Error),
+    /// passt exited during start-up.
+    #[error("passt failed to start: {0}")]
+    Exited(String),
+    /// passt did not bind its ports in time.
+    #[error("passt did not bind its ports within {}s", READY_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+/// A running passt; dropping it stops (SIGTERM) and reaps it.
+#[derive(Debug)]
+pub struct Passt {
+    child: Child,
+}
+
+impl Passt {
+    /// Its pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reaps it if it has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+}
+
+impl Drop for Passt {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child, which is not reaped yet (so
+            // its pid cannot have been reused).
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The program to run: `$HUSK_PASST`, else `passt` on `PATH`.
+pub fn find_passt() -> Result<PathBuf, PasstError> {
+    if let Some(p) = std::env::var_os(PASST_ENV) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(PasstError::Missing)
+        };
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain(["/usr/bin".into(), "/usr/sbin".into()])
+        .map(|d| d.join("passt"))
+        .find(|p| p.is_file())
+        .ok_or(PasstError::Missing)
+}
+
+/// Whether the host has an IPv4 default route (`/proc/net/route`).
+fn has_default_route() -> bool {
+    std::fs::read_to_string("/proc/net/route").is_ok_and(|t| {
+        t.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+    })
+}
+
+/// The arguments for `ports`, `mac` (passt's own side), passing `fd`.
+pub fn args(ports: &[PortSpec], mac: MacAddr, fd: i32, default_route: bool) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-f",
+        "-q",
+        "-4",
+        "--fd",
+        &fd.to_string(),
+        "-a",
+        &GUEST_ADDR.to_string(),
+        "-n",
+        &GUEST_PREFIX.to_string(),
+        "-g",
+        &GATEWAY.to_string(),
+        "-M",
+        &mac.to_string(),
+        "--dns-forward",
+        &DNS_FORWARD.to_string(),
+        "--no-dhcp",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if !default_route {
+        a.extend(["-i".into(), "lo".into()]);
+    }
+    for p in ports {
+        let flag = match p.proto {
+            Proto::Tcp => "-t",
+            Proto::Udp => "-u",
+        };
+        let bind = p.host_ip.map(|ip| format!("{ip}/")).unwrap_or_default();
+        a.extend([flag.into(), format!("{bind}{}:{}", p.host_port, p.pod_port)]);
+    }
+    a
+}
+
+/// Starts passt for `ports`, its stderr into `log`, and returns it with the
+/// VMM's end of the connection. `pod_mac` is the pod's; passt's own side
+/// uses it with the low bit of its last byte flipped.
+pub fn start(
+    ports: &[PortSpec],
+    pod_mac: MacAddr,
+    log: &Path,
+) -> Result<(Passt, OwnedFd), PasstError> {
+    let program = find_passt()?;
+    let (vmm_end, passt_end) = std::os::unix::net::UnixStream::pair().map_err(PasstError::Spawn)?;
+    let mut host_mac = pod_mac;
+    host_mac.0[5] ^= 0x01;
+    let fd = passt_end.as_raw_fd();
+    let stderr = crate::private::file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(log)
+        .map_err(PasstError::Spawn)?;
+    let mut cmd = Command::new(&program);
+    cmd.args(args(ports, host_mac, fd, has_default_route()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    let keep_passt_end = move || {
+        // passt's end must survive exec (the pair is close-on-exec).
+        // SAFETY: fcntl with integer arguments on a descriptor the child holds.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls fcntl, which is async-signal-safe.
+    unsafe { cmd.pre_exec(keep_passt_end) };
+    let child = cmd.spawn().map_err(PasstError::Spawn)?;
+    drop(passt_end);
+    let mut passt = Passt { child };
+    wait_ready(&mut passt, ports, log)?;
+    Ok((passt, OwnedFd::from(vmm_end)))
+}
+
+/// Waits until every published port is listening, or passt has exited.
+fn wait_ready(passt: &mut Passt, ports: &[PortSpec], log: &Path) -> Result<(), PasstError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = passt.try_wait() {
+            let why = crate::pod::vm::last_line(log).unwrap_or_else(|| status.to_string());
+            return Err(PasstError::Exited(why));
+        }
+        if ports.iter().all(|p| listening(p.proto, p.host_port)) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(PasstError::Timeout);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether a socket of `proto` is bound to `port` (TCP: listening) in this
+/// network namespace.
+fn listening(proto: Proto, port: u16) -> bool {
+    let (files, state) = match proto {
+        Proto::Tcp => (["/proc/net/tcp", "/proc/net/tcp6"], "0A"),
+        Proto::Udp => (["/proc/net/udp", "/proc/net/udp6"], "07"),
+    };
+    let want = format!(":{port:04X}");
+    files.iter().any(|f| {
+        let Ok(mut file) = File::open(f) else {
+            return false;
+        };
+        let mut text = String::new();
+        let _ = io::Read::read_to_string(&mut file, &mut text);
+        text.lines().skip(1).any(|l| {
+            let mut cols = l.split_whitespace();
+            let local = cols.nth(1).unwrap_or("");
+            let st = cols.nth(1).unwrap_or("");
+            local.ends_with(&want) && st == state
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_name_every_port_and_the_fixed_network() {
+        let ports: Vec<PortSpec> = vec![
+            "8080:80".parse().unwrap(),
+            "127.0.0.1:5353:53/udp".parse().unwrap(),
+        ];
+        let a = args(&ports, MacAddr([2, 0, 0, 0, 0, 1]), 7, false).join(" ");
+        assert!(a.contains("--fd 7"), "{a}");
+        assert!(a.contains("-a 10.0.2.15 -n 24 -g 10.0.2.2"), "{a}");
+        assert!(a.contains("-t 8080:80"), "{a}");
+        assert!(a.contains("-u 127.0.0.1/5353:53"), "{a}");
+        assert!(a.contains("-i lo"), "{a}");
+        assert!(!args(&[], MacAddr([2; 6]), 7, true)
+            .join(" ")
+            .contains("-i lo"));
+    }
+}
