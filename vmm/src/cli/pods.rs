@@ -225,6 +225,8 @@ fn ps(args: PsArgs) -> Result<i32, PodError> {
                     "state": status.state,
                     "reason": status.reason,
                     "apps": status.apps,
+                    "network": config.as_ref().map(|c| c.network.mode),
+                    "ports": config.as_ref().map(|c| c.network.ports.iter().map(ToString::to_string).collect::<Vec<_>>()),
                 })
             })
             .collect();
@@ -235,8 +237,8 @@ fn ps(args: PsArgs) -> Result<i32, PodError> {
         return Ok(0);
     }
     println!(
-        "{:<12}  {:<24}  {:<32}  {:<12}  STATUS",
-        "POD ID", "NAME", "IMAGE", "CREATED"
+        "{:<12}  {:<24}  {:<32}  {:<12}  {:<24}  PORTS",
+        "POD ID", "NAME", "IMAGE", "CREATED", "STATUS"
     );
     for (pod, config, status) in rows {
         let image = config
@@ -249,14 +251,27 @@ fn ps(args: PsArgs) -> Result<i32, PodError> {
                     .join(",")
             })
             .unwrap_or_default();
-        println!(
-            "{:<12}  {:<24}  {:<32}  {:<12}  {}",
+        let ports = config
+            .as_ref()
+            .map(|c| {
+                c.network
+                    .ports
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let line = format!(
+            "{:<12}  {:<24}  {:<32}  {:<12}  {:<24}  {}",
             escape(&pod.id),
             escape(&pod.name),
             escape(&image),
             ago(config.map(|c| c.created)),
-            escape(&describe(&status))
+            escape(&describe(&status)),
+            escape(&ports)
         );
+        println!("{}", line.trim_end());
     }
     Ok(0)
 }

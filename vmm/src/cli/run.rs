@@ -48,11 +48,55 @@ pub struct LifetimeArgs {
     pub cgroup_parent: Option<String>,
 }
 
+/// The network flags of `husk run`.
+#[derive(Debug, Args)]
+pub struct NetArgs {
+    /// The pod's network: "user" (user-mode networking through passt:
+    /// outbound TCP/UDP, DNS, published ports) or "none" (loopback only).
+    #[arg(long, value_name = "user|none", default_value = "none")]
+    pub network: String,
+    /// Publish a pod port on the host (repeatable; needs --network user).
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[HOSTIP:]HOSTPORT:PODPORT[/tcp|/udp]"
+    )]
+    pub publish: Vec<String>,
+    /// A name server for the containers' /etc/resolv.conf (repeatable;
+    /// default: the pod's DNS forwarder, 10.0.2.3).
+    #[arg(long, value_name = "IPV4")]
+    pub dns: Vec<String>,
+    /// An extra /etc/hosts line (repeatable).
+    #[arg(long = "add-host", value_name = "NAME:IPV4")]
+    pub add_host: Vec<String>,
+    /// The pod's hostname (default: its name).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+}
+
+impl NetArgs {
+    /// The typed network these flags describe.
+    pub fn to_config(&self) -> Result<crate::net::NetworkConfig, PodError> {
+        crate::net::NetworkConfig::from_strings(
+            Some(&self.network),
+            &self.publish,
+            &self.dns,
+            &self.add_host,
+            self.hostname.clone(),
+        )
+        .map_err(PodError::Usage)
+    }
+}
+
 /// Arguments of `husk run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub lifetime: LifetimeArgs,
+    /// Boxed: the network flags would make `RunArgs` the one huge variant
+    /// of the command enums.
+    #[command(flatten)]
+    pub net: Box<NetArgs>,
     /// Name the pod (default: <image>-<6 hex digits>).
     #[arg(long)]
     pub name: Option<String>,
@@ -249,6 +293,7 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
         no_jail: args.lifetime.no_jail,
         no_seccomp: args.lifetime.no_seccomp,
         cgroup_parent: args.lifetime.cgroup_parent.clone(),
+        network: args.net.to_config()?,
     })
 }
 
@@ -329,6 +374,12 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     }
     // Fail before making anything if pods cannot run here at all.
     let host = HostLimits::with_kvm(&vm::check_kvm()?);
+    // The network before anything exists: passt present, every published
+    // host port free (one line; no pod directory, no passt, nothing left).
+    if request.network.mode == crate::net::NetworkMode::User {
+        crate::net::passt::find_passt().map_err(|e| PodError::Vmm(e.to_string()))?;
+    }
+    request.network.check_ports_free()?;
     let guest = vm::find_guest_artifacts()?;
     // An explicit cgroup parent that cannot be used refuses the pod here;
     // the default one that cannot runs it without a host cgroup.

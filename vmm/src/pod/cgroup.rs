@@ -651,6 +651,7 @@ mod tests {
             no_seccomp: false,
             cgroup_parent: None,
             user_ns: None,
+            network: Default::default(),
             created: 0,
         }
     }

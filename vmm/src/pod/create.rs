@@ -209,6 +209,7 @@ fn config_of(pod: &PodDir, request: PodRequest, images: &[Image]) -> PodConfig {
         user_ns: None,
         // Set by the caller once it has planned the cgroup (`cgroup::plan`).
         cgroup_parent: None,
+        network: request.network,
         created: now_secs(),
     }
 }

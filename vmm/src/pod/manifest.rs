@@ -64,6 +64,21 @@ struct File {
     volumes: Vec<VolumeEntry>,
     #[serde(default)]
     apps: Vec<AppEntry>,
+    /// `none` or `user` (as `--network`).
+    #[serde(default)]
+    network: Option<String>,
+    /// Published ports, as `-p` (`"8080:80"`, `"127.0.0.1:53:53/udp"`).
+    #[serde(default)]
+    ports: Vec<String>,
+    /// Name servers, as `--dns`.
+    #[serde(default)]
+    dns: Vec<String>,
+    /// `NAME:IP` entries, as `--add-host`.
+    #[serde(default)]
+    add_hosts: Vec<String>,
+    /// As `--hostname`.
+    #[serde(default)]
+    hostname: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -243,7 +258,15 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
         Some(c) => parse_cpus(&c.to_string()).map_err(|e| format!("cpus: {e}"))?,
         None => 1.0,
     };
+    let network = crate::net::NetworkConfig::from_strings(
+        file.network.as_deref(),
+        &file.ports,
+        &file.dns,
+        &file.add_hosts,
+        file.hostname,
+    )?;
     Ok(PodRequest {
+        network,
         name: file.name,
         apps,
         volumes,

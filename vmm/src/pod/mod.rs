@@ -59,6 +59,9 @@ pub enum PodError {
     Image(#[from] ImageError),
     #[error("{0}")]
     Usage(String),
+    /// A network setting refused, or a published port that is taken.
+    #[error(transparent)]
+    Network(#[from] crate::net::NetError),
     #[error("cannot run VMs here: {0}")]
     NoKvm(String),
     #[error("cannot find the guest {what}: {why}")]
@@ -100,7 +103,10 @@ impl PodError {
     /// What kind of failure this is (its exit status: [`Failure::exit_status`]).
     pub fn kind(&self) -> Failure {
         match self {
-            PodError::BadName(_) | PodError::NameInUse(_) | PodError::Usage(_) => Failure::Usage,
+            PodError::BadName(_)
+            | PodError::NameInUse(_)
+            | PodError::Usage(_)
+            | PodError::Network(_) => Failure::Usage,
             PodError::NoSuchPod(_)
             | PodError::Ambiguous(_)
             | PodError::NotRunning(_)

@@ -162,6 +162,8 @@ pub struct PodRequest {
     /// The host cgroup parent asked for (`--cgroup-parent`, the manifest's
     /// `cgroup_parent`); `None`: the default ([`super::cgroup::plan`]).
     pub cgroup_parent: Option<String>,
+    /// The pod's network (`--network`, `-p`, `--dns`, `--add-host`, `--hostname`).
+    pub network: crate::net::NetworkConfig,
 }
 
 /// Whether a jailed pod's VMM runs in a user namespace ([`crate::jail::userns`]).
@@ -211,6 +213,9 @@ pub struct PodConfig {
     /// cannot be used here, or an older husk made the pod).
     #[serde(default)]
     pub cgroup_parent: Option<String>,
+    /// The pod's network. A config without it (an older husk's) has none.
+    #[serde(default)]
+    pub network: crate::net::NetworkConfig,
     /// Seconds since the epoch.
     pub created: u64,
 }

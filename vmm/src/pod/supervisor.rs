@@ -36,9 +36,11 @@ use super::vm::{self, GuestArtifacts};
 use super::vmm_process::VmmProcess;
 use super::PodError;
 use crate::builder::Jail;
+use crate::devices::virtio::net::MacAddr;
 use crate::failure::Failure;
 use crate::jail::vmm::UserNs;
-use crate::vm_config::HostLimits;
+use crate::net::NetworkMode;
+use crate::vm_config::{DeviceSpec, FrameSocket, HostLimits, NetSpec};
 
 /// Where the pod's image blobs are mounted in the guest.
 const GUEST_BLOBS: &str = "/run/husk/blobs";
@@ -83,6 +85,10 @@ struct Running<'a> {
     vmm_pid: Option<i32>,
     /// The VMM's host cgroup, until it is removed.
     cgroup: Option<PodCgroup>,
+    /// The pod's passt (`--network user`): stopped and reaped when the
+    /// supervisor is done with the pod (it quits on its own once the VMM's
+    /// end of their socket closes).
+    passt: Option<crate::net::passt::Passt>,
 }
 
 /// Runs the pod to its end; returns each app's status, in config order.
@@ -107,6 +113,7 @@ pub fn supervise(
         attach,
         vmm_pid: None,
         cgroup: None,
+        passt: None,
     };
     run.status.apps = config
         .apps
@@ -274,7 +281,21 @@ impl Running<'_> {
             (dir, v.read_only)
         });
         let shares = vm::pod_shares(BLOBS_TAG, &self.pod.blobs_dir(), volumes);
-        let config = vm::vm_config(self.pod, self.config, guest, shares);
+        let mut config = vm::vm_config(self.pod, self.config, guest, shares);
+        if self.config.network.mode == NetworkMode::User {
+            // Before the fork: the VMM inherits its end of the socket and
+            // keeps it through the jail.
+            let mac = MacAddr::from_seed(self.pod.id.as_bytes());
+            let log = self.pod.path.join("passt.log");
+            let (passt, socket) = crate::net::passt::start(&self.config.network.ports, mac, &log)
+                .map_err(|e| PodError::Vmm(e.to_string()))?;
+            self.passt = Some(passt);
+            config.devices.push(DeviceSpec::Net(NetSpec {
+                mac,
+                mtu: crate::net::MTU,
+                socket: FrameSocket(Arc::new(socket)),
+            }));
+        }
         let jail = match (&self.config.no_jail, &self.config.user_ns) {
             (true, _) => Jail::Off,
             (false, Some(UserNsChoice::Mapped(ids))) => Jail::On(Some(UserNs {
@@ -309,6 +330,15 @@ impl Running<'_> {
         for (i, v) in self.config.volumes.iter().enumerate() {
             mount(format!("vol{i}"), guest_volume(&v.name), v.read_only)?;
         }
+        session
+            .call(Request::ConfigureNetwork(Box::new(crate::net::guest_spec(
+                &self.config.network,
+                &hostname(self.config),
+            ))))
+            .map_err(|e| match agent_error(e) {
+                PodError::Agent(m) => PodError::Agent(format!("network: {m}")),
+                other => other,
+            })?;
         Ok(session)
     }
 
@@ -660,6 +690,15 @@ fn copy_output(
     }
 }
 
+/// The pod's hostname: `--hostname`, else its name.
+fn hostname(config: &PodConfig) -> String {
+    config
+        .network
+        .hostname
+        .clone()
+        .unwrap_or_else(|| config.name.clone())
+}
+
 /// The agent's container spec for `app`.
 pub fn container_spec(config: &PodConfig, app: &App, tty_size: Option<TtySize>) -> ContainerSpec {
     let (cpu_quota_us, cpu_period_us) = match app.cpus {
@@ -672,7 +711,7 @@ pub fn container_spec(config: &PodConfig, app: &App, tty_size: Option<TtySize>) 
     ContainerSpec {
         id: app.name.clone(),
         rootfs: guest_rootfs(&app.name),
-        hostname: Some(config.name.clone()),
+        hostname: Some(hostname(config)),
         image: app.image.config.clone(),
         process: ProcessSpec {
             entrypoint: app.entrypoint.clone(),
@@ -691,14 +730,18 @@ pub fn container_spec(config: &PodConfig, app: &App, tty_size: Option<TtySize>) 
             cpu_period_us,
             pids_max: app.pids,
         },
-        mounts: app
-            .mounts
+        mounts: ["resolv.conf", "hosts"]
             .iter()
-            .map(|m| MountSpec {
+            .map(|f| MountSpec {
+                source: format!("{}/{f}", crate::net::GUEST_NET_DIR),
+                destination: format!("/etc/{f}"),
+                read_only: true,
+            })
+            .chain(app.mounts.iter().map(|m| MountSpec {
                 source: guest_volume(&m.volume),
                 destination: m.path.clone(),
                 read_only: m.read_only,
-            })
+            }))
             .collect(),
     }
 }
