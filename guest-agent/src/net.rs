@@ -244,8 +244,23 @@ fn apply_interface(sock: &OwnedFd, i: &InterfaceSpec) -> Result<(), NetError> {
             &mut rt,
             format!("cannot add the default route via {gw}"),
         )?;
+        announce(gw);
     }
     Ok(())
+}
+
+/// Makes the guest's first frame now: an empty UDP datagram to the
+/// gateway's discard port (passt delivers it to the host's loopback, port
+/// 9). Before it, the guest resolves the gateway with ARP, and that is the
+/// point: passt learns the guest's MAC only from the guest's own frames,
+/// and until then addresses frames to a MAC the guest drops, so a pod that
+/// only serves (published ports) and never sent anything was unreachable.
+/// Best effort: a failure only delays that learning to the pod's first
+/// outbound packet.
+fn announce(gw: Ipv4Addr) {
+    if let Ok(s) = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) {
+        let _ = s.send_to(&[], (gw, 9));
+    }
 }
 
 #[cfg(test)]
