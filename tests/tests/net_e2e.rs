@@ -29,7 +29,13 @@ const CASES: &[&str] = &[
 #[test]
 #[ignore = "end to end: needs build/, passt and real KVM (scripts/test.sh runs it)"]
 fn pod_networking_end_to_end() {
-    let out = run_guest_script("net-e2e", &[], 1200);
+    let out = run_guest_script("net-e2e", &[], 1800);
+    // The cases and the figures (run with --nocapture to see them).
+    for line in out.output.lines() {
+        if line.starts_with("case ") || line.starts_with("figure: ") {
+            println!("{line}");
+        }
+    }
     for case in CASES {
         assert!(
             out.has_line(&format!("case {case} ok")),
