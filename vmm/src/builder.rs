@@ -477,10 +477,11 @@ impl VmBuilder {
 }
 
 /// Whether the VMM jails itself ([`crate::jail`]) before it builds the VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Jail {
-    /// Jailed: the default for pods and `husk vm`.
-    On,
+    /// Jailed: the default for pods and `husk vm`; in a user namespace of its own if given
+    /// (a pod's), else as host root with the jail's few capabilities.
+    On(Option<crate::jail::vmm::UserNs>),
     /// Not jailed (`--no-jail`): the VMM keeps the caller's privileges.
     Off,
 }
@@ -490,12 +491,12 @@ pub enum Jail {
 /// and before anything of the VM (and so any guest input) exists.
 pub fn start(prepared: PreparedVm, jail: Jail) -> Result<RunningVm, BuildError> {
     let kvm = Vm::open_kvm()?;
-    if jail == Jail::On {
-        let spec = crate::jail::vmm::spec_for(&prepared, kvm.as_raw_fd());
-        let report = spec.apply()?;
+    if let Jail::On(user_ns) = &jail {
+        let started = std::time::Instant::now();
+        crate::jail::vmm::enter(&prepared, kvm.as_raw_fd(), user_ns.as_ref())?;
         log::info!(
             "jail: set up in {:.2} ms",
-            report.setup.as_secs_f64() * 1000.0
+            started.elapsed().as_secs_f64() * 1000.0
         );
     }
     let PreparedVm {

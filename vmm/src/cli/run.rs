@@ -352,6 +352,11 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     };
     let mut made = create(&store, &pods, request, how.policy, &pull)?;
     made.config.cgroup_parent = cgroup_parent;
+    if let Some(UserNsChoice::HostRoot(why)) = &made.config.user_ns {
+        eprintln!(
+            "husk: warning: the pod's VMM runs as host root in the rest of its jail (no user namespace): {why}"
+        );
+    }
     // The VM against this host (memory, vCPUs) before any process starts
     // for the pod: `-m 100g` is refused here, not by a forked VMM.
     if let Err(e) = vm::check_fits_host(&made.pod, &made.config, &guest, &host) {

@@ -135,7 +135,7 @@ pub fn run(args: VmArgs) -> i32 {
         super::warn_no_jail();
         Jail::Off
     } else {
-        Jail::On
+        Jail::On(None)
     };
     match prepared {
         Ok(vm) => crate::builder::run_to_status(vm, jail),

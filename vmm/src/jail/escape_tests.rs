@@ -3,8 +3,8 @@
 //! Why here and how: the jail and the seccomp filters need root but not KVM, so the probe runs
 //! in `cargo test` on the host (CI runs it as root; not root, it says so and skips). It is as
 //! close to a jailed VMM as a test can be without a guest: the jail comes from
-//! [`super::vmm::spec_for`] over a real [`PreparedVm`] (a vsock device and a share, as a pod
-//! has) and is applied by [`JailSpec::apply`]; the filters are compiled by [`Filters::build`]
+//! [`super::vmm::enter`] over a real [`PreparedVm`] (a vsock device and a share, as a pod
+//! has), with a user namespace as a pod's VMM and without as `husk vm`'s; the filters are compiled by [`Filters::build`]
 //! after the jail, in the jailed process, and installed by [`seccomp::install`], as
 //! `builder::start` does. So when the VMM's jail or filters change, the probe follows: it has
 //! no copy of either.
@@ -17,7 +17,8 @@
 //!
 //! The attempts run as the `vmm` thread (the event loop, vsock host side) and as a `vcpu`
 //! thread (device emulation of exits): the two kinds that read guest input first. The `fs`
-//! worker's run is a separate test, ignored while its known hole is open (see there).
+//! worker's run is a separate test (the `..` walk it found is why shares are private mount
+//! clones).
 //! `tgkill-other-vmm` is why the vmm thread's `tgkill` is bound to its own pid
 //! ([`crate::seccomp::rules::vmm`]): without a pid namespace or a uid of its own the jailed
 //! VMM could signal any root process, and the probe found it did.
@@ -29,7 +30,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::JailSpec;
+use super::userns::IdRange;
+use super::vmm::UserNs;
 use crate::fs::{CacheMode, ShareSpec};
 use crate::seccomp::{self, Filters, Mode, ThreadKind};
 use crate::vm_config::{
@@ -210,9 +212,16 @@ fn errno_name(e: i32) -> String {
     name.to_owned()
 }
 
+/// How a probe child jails itself: as the VMM of `prepared` does ([`super::vmm::enter`]).
+struct Jailer<'a> {
+    prepared: &'a PreparedVm,
+    kvm: RawFd,
+    user_ns: Option<UserNs>,
+}
+
 /// Forks a child that jails itself with `spec`, builds the filters, installs `kind`'s, makes
 /// `attempt` and exits with what it got.
-fn attempt_in_child(spec: &JailSpec, kind: ThreadKind, attempt: Attempt, t: &Targets) -> Verdict {
+fn attempt_in_child(spec: &Jailer<'_>, kind: ThreadKind, attempt: Attempt, t: &Targets) -> Verdict {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into `fds`.
     assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
@@ -257,8 +266,8 @@ fn attempt_in_child(spec: &JailSpec, kind: ThreadKind, attempt: Attempt, t: &Tar
 }
 
 /// The child's side: the VMM's order (jail, then filters), then the attempt.
-fn jailed_attempt(spec: &JailSpec, kind: ThreadKind, attempt: Attempt, t: &Targets) -> i32 {
-    if let Err(e) = spec.apply() {
+fn jailed_attempt(spec: &Jailer<'_>, kind: ThreadKind, attempt: Attempt, t: &Targets) -> i32 {
+    if let Err(e) = super::vmm::enter(spec.prepared, spec.kvm, spec.user_ns.as_ref()) {
         eprintln!("{}", crate::report::error_line(&e));
         return JAIL_FAILED;
     }
@@ -352,13 +361,20 @@ fn traced(pid: libc::pid_t) -> bool {
 /// Runs every attempt as each of `kinds` against a fresh victim and checks the host after;
 /// returns the attempts that worked and what the host shows of them. Prints one line per
 /// attempt.
-fn attempt_all(kinds: &[ThreadKind]) -> Vec<String> {
+fn attempt_all(kinds: &[ThreadKind], user_ns: bool) -> Vec<String> {
     let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
     let prepared = prepared_vm(dir.as_path());
     // `/dev/kvm` is only held by the VMM, never used by an attempt: any open file stands in.
     let kvm = std::fs::File::open("/dev/kvm").or_else(|_| std::fs::File::open("/dev/null"));
     let kvm = kvm.expect("open /dev/kvm or /dev/null");
-    let spec = super::vmm::spec_for(&prepared, kvm.as_raw_fd());
+    let spec = Jailer {
+        prepared: &prepared,
+        kvm: kvm.as_raw_fd(),
+        user_ns: user_ns.then(|| UserNs {
+            ids: IdRange::per_pod(0x4200_0000).expect("a valid range"),
+            id_mapped: Vec::new(),
+        }),
+    };
     let share_fd = prepared
         .devices
         .iter()
@@ -392,7 +408,8 @@ fn attempt_all(kinds: &[ThreadKind]) -> Vec<String> {
                 Verdict::Sigsys(why) => format!("refused (SIGSYS: {why})"),
                 Verdict::Broken(why) => panic!("attempt {name} as the {kind} thread: {why}"),
             };
-            println!("attempt {name} as the {kind} thread {how}");
+            let ns = if user_ns { " (user namespace)" } else { "" };
+            println!("attempt {name} as the {kind} thread{ns} {how}");
         }
     }
     // The host, untouched: the other pod's VMM runs, untraced; nothing mounted on the host.
@@ -440,22 +457,31 @@ fn every_escape_attempt_from_the_jail_is_refused() {
     if !is_root() {
         return;
     }
-    let escaped = attempt_all(&[ThreadKind::Vmm, ThreadKind::Vcpu]);
-    assert!(escaped.is_empty(), "escapes: {escaped:?}");
+    // A pod's VMM (a user namespace of its own) and `husk vm`'s (host root, few capabilities).
+    for user_ns in [true, false] {
+        let escaped = attempt_all(&[ThreadKind::Vmm, ThreadKind::Vcpu], user_ns);
+        assert!(
+            escaped.is_empty(),
+            "escapes (user namespace: {user_ns}): {escaped:?}"
+        );
+    }
 }
 
-/// The fs worker may `openat`, and holds its share's root by a descriptor opened on the host
-/// before the jail: `openat(root, "../../..")` walks up out of the share to the host's root
-/// (the jail's `pivot_root` does not stop a walk that starts outside it), and with
-/// `CAP_DAC_OVERRIDE` reads what it finds there. Known hole, kept here so that it is seen:
-/// closing it means opening each share through a bind inside the jail (or a user namespace
-/// whose ids own nothing on the host, which limits what the walk can read).
+/// The fs worker may `openat`, and holds its share's root by a descriptor: were that a
+/// directory of the host's mount, `openat(root, "../../..")` would walk up out of the share to
+/// the host's root (the jail's `pivot_root` does not stop a walk that starts outside it), as
+/// this test found. The jail serves every share from a private clone of its mount, where `..`
+/// stops at the share's root ([`super::mount::private_clone`]).
 #[test]
-#[ignore = "known hole: the fs thread walks out of its share with `..` (issue 11)"]
 fn the_fs_thread_cannot_leave_its_share() {
     if !is_root() {
         return;
     }
-    let escaped = attempt_all(&[ThreadKind::Fs]);
-    assert!(escaped.is_empty(), "escapes: {escaped:?}");
+    for user_ns in [true, false] {
+        let escaped = attempt_all(&[ThreadKind::Fs], user_ns);
+        assert!(
+            escaped.is_empty(),
+            "escapes (user namespace: {user_ns}): {escaped:?}"
+        );
+    }
 }

@@ -7,14 +7,26 @@
 //! from its [`crate::vm_config::PreparedVm`] ([`vmm::spec_for`]); other entry points (an OCI
 //! runtime, a containerd shim) can build theirs the same way.
 //!
+//! Before it, as root, [`vmm::prepare`] serves every share from a private clone of its mount
+//! (`..` cannot leave it: [`mount::private_clone`]) and makes the pod's user namespace, through
+//! which host-directory volumes are id-mapped ([`userns`]).
+//!
 //! What [`JailSpec::apply`] does, in this order, and why:
-//! 1. **Namespaces** ([`mount`]): new mount, UTS, IPC and network namespaces in one `unshare`.
+//! 0. **Rootless only** ([`JailSpec::rootless`]): an ordinary user first makes a user namespace
+//!    of its own with only its own ids mapped ([`userns::unshare_own`]); every step below then
+//!    runs as that namespace's root, and the share roots are cloned from inside the new mount
+//!    namespace ([`mount::reclone_in_own_namespace`]).
+//! 1. **Namespaces** ([`mount`]): new mount, UTS, IPC, network and cgroup namespaces in one
+//!    `unshare` (the cgroup namespace's root is the pod's host cgroup, joined before).
 //!    The VMM uses no network: its vsock host side is path-bound Unix sockets, which are found
 //!    through the file system and so work across network namespaces (abstract sockets would
 //!    not, and the VMM has none). No pid namespace: `unshare(CLONE_NEWPID)` moves only later
 //!    children, so the VMM would have to fork once more and the supervisor would wait for and
 //!    kill an intermediate process; and as a namespace's init the VMM would ignore every
-//!    default-action signal but SIGKILL, which changes how it dies. Left for later.
+//!    default-action signal but SIGKILL, which changes how it dies. What a pid namespace would
+//!    add is covered otherwise: with a uid of its own (step 5) the VMM may not signal or trace
+//!    another pod's VMM, and its seccomp filter binds `tgkill` to its own pid; `/proc` in the
+//!    jail holds only its own directory.
 //! 2. **An empty root** ([`mount`]): all mounts made private, then a small tmpfs (no host
 //!    directory needed: it is made with the fd-based mount API, `fsopen`/`fsmount`, and
 //!    attached over the old root) holding only mount points; `pivot_root` into it and the old
@@ -31,13 +43,18 @@
 //! 3. **Limits** ([`privs`]): `RLIMIT_CORE` 0 (no core file with guest memory in it),
 //!    `RLIMIT_NOFILE` soft = hard = the spec's bound (raising the hard limit needs the
 //!    `CAP_SYS_RESOURCE` dropped below, so it is set first; a host that denies it keeps its
-//!    lower hard limit). `RLIMIT_NPROC` is not set: it
-//!    counts per uid and the kernel exempts uid 0 from it, so it bounds nothing until the VMM
-//!    runs under a uid of its own.
+//!    lower hard limit). With a user namespace, `RLIMIT_NPROC` too ([`vmm::VMM_NPROC`]): it counts
+//!    per uid, and the VMM's uid is its pod's own (the kernel exempts uid 0, so without a user
+//!    namespace it would bound nothing).
 //! 4. **Descriptors** ([`privs`]): every descriptor not in the spec's keep list is closed
 //!    (`close_range` over the gaps), so nothing the parent had open (its lock files, log
 //!    files, pipes to the client) stays reachable from the VMM.
-//! 5. **Capabilities** ([`privs`]): the bounding set is cut to the kept ones (while
+//! 5. **User namespace** ([`userns`]), when the spec has one: the process `setns`es into it
+//!    and becomes its root, whose host uid and gid are the pod's own unprivileged range. It
+//!    comes after every mount: the mounts above need host root, and the jail's mount
+//!    namespace stays owned by the host's user namespace, so the VMM cannot mount anything
+//!    afterwards.
+//! 6. **Capabilities** ([`privs`]): the bounding set is cut to the kept ones (while
 //!    `CAP_SETPCAP` is still effective), the ambient and inheritable sets emptied, the
 //!    effective and permitted sets set to the kept ones; then `PR_SET_NO_NEW_PRIVS` and
 //!    `PR_SET_DUMPABLE` 0 (no other process of the same uid and capabilities, e.g. another
@@ -46,18 +63,20 @@
 //! Every step that fails is reported as one line naming the step and what the jail lacks
 //! ([`JailError`]); the caller ends the VMM before any guest code runs.
 //!
-//! Not in this slice: a user namespace or a non-root uid per VM (the VMM stays uid 0, so
-//! another VMM's process can still be signalled), host cgroups, a seccomp filter, rootless
-//! operation.
+//! Not here: a pid namespace (see step 1), seccomp ([`crate::seccomp`], installed per thread
+//! once the threads exist), host cgroups (the pod's supervisor places the VMM).
 
 pub mod mount;
 pub mod privs;
+pub mod userns;
 pub mod vmm;
 
 #[cfg(test)]
 mod escape_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod userns_tests;
 
 use std::os::fd::RawFd;
 use std::path::{Component, Path, PathBuf};
@@ -77,6 +96,16 @@ pub struct JailSpec {
     pub keep_caps: Vec<Capability>,
     /// `RLIMIT_NOFILE`, soft and hard.
     pub nofile: u64,
+    /// `RLIMIT_NPROC`, soft and hard, if set.
+    pub nproc: Option<u64>,
+    /// A user namespace to enter (a descriptor, kept open through the jail; the caller closes
+    /// it afterwards), or none: the process stays host root with the kept capabilities.
+    pub user_ns: Option<RawFd>,
+    /// Rootless: the process (an ordinary user) first makes a user namespace of its own with
+    /// only its own ids mapped ([`userns::unshare_own`]), and these share roots are cloned
+    /// privately from inside the jail's mount namespace ([`mount::reclone_in_own_namespace`]);
+    /// a root caller clones them before the jail ([`vmm::prepare`]).
+    pub rootless: Option<Vec<RawFd>>,
     /// Descriptors kept open (0, 1 and 2 are always kept); every other one is closed, so
     /// the caller must not use or drop any object that owns one of those afterwards (a
     /// pod's VMM never returns to the supervisor's objects it inherited: it `_exit`s).
@@ -158,7 +187,12 @@ impl JailSpec {
             }
             seen.push(path);
         }
-        if let Some(fd) = self.keep_fds.iter().find(|fd| **fd < 0) {
+        if let Some(fd) = self
+            .keep_fds
+            .iter()
+            .chain(self.user_ns.as_ref())
+            .find(|fd| **fd < 0)
+        {
             return Err(JailError::BadFd(*fd));
         }
         Ok(())
@@ -174,7 +208,11 @@ impl JailSpec {
 
     /// The descriptors kept: stdio plus the spec's, sorted, without duplicates.
     pub fn kept_fds(&self) -> Vec<RawFd> {
-        let mut fds: Vec<RawFd> = [0, 1, 2].into_iter().chain(self.keep_fds.clone()).collect();
+        let mut fds: Vec<RawFd> = [0, 1, 2]
+            .into_iter()
+            .chain(self.keep_fds.clone())
+            .chain(self.user_ns)
+            .collect();
         fds.sort_unstable();
         fds.dedup();
         fds
@@ -201,11 +239,25 @@ impl JailSpec {
     pub fn apply(&self) -> Result<JailReport, JailError> {
         let start = Instant::now();
         self.check()?;
-        privs::ensure_able()?;
+        privs::ensure_able(self.rootless.is_some())?;
+        if self.rootless.is_some() {
+            userns::unshare_own()?;
+        }
         mount::enter_namespaces()?;
+        for &fd in self.rootless.iter().flatten() {
+            mount::reclone_in_own_namespace(fd).map_err(|source| JailError::Step {
+                step: format!("clone the share held as descriptor {fd} privately"),
+                source,
+            })?;
+        }
         mount::build_root(self)?;
-        privs::set_limits(self.nofile)?;
+        privs::set_limits(self.nofile, self.nproc)?;
         privs::close_fds(&self.close_ranges())?;
+        if let Some(fd) = self.user_ns {
+            // SAFETY: the descriptor is open for the whole call: `kept_fds` keeps it, and the
+            // caller owns and closes it after `apply`.
+            userns::enter(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
+        }
         privs::drop_privileges(&self.keep_caps)?;
         Ok(JailReport {
             setup: start.elapsed(),

@@ -31,6 +31,17 @@ const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
 const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const OPEN_TREE_CLONE: libc::c_uint = 0x1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
 
 fn cstring(s: &str) -> CString {
     CString::new(s).expect("no NUL in a jail constant")
@@ -43,14 +54,19 @@ fn path_cstring(p: &Path) -> Result<CString, JailError> {
     })
 }
 
-/// Unshares the mount, UTS, IPC and network namespaces and makes every mount private, so
-/// nothing the jail mounts or unmounts reaches the host.
+/// Unshares the mount, UTS, IPC, network and cgroup namespaces and makes every mount
+/// private, so nothing the jail mounts or unmounts reaches the host. The cgroup namespace's
+/// root is the cgroup the process is in (a pod's VMM joins its own before it jails itself).
 pub fn enter_namespaces() -> Result<(), JailError> {
-    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET;
+    let flags = libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWCGROUP;
     // SAFETY: unshare takes flags only; return checked.
     if unsafe { libc::unshare(flags) } != 0 {
         return Err(JailError::last_os(
-            "unshare the mount, UTS, IPC and network namespaces",
+            "unshare the mount, UTS, IPC, network and cgroup namespaces",
         ));
     }
     mount(
@@ -289,6 +305,90 @@ fn pivot(root: &OwnedFd, old_root: &OwnedFd) -> Result<(), JailError> {
     // SAFETY: chdir with a NUL-terminated path; return checked.
     if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
         return Err(JailError::last_os("enter the jail's root"));
+    }
+    Ok(())
+}
+
+/// Rootless: [`private_clone`] of the share root `dir`, which was opened in the host's mount
+/// namespace, from inside the jail's new one. An ordinary user may clone only mounts of a
+/// namespace its own user namespace owns, so the root is opened again by its path (no symlink
+/// followed, as [`crate::fs::ShareRoot::open`] does), in the new namespace's copy of the host's
+/// mounts, and must be the same directory (device and inode) as the one held.
+pub fn reclone_in_own_namespace(dir: RawFd) -> io::Result<()> {
+    let path = std::fs::read_link(format!("/proc/self/fd/{dir}"))?;
+    let again = crate::fs::ShareRoot::open(&path)?;
+    let same = {
+        // SAFETY: stat64 is plain data, written by fstat64 below.
+        let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat64 of a descriptor we hold into a valid stat64; return checked.
+        if unsafe { libc::fstat64(dir, &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        again.is(st.st_dev, st.st_ino)
+    };
+    if !same {
+        return Err(io::Error::other(format!(
+            "{} is no longer the directory opened before the jail",
+            path.display()
+        )));
+    }
+    // SAFETY: dup3 between two descriptors this process holds; `dir` now names the directory
+    // in this namespace's mounts; return checked.
+    if unsafe { libc::dup3(again.as_raw_fd(), dir, libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    private_clone(dir, None)
+}
+
+/// Replaces the directory descriptor `dir` (a share root) with one of a private, detached
+/// clone of its mount (submounts included) rooted at that directory, with its ids mapped
+/// through `id_map` if given; the descriptor number stays the same.
+///
+/// Why every jailed share is served that way: a descriptor of a directory on the host's
+/// mount reaches the host's whole tree through `..`, whatever the jail's root is (the root
+/// only stops `..` at the process's own `/`, and the share root lies outside it). A
+/// detached clone has no parent: `..` from its root stays at its root, so code that takes
+/// over a virtio-fs worker (which may `openat`) still cannot leave the share. Nobody else can
+/// reach the clone by path either: it is in no mount namespace's tree.
+pub fn private_clone(dir: RawFd, id_map: Option<std::os::fd::BorrowedFd<'_>>) -> io::Result<()> {
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
+    // SAFETY: open_tree on a descriptor we hold, with an empty NUL-terminated path and
+    // flags; return checked.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, dir, c"".as_ptr(), flags) };
+    if tree < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `tree` was just returned by the kernel and is owned by nobody else.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    if let Some(userns) = id_map {
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        };
+        // SAFETY: mount_setattr on our detached tree with an empty path, a valid mount_attr
+        // and its size; return checked.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: dup3 between two descriptors this process holds; `dir` now names the clone
+    // (its old file is closed by the kernel); return checked.
+    if unsafe { libc::dup3(tree.as_raw_fd(), dir, libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

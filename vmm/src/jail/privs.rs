@@ -11,22 +11,25 @@ use caps::{CapSet, Capability, CapsHashSet};
 
 use super::JailError;
 
-/// Refuses, in one line, a process that cannot jail itself: not root, or with more than one
-/// thread (`unshare(CLONE_NEWNS)` refuses a process whose threads share its file system
-/// context, and capabilities changed here would not reach threads already running).
-pub fn ensure_able() -> Result<(), JailError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(JailError::Unable(
-            "the VMM jail needs root to make its namespaces and mounts".into(),
-        ));
-    }
-    match caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN) {
-        Ok(true) => {}
-        _ => {
+/// Refuses, in one line, a process that cannot jail itself: not root (unless `rootless`, when
+/// it makes a user namespace first), or with more than one thread (`unshare(CLONE_NEWNS)`
+/// refuses a process whose threads share its file system context, and capabilities changed
+/// here would not reach threads already running).
+pub fn ensure_able(rootless: bool) -> Result<(), JailError> {
+    if !rootless {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
             return Err(JailError::Unable(
-                "the VMM jail needs CAP_SYS_ADMIN to make its namespaces and mounts".into(),
-            ))
+                "the VMM jail needs root to make its namespaces and mounts".into(),
+            ));
+        }
+        match caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN) {
+            Ok(true) => {}
+            _ => {
+                return Err(JailError::Unable(
+                    "the VMM jail needs CAP_SYS_ADMIN to make its namespaces and mounts".into(),
+                ))
+            }
         }
     }
     let threads = thread_count();
@@ -63,11 +66,15 @@ fn set_rlimit(
     Ok(())
 }
 
-/// `RLIMIT_CORE` 0 and `RLIMIT_NOFILE` `nofile` (soft and hard). A host that keeps
+/// `RLIMIT_CORE` 0, `RLIMIT_NPROC` `nproc` if given, and `RLIMIT_NOFILE` `nofile` (soft and
+/// hard). A host that keeps
 /// husk below `nofile` (a lower hard limit and no `CAP_SYS_RESOURCE` to raise it) gets its
 /// hard limit instead: the share budgets follow the process limit ([`crate::fs::budget`]).
-pub fn set_limits(nofile: u64) -> Result<(), JailError> {
+pub fn set_limits(nofile: u64, nproc: Option<u64>) -> Result<(), JailError> {
     set_rlimit(libc::RLIMIT_CORE, 0, "RLIMIT_CORE")?;
+    if let Some(n) = nproc {
+        set_rlimit(libc::RLIMIT_NPROC, n, "RLIMIT_NPROC")?;
+    }
     if set_rlimit(libc::RLIMIT_NOFILE, nofile, "RLIMIT_NOFILE").is_ok() {
         return Ok(());
     }

@@ -9,6 +9,9 @@ fn spec() -> JailSpec {
         proc_self: true,
         keep_caps: vmm::VMM_CAPS.to_vec(),
         nofile: vmm::VMM_NOFILE,
+        nproc: None,
+        user_ns: None,
+        rootless: None,
         keep_fds: vec![7, 3, 9, 3],
     }
 }
@@ -126,6 +129,9 @@ fn a_forked_child_ends_up_jailed() {
         proc_self: true,
         keep_caps: vmm::VMM_CAPS.to_vec(),
         nofile: vmm::VMM_NOFILE,
+        nproc: None,
+        user_ns: None,
+        rootless: None,
         keep_fds: vec![kept.as_raw_fd()],
     };
     let (kept_fd, dropped_fd) = (kept.as_raw_fd(), dropped.as_raw_fd());

@@ -18,12 +18,15 @@
 //!   the VMM ([`FD_RESERVE`]): the share budgets come out at their fixed bounds.
 //! - Descriptors: stdio, `/dev/kvm`, and the files [`PreparedVm`] holds (kernel, initramfs,
 //!   console, share roots).
+//! - User namespace: the pod's own id range when the caller made one ([`super::userns`]);
+//!   then `RLIMIT_NPROC` [`VMM_NPROC`] as well.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use caps::Capability;
 
-use super::JailSpec;
+use super::userns::IdRange;
+use super::{JailError, JailSpec};
 use crate::fs::budget::{FD_PER_POD, FD_RESERVE};
 use crate::vm_config::{PreparedDevice, PreparedVm};
 
@@ -39,8 +42,15 @@ pub const VMM_CAPS: [Capability; 5] = [
 /// A jailed VMM's `RLIMIT_NOFILE`.
 pub const VMM_NOFILE: u64 = (FD_PER_POD + FD_RESERVE) as u64;
 
-/// The jail of the VMM that runs `vm` with `kvm` (an open `/dev/kvm`).
-pub fn spec_for(vm: &PreparedVm, kvm: RawFd) -> JailSpec {
+/// A jailed VMM's `RLIMIT_NPROC` when it has a uid of its own: its threads are one VMM
+/// thread, one per vCPU (at most [`crate::boot::mptable::MAX_CPUS`]) and the virtio-fs
+/// workers; this bound covers them with room, and stops a VMM that has been taken over from
+/// making processes of its uid without end should its seccomp filter ever let `clone` by.
+pub const VMM_NPROC: u64 = 1024;
+
+/// The jail of the VMM that runs `vm` with `kvm` (an open `/dev/kvm`), entering `user_ns`
+/// if given.
+pub fn spec_for(vm: &PreparedVm, kvm: RawFd, user_ns: Option<RawFd>) -> JailSpec {
     let mut binds = Vec::new();
     let mut keep_fds = vec![kvm, vm.kernel.file.as_raw_fd()];
     keep_fds.extend(vm.initrd.as_ref().map(|(f, _)| f.as_raw_fd()));
@@ -58,6 +68,87 @@ pub fn spec_for(vm: &PreparedVm, kvm: RawFd) -> JailSpec {
         proc_self: true,
         keep_caps: VMM_CAPS.to_vec(),
         nofile: VMM_NOFILE,
+        nproc: user_ns.map(|_| VMM_NPROC),
+        user_ns,
+        rootless: None,
         keep_fds,
     }
+}
+
+/// The user namespace of a jailed VMM ([`super::userns`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserNs {
+    /// The host ids the namespace maps to.
+    pub ids: IdRange,
+    /// The tags of the shares served through an idmapped mount: host directories whose
+    /// ownership must look to the guest as it is on the host. The other shares belong to the
+    /// pod (its blobs, its empty-dir volumes) and are served as they are.
+    pub id_mapped: Vec<String>,
+}
+
+/// Jails the calling process as the VMM of `prepared` with `kvm` (an open `/dev/kvm`): the
+/// shares readied ([`prepare`]), then the spec of [`spec_for`] applied, in the user namespace
+/// of `user_ns` if given. The one way a VMM (and the escape tests) jail themselves.
+///
+/// Rootless (not run by root): `user_ns` cannot be had (mapping a range needs host root), so
+/// the process makes a user namespace of its own in which only its own ids are mapped, and
+/// builds the same jail inside it ([`JailSpec::rootless`]); no `RLIMIT_NPROC` (it would count
+/// every process of the user, not the VMM's).
+pub fn enter(prepared: &PreparedVm, kvm: RawFd, user_ns: Option<&UserNs>) -> Result<(), JailError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let mut spec = spec_for(prepared, kvm, None);
+        spec.rootless = Some(share_roots(prepared));
+        spec.apply()?;
+        return Ok(());
+    }
+    let ns = prepare(prepared, user_ns)?;
+    spec_for(prepared, kvm, ns.as_ref().map(AsRawFd::as_raw_fd)).apply()?;
+    Ok(())
+}
+
+fn share_roots(prepared: &PreparedVm) -> Vec<RawFd> {
+    prepared
+        .devices
+        .iter()
+        .filter_map(|d| match d {
+            PreparedDevice::Fs(share) => Some(share.root.as_raw_fd()),
+            PreparedDevice::Vsock(_) => None,
+        })
+        .collect()
+}
+
+/// Readies `prepared`'s shares for the jail and makes the user namespace of `user_ns`, if
+/// any, for the jail to enter: every share is served from a private clone of its mount
+/// ([`super::mount::private_clone`]: `..` cannot leave it), and the shares `user_ns` lists
+/// through clones id-mapped through the namespace.
+pub fn prepare(
+    prepared: &PreparedVm,
+    user_ns: Option<&UserNs>,
+) -> Result<Option<OwnedFd>, JailError> {
+    let ns = user_ns.map(|u| super::userns::create(u.ids)).transpose()?;
+    for device in &prepared.devices {
+        let PreparedDevice::Fs(share) = device else {
+            continue;
+        };
+        let id_map = match (&ns, user_ns) {
+            (Some(ns), Some(u)) if u.id_mapped.contains(&share.spec.tag) => Some(ns.as_fd()),
+            _ => None,
+        };
+        let what = if id_map.is_some() {
+            "an id-mapped"
+        } else {
+            "a private"
+        };
+        super::mount::private_clone(share.root.as_raw_fd(), id_map).map_err(|source| {
+            JailError::Step {
+                step: format!(
+                    "serve the share {} from {what} clone of its mount",
+                    share.root.path().display()
+                ),
+                source,
+            }
+        })?;
+    }
+    Ok(ns)
 }

@@ -650,6 +650,7 @@ mod tests {
             no_jail: false,
             no_seccomp: false,
             cgroup_parent: None,
+            user_ns: None,
             created: 0,
         }
     }

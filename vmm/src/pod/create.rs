@@ -1,13 +1,17 @@
 //! Making a pod: resolve (pulling if missing) and pin every app's image,
 //! make the pod's directory (with a size-limited tmpfs per empty-dir
 //! volume, [`super::volumes`]), link the layer blobs it needs, write its
-//! config. Nothing is left behind if any step fails.
+//! config, and choose whether its VMM gets a user namespace
+//! ([`crate::jail::userns`]). Nothing is left behind if any step fails.
 
-use super::spec::{PinnedImage, PodConfig, PodRequest};
+use std::os::fd::AsFd;
+
+use super::spec::{PinnedImage, PodConfig, PodRequest, UserNsChoice, Volume};
 use super::state::{now_secs, PodDir, PodStore};
 use super::PodError;
-use crate::fs::{CacheMode, ShareSpec};
+use crate::fs::{CacheMode, ShareRoot, ShareSpec};
 use crate::image::{self, Image, ImageError, PullOptions, Store};
+use crate::jail::userns::{self, IdRange};
 
 /// When `husk run` pulls an image (Docker's and Podman's `--pull`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -84,6 +88,7 @@ pub fn create(
     // them at once); filling them can overlap the boot.
     let mut dirs = vec![
         pod.blobs_dir(),
+        pod.blobs_dir().join("sha256"),
         pod.path.join("logs"),
         pod.path.join("volumes"),
     ];
@@ -100,13 +105,37 @@ pub fn create(
             return Err(PodError::io(&dir, e));
         }
     }
+    // The pod's own host ids own what its jailed VMM must write or list:
+    // its socket directory, the directories of its blob links (the blobs
+    // themselves stay the store's, 0444) and (below) its empty-dir volumes.
+    let ids = pod.ids();
+    if let Some(ids) = ids {
+        let blobs = pod.blobs_dir();
+        for dir in [pod.path.join("vsock"), blobs.join("sha256"), blobs] {
+            if let Err(e) = std::os::unix::fs::chown(&dir, Some(ids.base), Some(ids.base)) {
+                let _ = pods.remove(&pod);
+                return Err(PodError::io(&dir, e));
+            }
+        }
+    }
     // Each empty-dir volume is a size-limited tmpfs (F6), mounted before
     // the VMM opens the directory.
-    if let Err(e) = super::volumes::mount_all(&pod, &request.volumes) {
+    if let Err(e) = super::volumes::mount_all(&pod, &request.volumes, ids) {
         let _ = pods.remove(&pod);
         return Err(e);
     }
-    let config = config_of(&pod, request, &images);
+    // SAFETY: geteuid has no preconditions.
+    let rootless = unsafe { libc::geteuid() } != 0;
+    let user_ns = match (request.no_jail, ids) {
+        (true, _) => None,
+        (false, _) if rootless => Some(UserNsChoice::CallerOnly),
+        (false, Some(ids)) => Some(choose_user_ns(ids, &request.volumes)),
+        (false, None) => Some(UserNsChoice::HostRoot(
+            "the pod has no host id range recorded".into(),
+        )),
+    };
+    let mut config = config_of(&pod, request, &images);
+    config.user_ns = user_ns;
     Ok(Made {
         pod,
         config,
@@ -125,6 +154,28 @@ impl Made {
         }
         pod.write_config(&self.config)
     }
+}
+
+/// Whether the pod's VMM can run in a user namespace mapped to `ids`: it can if one can be
+/// made here and every host volume can be id-mapped through it (the VMM does the same
+/// later); otherwise it runs as host root in the rest of its jail, and the choice says why.
+fn choose_user_ns(ids: IdRange, volumes: &[Volume]) -> UserNsChoice {
+    let ns = match userns::create(ids) {
+        Ok(ns) => ns,
+        Err(e) => return UserNsChoice::HostRoot(crate::report::error_line(&e)),
+    };
+    for host in volumes.iter().filter_map(|v| v.host.as_deref()) {
+        let checked =
+            ShareRoot::open(host).and_then(|root| userns::can_id_map(root.as_fd(), ns.as_fd()));
+        if let Err(e) = checked {
+            return UserNsChoice::HostRoot(format!(
+                "volume {} is on {}, which this kernel cannot id-map ({e})",
+                host.display(),
+                userns::fs_name(host)
+            ));
+        }
+    }
+    UserNsChoice::Mapped(ids)
 }
 
 fn config_of(pod: &PodDir, request: PodRequest, images: &[Image]) -> PodConfig {
@@ -155,6 +206,7 @@ fn config_of(pod: &PodDir, request: PodRequest, images: &[Image]) -> PodConfig {
         auto_remove: request.auto_remove,
         no_jail: request.no_jail,
         no_seccomp: request.no_seccomp,
+        user_ns: None,
         // Set by the caller once it has planned the cgroup (`cgroup::plan`).
         cgroup_parent: None,
         created: now_secs(),

@@ -17,6 +17,7 @@
 pub mod attach;
 pub mod cgroup;
 pub mod create;
+pub mod ids;
 pub mod manifest;
 pub mod spec;
 pub mod state;

@@ -164,6 +164,19 @@ pub struct PodRequest {
     pub cgroup_parent: Option<String>,
 }
 
+/// Whether a jailed pod's VMM runs in a user namespace ([`crate::jail::userns`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserNsChoice {
+    /// In its own, mapped to this host range.
+    Mapped(crate::jail::userns::IdRange),
+    /// As host root with the jail's few capabilities, for this reason (a host volume whose
+    /// file system cannot be id-mapped).
+    HostRoot(String),
+    /// Rootless husk: in one of its own with only the caller's ids mapped.
+    CallerOnly,
+}
+
 /// A pod: what `config.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodConfig {
@@ -189,6 +202,10 @@ pub struct PodConfig {
     /// Run the VMM without its seccomp filters (`--no-seccomp`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_seccomp: bool,
+    /// A jailed VMM's user namespace: its host id range, or why it has none. A config
+    /// without the field (an older husk's, or `--no-jail`) has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_ns: Option<UserNsChoice>,
     /// The cgroup (below the cgroup2 mount) under which the VMM's own host
     /// cgroup is made ([`super::cgroup`]); `None`: no host cgroup (cgroups
     /// cannot be used here, or an older husk made the pod).

@@ -236,6 +236,33 @@ fn random_id() -> io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Gives `pod` the lowest host id range ([`super::ids`]) that none of `existing` records
+/// and records it; the caller holds the store's lock. Not for rootless husk, which cannot
+/// map a range.
+fn allocate_ids(pod: &PodDir, existing: &[PodDir]) -> Result<(), PodError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(()); // rootless: only the caller's own ids can be mapped
+    }
+    let used: Vec<u32> = existing
+        .iter()
+        .filter_map(|p| super::ids::recorded(&p.path).map(|r| r.base))
+        .collect();
+    let pool = super::ids::Pool::of_host();
+    let range = pool.allocate(&used).ok_or_else(|| {
+        PodError::Usage(format!(
+            "no host id range is free for another pod: {} pods hold all {} of the pool from {} (remove pods, or give husk a larger range in /etc/subuid and /etc/subgid)",
+            used.len(),
+            pool.slots,
+            pool.base
+        ))
+    })?;
+    write_atomic(
+        &pod.path.join(super::ids::IDS_FILE),
+        range.base.to_string().as_bytes(),
+    )
+}
+
 impl PodStore {
     /// Opens (creating) `husk_root/pods`.
     pub fn open(husk_root: &Path) -> Result<PodStore, PodError> {
@@ -282,7 +309,8 @@ impl PodStore {
         let vsock_dir = pod.path.join("vsock");
         let made = crate::private::create_dir(&vsock_dir)
             .map_err(|e| PodError::io(&vsock_dir, e))
-            .and_then(|()| write_atomic(&pod.path.join("name"), pod.name.as_bytes()));
+            .and_then(|()| write_atomic(&pod.path.join("name"), pod.name.as_bytes()))
+            .and_then(|()| allocate_ids(&pod, &existing));
         if let Err(e) = made {
             let _ = fs::remove_dir_all(&pod.path);
             return Err(e);
@@ -353,6 +381,11 @@ impl PodStore {
 }
 
 impl PodDir {
+    /// The host id range recorded for the pod ([`super::ids`]); none for a pod made by an
+    /// older husk.
+    pub fn ids(&self) -> Option<crate::jail::userns::IdRange> {
+        super::ids::recorded(&self.path)
+    }
     pub fn config_path(&self) -> PathBuf {
         self.path.join("config.json")
     }

@@ -30,13 +30,14 @@ use signal_hook::iterator::Signals;
 
 use super::attach::{self, Attach};
 use super::cgroup::{CgroupRecord, Limits, PodCgroup};
-use super::spec::{App, PodConfig};
+use super::spec::{App, PodConfig, UserNsChoice};
 use super::state::{now_secs, AppStatus, PodDir, PodState, PodStatus};
 use super::vm::{self, GuestArtifacts};
 use super::vmm_process::VmmProcess;
 use super::PodError;
 use crate::builder::Jail;
 use crate::failure::Failure;
+use crate::jail::vmm::UserNs;
 use crate::vm_config::HostLimits;
 
 /// Where the pod's image blobs are mounted in the guest.
@@ -274,10 +275,13 @@ impl Running<'_> {
         });
         let shares = vm::pod_shares(BLOBS_TAG, &self.pod.blobs_dir(), volumes);
         let config = vm::vm_config(self.pod, self.config, guest, shares);
-        let jail = if self.config.no_jail {
-            Jail::Off
-        } else {
-            Jail::On
+        let jail = match (&self.config.no_jail, &self.config.user_ns) {
+            (true, _) => Jail::Off,
+            (false, Some(UserNsChoice::Mapped(ids))) => Jail::On(Some(UserNs {
+                ids: *ids,
+                id_mapped: vm::host_volume_tags(&self.config.volumes),
+            })),
+            (false, _) => Jail::On(None),
         };
         self.make_cgroup()?;
         let child = vm::spawn_vmm(self.pod, config, host, jail, self.cgroup.as_ref())?;

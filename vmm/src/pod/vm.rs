@@ -118,12 +118,27 @@ pub fn pod_shares(
         .into_iter()
         .enumerate()
         .map(|(i, (host_dir, read_only))| ShareSpec {
-            tag: format!("vol{i}"),
+            tag: volume_tag(i),
             host_dir,
             read_only,
             cache: CacheMode::Auto,
         });
     std::iter::once(blobs).chain(volumes).collect()
+}
+
+/// The tags [`pod_shares`] gives the host-directory volumes among `volumes` (the ones a
+/// VMM in a user namespace serves through idmapped mounts).
+pub fn host_volume_tags(volumes: &[super::spec::Volume]) -> Vec<String> {
+    volumes
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.host.is_some())
+        .map(|(i, _)| volume_tag(i))
+        .collect()
+}
+
+fn volume_tag(index: usize) -> String {
+    format!("vol{index}")
 }
 
 /// The pod's VM as a typed configuration: the guest kernel and agent,

@@ -15,7 +15,9 @@
 //! (or swap), which suits a scratch volume that ends with its pod.
 //!
 //! The mount: source `husk-volume`, `nosuid,nodev`, `size=<size>`,
-//! `nr_inodes=<size / 16 KiB, at least 1024>`, `mode=1777`: writable by every
+//! `nr_inodes=<size / 16 KiB, at least 1024>`, `uid` and `gid` the root of the pod's host id
+//! range ([`super::ids`]: its jailed VMM's root, so the volume is the pod's on the host
+//! too), `mode=1777`: writable by every
 //! user *inside the pod* (an app that runs as a non-root user must be able
 //! to use its scratch volume, as with Kubernetes' emptyDir, which is 0777),
 //! sticky like /tmp so apps of different users cannot remove each other's
@@ -36,6 +38,7 @@ use std::path::Path;
 use super::spec::{Volume, MIB};
 use super::state::PodDir;
 use super::PodError;
+use crate::jail::userns::IdRange;
 
 /// Size limit of an empty-dir volume without a `size`.
 pub const DEFAULT_VOLUME_SIZE: u64 = 256 * MIB;
@@ -57,19 +60,24 @@ pub fn inode_limit(size: u64) -> u64 {
     (size / BYTES_PER_INODE).max(MIN_INODES)
 }
 
-/// The tmpfs mount options of a volume of `size` bytes.
-pub fn mount_options(size: u64) -> String {
-    format!("size={size},nr_inodes={},mode=1777", inode_limit(size))
+/// The tmpfs mount options of a volume of `size` bytes, its root owned by the root of the
+/// pod's id range `ids` (host root without one).
+pub fn mount_options(size: u64, ids: Option<IdRange>) -> String {
+    let owner = ids.map_or(0, |r| r.base);
+    format!(
+        "size={size},nr_inodes={},mode=1777,uid={owner},gid={owner}",
+        inode_limit(size)
+    )
 }
 
 /// Mounts a size-limited tmpfs at the directory of each of `volumes` that
 /// is an empty-dir one (the directories exist). On failure, what was
 /// mounted is unmounted again.
-pub fn mount_all(pod: &PodDir, volumes: &[Volume]) -> Result<(), PodError> {
+pub fn mount_all(pod: &PodDir, volumes: &[Volume], ids: Option<IdRange>) -> Result<(), PodError> {
     for v in volumes.iter().filter(|v| v.host.is_none()) {
         let size = v.size.unwrap_or(DEFAULT_VOLUME_SIZE);
         let dir = pod.volume_dir(&v.name);
-        if let Err(e) = mount_tmpfs(&dir, size) {
+        if let Err(e) = mount_tmpfs(&dir, size, ids) {
             release(&pod.path);
             let hint = match e.raw_os_error() {
                 Some(libc::EPERM) => {
@@ -86,9 +94,9 @@ pub fn mount_all(pod: &PodDir, volumes: &[Volume]) -> Result<(), PodError> {
     Ok(())
 }
 
-fn mount_tmpfs(dir: &Path, size: u64) -> io::Result<()> {
+fn mount_tmpfs(dir: &Path, size: u64, ids: Option<IdRange>) -> io::Result<()> {
     let target = cstr(dir)?;
-    let options = std::ffi::CString::new(mount_options(size))?;
+    let options = std::ffi::CString::new(mount_options(size, ids))?;
     let source = std::ffi::CString::new(MOUNT_SOURCE)?;
     // SAFETY: mount with valid C strings; `options` is the tmpfs data
     // string, read by the kernel during the call.
@@ -150,8 +158,13 @@ mod tests {
         assert_eq!(inode_limit(MIB), MIN_INODES);
         assert_eq!(inode_limit(0), MIN_INODES);
         assert_eq!(
-            mount_options(64 * MIB),
-            "size=67108864,nr_inodes=4096,mode=1777"
+            mount_options(64 * MIB, None),
+            "size=67108864,nr_inodes=4096,mode=1777,uid=0,gid=0"
+        );
+        let ids = IdRange::per_pod(1 << 30);
+        assert_eq!(
+            mount_options(MIB, ids),
+            "size=1048576,nr_inodes=1024,mode=1777,uid=1073741824,gid=1073741824"
         );
     }
 
@@ -195,7 +208,7 @@ mod tests {
             },
         ];
         std::fs::create_dir_all(pod.volume_dir("small")).unwrap();
-        mount_all(&pod, &volumes).unwrap();
+        mount_all(&pod, &volumes, None).unwrap();
         let mounts = mounted_under(&pod.path);
         assert_eq!(mounts.len(), 1, "{mounts:?}");
         assert!(
@@ -279,7 +292,7 @@ mod tests {
         let volumes = [volume("a"), volume("b")];
         std::fs::create_dir_all(pod.volume_dir("a")).unwrap();
         // "b" has no directory: "a" is mounted, then undone.
-        let e = mount_all(&pod, &volumes).unwrap_err();
+        let e = mount_all(&pod, &volumes, None).unwrap_err();
         assert_eq!(e.kind(), crate::failure::Failure::Runtime);
         assert!(
             e.to_string()
@@ -291,7 +304,7 @@ mod tests {
         let (pod2, volumes2) = (pod.clone(), volumes.clone());
         let e = std::thread::spawn(move || {
             drop_sys_admin_here();
-            mount_all(&pod2, &volumes2)
+            mount_all(&pod2, &volumes2, None)
         })
         .join()
         .unwrap()
