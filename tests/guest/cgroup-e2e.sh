@@ -15,12 +15,8 @@ export HUSK_ROOT="$D/root"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 LIM_NOTES="$D/lim.notes"
 . "$repo/tests/guest/lib.sh"
-V=120 Q=60
 CG=/sys/fs/cgroup
 MIB=1048576
-fails=0
-ok() { echo "case $1 ok"; }
-bad() { echo "case $1 FAILED: $2$(lim_stuck)"; fails=$((fails + 1)); }
 # The first number after "KEY": in `husk inspect POD`.
 field() { lim $Q $H inspect "$1" | grep -o "\"$2\": [0-9]*" | head -1 | grep -o '[0-9]*$'; }
 tree() { find $CG -mindepth 1 -type d | sort; }

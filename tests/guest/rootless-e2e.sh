@@ -13,10 +13,6 @@ D=$2
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 LIM_NOTES="$D/lim.notes"
 . "$repo/tests/guest/lib.sh"
-V=120 Q=60
-fails=0
-ok() { echo "case $1 ok"; }
-bad() { echo "case $1 FAILED: $2$(lim_stuck)"; fails=$((fails + 1)); }
 
 U=2000
 # The kvm group, or a gid standing in for it on a host without one.

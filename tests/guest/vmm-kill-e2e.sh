@@ -22,7 +22,6 @@ export HUSK_ROOT="$D/root"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 LIM_NOTES="$D/lim.notes"
 . "$repo/tests/guest/lib.sh"
-V=120 Q=60
 REASON="VMM was killed by signal 9"
 HX=$(readlink -f "$H")
 

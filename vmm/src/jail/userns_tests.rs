@@ -21,7 +21,7 @@ fn root() -> bool {
 
 /// Forks; the child runs `body` and exits 0 if it returns `Ok`, else prints the error and
 /// exits 1. Returns whether the child succeeded.
-fn in_child(body: impl FnOnce() -> Result<(), String>) -> bool {
+pub(super) fn in_child(body: impl FnOnce() -> Result<(), String>) -> bool {
     // SAFETY: the test child only makes system calls and allocates (glibc's fork leaves
     // malloc usable), then _exits without returning into the harness.
     let pid = unsafe { libc::fork() };
