@@ -4,7 +4,8 @@
 //!   pool, as a pod's start does ([`userns::create`]); when it cannot, the error and, where
 //!   the host shows the cause, what to change (`user.max_user_namespaces` 0, a chrooted
 //!   husk, a kernel without user namespaces, a security module or outer seccomp filter).
-//!   Not root: not checked.
+//!   Not root: whether this user may make the namespace a rootless VMM jails itself in
+//!   ([`userns::unshare_own`], in a forked child).
 //! - `pod id ranges:` where the pods' ranges come from ([`crate::pod::ids`]) and how many are
 //!   taken.
 //! - `idmapped mounts:` whether the store's file system (`$HUSK_ROOT`, or its nearest
@@ -36,7 +37,10 @@ pub fn report(store_root: &Path) {
     let root = unsafe { libc::geteuid() } == 0;
     let pool = Pool::of_host();
     let ns: Result<OwnedFd, String> = if !root {
-        Err("not checked: mapping a pod's id range needs root (rootless husk: not yet)".into())
+        Err(match rootless_probe() {
+            Ok(()) => ROOTLESS_OK.into(),
+            Err(e) => format!("not usable: {e}"),
+        })
     } else {
         let first = pool.range(0).expect("a pool has at least one range");
         userns::create(first).map_err(|e| {
@@ -51,15 +55,25 @@ pub fn report(store_root: &Path) {
         Ok(_) => println!(
             "user namespaces: usable (a pod's VMM is root only of a namespace mapped to its own {IDS_PER_POD} host ids)"
         ),
+        Err(why) if why == ROOTLESS_OK => println!(
+            "user namespaces: usable (rootless: a VMM is root only of a namespace of its own that maps this user's ids alone)"
+        ),
         Err(why) => println!("user namespaces: {why}"),
     }
     let subid = pool != Pool::default();
-    println!(
-        "pod id ranges: {}",
-        pool_line(pool, subid, pods_with_ranges(store_root))
-    );
+    if root {
+        println!(
+            "pod id ranges: {}",
+            pool_line(pool, subid, pods_with_ranges(store_root))
+        );
+    } else {
+        println!("pod id ranges: not used rootless (mapping a range needs root)");
+    }
     match &ns {
         Ok(ns) => println!("idmapped mounts: {}", id_map_line(store_root, ns)),
+        Err(_) if !root => println!(
+            "idmapped mounts: not used rootless (only this user's own ids are mapped; volumes are served as they are)"
+        ),
         Err(_) => println!("idmapped mounts: not checked (no user namespace to map through)"),
     }
     let seccomp = seccomp_state(
@@ -77,6 +91,42 @@ pub fn report(store_root: &Path) {
         "jail verdict: {}",
         verdict(root, ns.as_ref().err().map(String::as_str), &seccomp)
     );
+}
+
+/// What the rootless probe's `Err` holds when it found nothing wrong (doctor keeps the
+/// namespace check's outcome as one `Result`, and only root's probe yields a namespace).
+const ROOTLESS_OK: &str = "rootless";
+
+/// Rootless: whether this user can make the user namespace a rootless VMM jails itself in
+/// ([`userns::unshare_own`]), tried in a forked child that then exits.
+fn rootless_probe() -> Result<(), String> {
+    // SAFETY: doctor runs on one thread; the child only makes system calls and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("cannot fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let code = match userns::unshare_own() {
+            Ok(()) => 0,
+            Err(e) => errno_of(&e).unwrap_or(255),
+        };
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid status pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match libc::WEXITSTATUS(status) {
+        0 if libc::WIFEXITED(status) => Ok(()),
+        errno => {
+            let e = std::io::Error::from_raw_os_error(errno);
+            let hint = userns_hint(Some(errno), max_user_namespaces(), chrooted());
+            Err(match hint {
+                Some(h) => format!("an ordinary user's user namespace is refused ({e}): {h}"),
+                None => format!("an ordinary user's user namespace is refused ({e})"),
+            })
+        }
+    }
 }
 
 /// The errno of a failed [`userns::create`], if it was a system call's.
@@ -315,9 +365,16 @@ fn seccomp_state(status: &str, filter_errno: i32, actions: Option<&str>) -> Resu
 /// it can), and [`seccomp_state`].
 fn verdict(root: bool, no_userns: Option<&str>, seccomp: &Result<String, String>) -> String {
     if !root {
-        return "the VMM jail needs root: as this user, `husk run` and `husk vm` refuse to start a \
-                jailed VMM (--no-jail runs one without it, for debugging; rootless husk: not yet)"
-            .into();
+        return match no_userns {
+            Some(ROOTLESS_OK) => "ready (rootless): each VMM jails itself in a user namespace of \
+                its own that maps only this user's ids, so all of this user's pods are one host \
+                user; no empty-dir volumes (they need root); a host cgroup only under a subtree \
+                delegated to this user"
+                .into(),
+            _ => "the VMM jail cannot be built as this user: `husk run` and `husk vm` refuse to \
+                  start a jailed VMM (--no-jail runs one without it, for debugging)"
+                .into(),
+        };
     }
     let caps = VMM_CAPS.len();
     let mut text = match no_userns {
@@ -465,7 +522,12 @@ mod tests {
             no_filters.contains("fail to start (no filters): --no-seccomp"),
             "{no_filters}"
         );
-        let user = verdict(false, Some("not checked"), &ok);
-        assert!(user.starts_with("the VMM jail needs root"), "{user}");
+        let user = verdict(false, Some(ROOTLESS_OK), &ok);
+        assert!(user.starts_with("ready (rootless)"), "{user}");
+        let refused = verdict(false, Some("not usable: ..."), &ok);
+        assert!(
+            refused.starts_with("the VMM jail cannot be built"),
+            "{refused}"
+        );
     }
 }

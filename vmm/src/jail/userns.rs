@@ -169,7 +169,7 @@ fn map_and_hold(pid: libc::pid_t, ready: &OwnedFd, range: IdRange) -> Result<Own
     let errno = i32::from_ne_bytes(bytes);
     if errno != 0 {
         return Err(JailError::Step {
-            step: "make a user namespace (user.max_user_namespaces, or a kernel without CONFIG_USER_NS?)".into(),
+            step: "make a user namespace (refused to a chrooted process, where user.max_user_namespaces is 0, or without CONFIG_USER_NS: `husk doctor` says which)".into(),
             source: io::Error::from_raw_os_error(errno),
         });
     }
