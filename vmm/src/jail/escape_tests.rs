@@ -457,9 +457,14 @@ fn every_escape_attempt_from_the_jail_is_refused() {
     if !is_root() {
         return;
     }
-    // A pod's VMM (a user namespace of its own) and `husk vm`'s (host root, few capabilities).
+    assert_all_refused(&[ThreadKind::Vmm, ThreadKind::Vcpu]);
+}
+
+/// Runs every attempt as each of `kinds`, jailed as a pod's VMM (a user namespace of its own)
+/// and as `husk vm`'s (host root, few capabilities), and fails on any escape.
+fn assert_all_refused(kinds: &[ThreadKind]) {
     for user_ns in [true, false] {
-        let escaped = attempt_all(&[ThreadKind::Vmm, ThreadKind::Vcpu], user_ns);
+        let escaped = attempt_all(kinds, user_ns);
         assert!(
             escaped.is_empty(),
             "escapes (user namespace: {user_ns}): {escaped:?}"
@@ -477,13 +482,7 @@ fn the_fs_thread_cannot_leave_its_share() {
     if !is_root() {
         return;
     }
-    for user_ns in [true, false] {
-        let escaped = attempt_all(&[ThreadKind::Fs], user_ns);
-        assert!(
-            escaped.is_empty(),
-            "escapes (user namespace: {user_ns}): {escaped:?}"
-        );
-    }
+    assert_all_refused(&[ThreadKind::Fs]);
 }
 
 /// The jail's set-up time on this host ([`super::vmm::enter`], as the builder times it: the

@@ -78,21 +78,10 @@ fn a_jailed_child_is_root_only_of_its_own_user_namespace() {
     // Another "host user's" file the jailed root must not be able to change.
     let foreign = bound.join("foreign");
     std::fs::write(&foreign, b"host").unwrap();
-    let made = std::time::Instant::now();
     let ns = userns::create(r).unwrap();
-    let made = made.elapsed();
     let s = spec(&bound, ns.as_raw_fd(), vec![]);
     let ok = in_child(|| {
-        let applied = std::time::Instant::now();
         s.apply().map_err(|e| crate::report::error_line(&e))?;
-        // A figure, not a check (machines are noisy): the jail's host-side cost with a user
-        // namespace, as `cargo test -p husk-vmm jail::userns -- --nocapture` prints it.
-        println!(
-            "figure jail-setup-with-user-namespace {:.2} ms (namespace {:.2} ms, jail {:.2} ms)",
-            (made + applied.elapsed()).as_secs_f64() * 1e3,
-            made.as_secs_f64() * 1e3,
-            applied.elapsed().as_secs_f64() * 1e3
-        );
         let map = std::fs::read_to_string("/proc/self/uid_map").map_err(|e| e.to_string())?;
         let map: Vec<&str> = map.split_whitespace().collect();
         if map != ["0", &r.base.to_string(), "65536"] {
