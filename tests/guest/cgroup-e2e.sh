@@ -15,12 +15,8 @@ export HUSK_ROOT="$D/root"
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 LIM_NOTES="$D/lim.notes"
 . "$repo/tests/guest/lib.sh"
-V=120 Q=60
 CG=/sys/fs/cgroup
 MIB=1048576
-fails=0
-ok() { echo "case $1 ok"; }
-bad() { echo "case $1 FAILED: $2$(lim_stuck)"; fails=$((fails + 1)); }
 # The first number after "KEY": in `husk inspect POD`.
 field() { lim $Q $H inspect "$1" | grep -o "\"$2\": [0-9]*" | head -1 | grep -o '[0-9]*$'; }
 tree() { find $CG -mindepth 1 -type d | sort; }
@@ -75,8 +71,12 @@ lim $V $H stop limited >/dev/null
 lim $Q $H rm limited >/dev/null
 
 # 3. kill -9 of the supervisor and the VMM, with a stray process moved into the pod's cgroup:
-#    `husk gc` kills it and removes the cgroup
+#    `husk gc` kills it and removes the cgroup; no mount is left, and no process of the pod's
+#    host id range (nothing holds its user namespace)
+mounts() { awk '{print $5, $9, $10}' /proc/self/mountinfo | sort; }
+mounts >"$D/mounts.before"
 id=$(start_pod killed); rc=$?
+range=$(cat "$HUSK_ROOT/pods/$id/ids" 2>/dev/null)
 pid=$(field killed vmm_pid)
 sup=$(field killed supervisor_pid)
 P=$CG/husk/husk-$id
@@ -91,11 +91,14 @@ sleep 0.2
 sstate=$(awk '{print $3}' "/proc/$stray/stat" 2>/dev/null)
 [ "$sstate" = Z ] || [ -z "$sstate" ] && strayed=killed || { strayed="alive ($sstate)"; kill -9 $stray; }
 wait $stray 2>/dev/null
+mounts >"$D/mounts.after"
+mdiff=$(diff "$D/mounts.before" "$D/mounts.after" | grep '^[<>]' | tr '\n' ';')
+holders=$(for s in /proc/[0-9]*/status; do awk -v r="$range" '$1 == "Uid:" && $2 == r' "$s" 2>/dev/null; done | grep -c .)
 if [ $rc -eq 0 ] && [ $left = yes ] && [ $grc -eq 0 ] && [ ! -e "$P" ] && [ "$strayed" = killed ] \
-   && ! lim $Q $H ps -a | grep -q killed; then
+   && ! lim $Q $H ps -a | grep -q killed && [ -n "$range" ] && [ -z "$mdiff" ] && [ "$holders" = 0 ]; then
     ok cgroup-gc
 else
-    bad cgroup-gc "rc=$rc left-after-kill=$left gc=$grc [$gc] cgroup-now=$([ -e "$P" ] && echo present || echo gone) stray=$strayed"
+    bad cgroup-gc "rc=$rc left-after-kill=$left gc=$grc [$gc] cgroup-now=$([ -e "$P" ] && echo present || echo gone) stray=$strayed range=$range mounts changed: [$mdiff] processes of the range: $holders"
 fi
 
 # 4. bad parents: one line, exit 125, no pod and no cgroup left

@@ -17,10 +17,19 @@
 # lim_stuck
 #   Prints "; past its limit: STEP, ..." for the steps that ran past their limit since the last
 #   call (nothing if none did), for a case's failure message.
+#
+# ok NAME / bad NAME WHY
+#   Print the lines the suites' Rust side checks (`case NAME ok`, `case NAME FAILED: WHY`, with
+#   lim_stuck's note); bad counts the failures in $fails. V and Q are the usual limits of a step
+#   that waits for a VM (V) and of a quick one (Q), in seconds.
 
 LIM_STUCK_TASKS="$(cd "$(dirname "$0")/../.." && pwd)/scripts/testbed/stuck-tasks.sh"
 LIM_NOTES=${LIM_NOTES:-$(mktemp)}
 : >"$LIM_NOTES"
+V=120 Q=60
+fails=0
+ok() { echo "case $1 ok"; }
+bad() { echo "case $1 FAILED: $2$(lim_stuck)"; fails=$((fails + 1)); }
 
 # PID and every process below it.
 lim_tree() {

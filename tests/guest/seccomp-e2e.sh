@@ -14,10 +14,6 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 export HUSK_KERNEL="$repo/build/vmlinux" HUSK_INITRD="$repo/build/initramfs.cpio"
 LIM_NOTES="$D/lim.notes"
 . "$repo/tests/guest/lib.sh"
-V=120 Q=60
-fails=0
-ok() { echo "case $1 ok"; }
-bad() { echo "case $1 FAILED: $2$(lim_stuck)"; fails=$((fails + 1)); }
 
 # 1. `husk vm`: each thread kind in turn (sh reports death by signal 31 as 159)
 mkdir -p "$D/share"

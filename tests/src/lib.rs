@@ -43,6 +43,23 @@ impl Outcome {
     pub fn has_line(&self, needle: &str) -> bool {
         self.output.lines().any(|l| l.contains(needle))
     }
+
+    /// The check of a guest script's suite (`tests/guest/*.sh`): prints its `figure ...`
+    /// lines, then fails naming the first of `cases` without a `case NAME ok` line, or a
+    /// non-zero exit status, with the whole output.
+    pub fn expect_cases(&self, cases: &[&str]) {
+        for line in self.output.lines().filter(|l| l.starts_with("figure ")) {
+            println!("{line}");
+        }
+        for case in cases {
+            assert!(
+                self.has_line(&format!("case {case} ok")),
+                "case {case} did not pass:\n{}",
+                self.output
+            );
+        }
+        assert_eq!(self.status, 0, "{}", self.output);
+    }
 }
 
 /// Runs `args` as root on real KVM through `scripts/testbed.sh`, making each

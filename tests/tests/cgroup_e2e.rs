@@ -31,15 +31,5 @@ const CASES: &[&str] = &[
 #[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
 fn each_pod_vmm_has_a_host_cgroup() {
     let out = run_guest_script("cgroup-e2e", &[], 600);
-    for line in out.output.lines().filter(|l| l.starts_with("figure ")) {
-        println!("{line}");
-    }
-    for case in CASES {
-        assert!(
-            out.has_line(&format!("case {case} ok")),
-            "case {case} did not pass:\n{}",
-            out.output
-        );
-    }
-    assert_eq!(out.status, 0, "{}", out.output);
+    out.expect_cases(CASES);
 }

@@ -54,12 +54,5 @@ const CASES: &[&str] = &[
 #[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
 fn pods_run_end_to_end() {
     let out = run_guest_script("pod-e2e", &[], 900);
-    for case in CASES {
-        assert!(
-            out.has_line(&format!("case {case} ok")),
-            "case {case} did not pass:\n{}",
-            out.output
-        );
-    }
-    assert_eq!(out.status, 0, "{}", out.output);
+    out.expect_cases(CASES);
 }

@@ -20,12 +20,5 @@ const CASES: &[&str] = &[
 #[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
 fn an_ordinary_user_runs_pods() {
     let out = run_guest_script("rootless-e2e", &[], 600);
-    for case in CASES {
-        assert!(
-            out.has_line(&format!("case {case} ok")),
-            "case {case} did not pass:\n{}",
-            out.output
-        );
-    }
-    assert_eq!(out.status, 0, "{}", out.output);
+    out.expect_cases(CASES);
 }

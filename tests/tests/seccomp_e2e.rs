@@ -61,12 +61,5 @@ fn a_seccomp_violation_is_reported() {
             &dir,
         ],
     );
-    for case in CASES {
-        assert!(
-            out.has_line(&format!("case {case} ok")),
-            "case {case} did not pass:\n{}",
-            out.output
-        );
-    }
-    assert_eq!(out.status, 0, "{}", out.output);
+    out.expect_cases(CASES);
 }

@@ -14,6 +14,10 @@
 //! warning) where the default parent cannot be used, so these lines do not
 //! change the exit status.
 //!
+//! And whether the VMM can be jailed here ([`super::doctor_jail`]): user namespaces, the id
+//! pool, idmapped mounts on the store's file system, seccomp, and a `jail verdict:`; these
+//! lines do not change the exit status either.
+//!
 //! Exit status: 0 hardware KVM is usable; 124 ([`Failure::NoKvm`], as for
 //! every command) /dev/kvm is missing or unusable; 3 KVM works but is not
 //! hardware-backed (PVM or unknown): not a failure, a different kind of host.
@@ -113,6 +117,7 @@ pub fn run(args: DoctorArgs) -> i32 {
         }
     );
     report_cgroups(args.cgroup_parent.as_deref());
+    super::doctor_jail::report(&crate::image::Store::default_root());
     match (&probe, backend) {
         (Ok(_), Backend::Intel | Backend::Amd) => {
             println!("verdict: ready: husk guests run at native speed here");

@@ -11,6 +11,7 @@
 //! Every error is one line on stderr, prefixed `husk: `.
 
 pub mod doctor;
+mod doctor_jail;
 pub mod escape;
 pub mod image;
 pub mod pods;

@@ -405,7 +405,8 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     made.config.cgroup_parent = cgroup_parent;
     if let Some(UserNsChoice::HostRoot(why)) = &made.config.user_ns {
         eprintln!(
-            "husk: warning: the pod's VMM runs as host root in the rest of its jail (no user namespace): {why}"
+            "husk: warning: the pod's VMM runs as host root in the rest of its jail (no user namespace): {}",
+            super::escape::escape(why)
         );
     }
     // The VM against this host (memory, vCPUs) before any process starts

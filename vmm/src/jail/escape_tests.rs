@@ -457,9 +457,14 @@ fn every_escape_attempt_from_the_jail_is_refused() {
     if !is_root() {
         return;
     }
-    // A pod's VMM (a user namespace of its own) and `husk vm`'s (host root, few capabilities).
+    assert_all_refused(&[ThreadKind::Vmm, ThreadKind::Vcpu]);
+}
+
+/// Runs every attempt as each of `kinds`, jailed as a pod's VMM (a user namespace of its own)
+/// and as `husk vm`'s (host root, few capabilities), and fails on any escape.
+fn assert_all_refused(kinds: &[ThreadKind]) {
     for user_ns in [true, false] {
-        let escaped = attempt_all(&[ThreadKind::Vmm, ThreadKind::Vcpu], user_ns);
+        let escaped = attempt_all(kinds, user_ns);
         assert!(
             escaped.is_empty(),
             "escapes (user namespace: {user_ns}): {escaped:?}"
@@ -477,11 +482,75 @@ fn the_fs_thread_cannot_leave_its_share() {
     if !is_root() {
         return;
     }
-    for user_ns in [true, false] {
-        let escaped = attempt_all(&[ThreadKind::Fs], user_ns);
-        assert!(
-            escaped.is_empty(),
-            "escapes (user namespace: {user_ns}): {escaped:?}"
+    assert_all_refused(&[ThreadKind::Fs]);
+}
+
+/// The jail's set-up time on this host ([`super::vmm::enter`], as the builder times it: the
+/// user namespace, the share clones, the spec applied), in a forked child each time; printed
+/// as `figure jail-setup-host ...` lines, never asserted.
+#[test]
+fn figure_the_jails_set_up_time() {
+    if !is_root() {
+        return;
+    }
+    let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+    let prepared = prepared_vm(dir.as_path());
+    let kvm = std::fs::File::open("/dev/kvm").or_else(|_| std::fs::File::open("/dev/null"));
+    let kvm = kvm.expect("open /dev/kvm or /dev/null");
+    let ids = IdRange::per_pod(0x4300_0000).expect("a valid range");
+    let cases = [
+        ("root-jail", None),
+        ("user-ns", Some(Vec::new())),
+        ("user-ns-id-mapped-share", Some(vec!["blobs".to_owned()])),
+    ];
+    for (name, id_mapped) in cases {
+        let spec = Jailer {
+            prepared: &prepared,
+            kvm: kvm.as_raw_fd(),
+            user_ns: id_mapped.map(|id_mapped| UserNs { ids, id_mapped }),
+        };
+        let mut ms: Vec<f64> = (0..9).map(|_| set_up_in_child(&spec)).collect();
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "figure jail-setup-host {name} median {:.2} ms (min {:.2}, max {:.2}, 9 runs)",
+            ms[4], ms[0], ms[8]
         );
     }
+}
+
+/// Forks a child that jails itself with `spec` and reports how long that took, in ms.
+fn set_up_in_child(spec: &Jailer<'_>) -> f64 {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: as in `attempt_in_child`: the child makes system calls and allocates, then
+    // ends with a raw exit without returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: dup2 of our pipe's write end onto stderr (kept by the jail).
+        unsafe { libc::dup2(fds[1], libc::STDERR_FILENO) };
+        let start = std::time::Instant::now();
+        let (line, code) = match super::vmm::enter(spec.prepared, spec.kvm, spec.user_ns.as_ref()) {
+            Ok(()) => (format!("{}", start.elapsed().as_secs_f64() * 1000.0), 0),
+            Err(e) => (crate::report::error_line(&e), JAIL_FAILED),
+        };
+        // Straight to descriptor 2 (the pipe): the harness captures `eprintln!`.
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        // SAFETY: ends the child; nothing runs after it.
+        unsafe { libc::_exit(code) };
+    }
+    // SAFETY: the write end is ours; the child has its own copy.
+    unsafe { libc::close(fds[1]) };
+    // SAFETY: the read end is ours alone from here on.
+    let mut read_end = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+    let mut out = String::new();
+    read_end
+        .read_to_string(&mut out)
+        .expect("read the child's line");
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid status pointer.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert_eq!(status, 0, "the child could not jail itself: {}", out.trim());
+    out.trim().parse().expect("the child's set-up time")
 }

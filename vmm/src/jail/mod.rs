@@ -80,7 +80,6 @@ mod userns_tests;
 
 use std::os::fd::RawFd;
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use caps::Capability;
 
@@ -147,13 +146,6 @@ impl JailError {
             source: std::io::Error::last_os_error(),
         }
     }
-}
-
-/// What applying a jail took.
-#[derive(Debug, Clone, Copy)]
-pub struct JailReport {
-    /// Wall-clock time of [`JailSpec::apply`].
-    pub setup: Duration,
 }
 
 impl JailSpec {
@@ -236,8 +228,7 @@ impl JailSpec {
 
     /// Jails the calling process (see the module documentation for the steps). Call it while
     /// the process has one thread, as root, after every file it needs is open.
-    pub fn apply(&self) -> Result<JailReport, JailError> {
-        let start = Instant::now();
+    pub fn apply(&self) -> Result<(), JailError> {
         self.check()?;
         privs::ensure_able(self.rootless.is_some())?;
         if self.rootless.is_some() {
@@ -259,8 +250,6 @@ impl JailSpec {
             userns::enter(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
         }
         privs::drop_privileges(&self.keep_caps)?;
-        Ok(JailReport {
-            setup: start.elapsed(),
-        })
+        Ok(())
     }
 }

@@ -135,27 +135,9 @@ fn a_forked_child_ends_up_jailed() {
         keep_fds: vec![kept.as_raw_fd()],
     };
     let (kept_fd, dropped_fd) = (kept.as_raw_fd(), dropped.as_raw_fd());
-    // SAFETY: the child is single-threaded after the fork (what the jail needs); it only
-    // makes system calls and allocates (glibc's fork leaves malloc usable in the child),
-    // then _exits without returning into the test harness.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let code = match child_checks(&s, &bound, kept_fd, dropped_fd) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("jailed child: {e}");
-                1
-            }
-        };
-        // SAFETY: ends the child without running the harness's exit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waitpid on our own child with a valid status pointer.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{status:#x}"
+        super::userns_tests::in_child(|| child_checks(&s, &bound, kept_fd, dropped_fd)),
+        "the jailed child's checks failed (see its line above)"
     );
     assert!(
         bound.join("made-inside").exists(),

@@ -90,7 +90,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), JailError> {
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(last_os("make a pipe for the user namespace's helper"));
     }
-    // SAFETY: both descriptors were just returned by the kernel and are owned by nobody else.
+    // SAFETY: the descriptor was just returned by the kernel and is owned by nobody else.
     let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
     // SAFETY: as above.
     let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
@@ -105,9 +105,9 @@ fn helper(ready: RawFd, go: RawFd) -> ! {
     let errno: i32 = if unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0 {
         0
     } else {
-        // SAFETY: __errno_location returns this thread's errno slot, valid for reading.
+        // SAFETY: __errno_location has no preconditions: it returns this thread's errno slot.
         let slot = unsafe { libc::__errno_location() };
-        // SAFETY: as above.
+        // SAFETY: the slot is valid and aligned for as long as this thread runs.
         unsafe { *slot }
     };
     let bytes = errno.to_ne_bytes();
@@ -169,7 +169,7 @@ fn map_and_hold(pid: libc::pid_t, ready: &OwnedFd, range: IdRange) -> Result<Own
     let errno = i32::from_ne_bytes(bytes);
     if errno != 0 {
         return Err(JailError::Step {
-            step: "make a user namespace (user.max_user_namespaces, or a kernel without CONFIG_USER_NS?)".into(),
+            step: "make a user namespace (refused to a chrooted process, where user.max_user_namespaces is 0, or without CONFIG_USER_NS: `husk doctor` says which)".into(),
             source: io::Error::from_raw_os_error(errno),
         });
     }

@@ -21,7 +21,7 @@ fn root() -> bool {
 
 /// Forks; the child runs `body` and exits 0 if it returns `Ok`, else prints the error and
 /// exits 1. Returns whether the child succeeded.
-fn in_child(body: impl FnOnce() -> Result<(), String>) -> bool {
+pub(super) fn in_child(body: impl FnOnce() -> Result<(), String>) -> bool {
     // SAFETY: the test child only makes system calls and allocates (glibc's fork leaves
     // malloc usable), then _exits without returning into the harness.
     let pid = unsafe { libc::fork() };
@@ -145,6 +145,10 @@ fn an_id_mapped_share_keeps_host_ownership_for_the_jailed_root() {
     std::fs::set_permissions(&share, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::write(share.join("owned"), b"x").unwrap();
     std::os::unix::fs::chown(share.join("owned"), Some(1234), Some(4321)).unwrap();
+    // A file of a host id past the mapped 0..65536: `nobody` to the VMM, out of its capabilities.
+    std::fs::write(share.join("far"), b"far").unwrap();
+    std::fs::set_permissions(share.join("far"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(share.join("far"), Some(100_000), Some(100_000)).unwrap();
     let r = range();
     let ns = userns::create(r).unwrap();
     let root_dir = crate::fs::ShareRoot::open(&share).unwrap();
@@ -165,10 +169,23 @@ fn an_id_mapped_share_keeps_host_ownership_for_the_jailed_root() {
         if (st.uid(), st.gid()) != (1234, 4321) {
             return Err(format!("owned is {}:{}", st.uid(), st.gid()));
         }
+        let far = std::fs::metadata(via("far")).map_err(|e| format!("stat far: {e}"))?;
+        if (far.uid(), far.gid()) != (65534, 65534) {
+            return Err(format!("far is {}:{}, not nobody", far.uid(), far.gid()));
+        }
+        if std::fs::read(via("far")).is_ok() {
+            return Err("read a 0600 file of an unmapped host id".into());
+        }
         // Host root's 0700 directory is the namespace root's: it may write there.
         std::fs::write(via("new"), b"y").map_err(|e| format!("create: {e}"))?;
+        std::fs::write(via("far-owner"), b"z").map_err(|e| format!("create: {e}"))?;
         std::os::unix::fs::chown(via("new"), Some(1000), Some(1000))
             .map_err(|e| format!("chown: {e}"))?;
+        // Guest ids past the mapped range cannot be stored.
+        match std::os::unix::fs::chown(via("far-owner"), Some(70_000), None) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            other => return Err(format!("chown to 70000: {other:?}, not EINVAL")),
+        }
         Ok(())
     });
     assert!(ok, "the jailed child's checks failed (see its line above)");

@@ -118,12 +118,6 @@ pub fn create(
             }
         }
     }
-    // Each empty-dir volume is a size-limited tmpfs (F6), mounted before
-    // the VMM opens the directory.
-    if let Err(e) = super::volumes::mount_all(&pod, &request.volumes, ids) {
-        let _ = pods.remove(&pod);
-        return Err(e);
-    }
     // SAFETY: geteuid has no preconditions.
     let rootless = unsafe { libc::geteuid() } != 0;
     let user_ns = match (request.no_jail, ids) {
@@ -134,6 +128,17 @@ pub fn create(
             "the pod has no host id range recorded".into(),
         )),
     };
+    // Each empty-dir volume is a size-limited tmpfs (F6), mounted before
+    // the VMM opens the directory; owned by the pod's range when its VMM
+    // runs in it (else the guest would see that range's root as the owner).
+    let owner = match &user_ns {
+        Some(UserNsChoice::Mapped(ids)) => Some(*ids),
+        _ => None,
+    };
+    if let Err(e) = super::volumes::mount_all(&pod, &request.volumes, owner) {
+        let _ = pods.remove(&pod);
+        return Err(e);
+    }
     let mut config = config_of(&pod, request, &images);
     config.user_ns = user_ns;
     Ok(Made {

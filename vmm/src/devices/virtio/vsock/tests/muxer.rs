@@ -391,7 +391,21 @@ fn unanswered_host_connect_times_out() {
     assert!(got
         .iter()
         .any(|(h, _)| is_rst(h) && h.src_port == req.src_port));
-    assert!(read_available(&mut c).1);
+    // The host side sees the end once the muxer has dropped the connection, which a loaded
+    // machine may see a moment after the RST: bounded retries, not a timed assertion.
+    let mut eof = read_available(&mut c).1;
+    for _ in 0..100 {
+        if eof {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        env.pump();
+        eof = read_available(&mut c).1;
+    }
+    assert!(
+        eof,
+        "the host's end of an unanswered connect was not closed"
+    );
 }
 
 #[test]
