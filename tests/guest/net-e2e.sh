@@ -1,11 +1,17 @@
 #!/bin/sh
-# End to end for pod networking (`--network user` through passt, `-p`, `--network none`,
-# --hostname/--add-host/--dns) in the testbed, which has no network card: every address used
-# here is the testbed's loopback or the pod's own user-mode network, so nothing leaves the
-# testbed (test-environment.md §6). The HTTP servers are busybox httpd started by this script on
-# 127.0.0.1 of the testbed; a pod reaches them at the gateway address 10.0.2.2, which passt maps
-# to the host's loopback (its default --map-gw). Timeouts are `timeout N wget`, not `wget -T`:
-# busybox-static's wget crashed with -T here (SIGSEGV, status 139).
+# End to end for pod networking (`--network user` through passt, the default; `-p`,
+# `--network none`, `user:host-loopback`, --hostname/--add-host/--dns, the host-side filter) in
+# the testbed, which has no network card: every address used here is one this script creates,
+# so nothing leaves the testbed (test-environment.md §6):
+#   - 127.0.0.1 of the testbed: busybox httpd on :18081, which a pod reaches at the gateway
+#     10.0.2.2 only with --network user:host-loopback (passt's --map-gw);
+#   - "the world": a network namespace husk-far joined to the testbed by a veth pair, the
+#     testbed's end 10.99.0.1/24 (an address of the host itself, with an httpd on :18082 that
+#     pods must not reach), the far end 10.99.0.2 with an httpd ("from-far") and dnsmasq
+#     answering svc.test, plus 169.254.169.254 (a stand-in for a cloud's metadata service,
+#     which pods must not reach either), routed from the testbed via 10.99.0.2.
+# Timeouts are `timeout N wget`, not `wget -T`: busybox-static's wget crashed with -T here
+# (SIGSEGV, status 139).
 # Every case prints `case NAME ok` or `case NAME FAILED: why`; tests/tests/net_e2e.rs checks each.
 # Usage: net-e2e.sh HUSK SCRATCH_DIR
 set -u
@@ -35,15 +41,43 @@ echo from-the-host > "$D/www/small"
 dd if=/dev/urandom of="$D/www/big" bs=1M count=64 2>/dev/null
 big_sum=$(sha256sum "$D/www/big" | cut -d' ' -f1)
 "$BB" httpd -f -p 127.0.0.1:18081 -h "$D/www" & httpd_pid=$!
-trap 'kill $httpd_pid 2>/dev/null' EXIT
+
+# The far side ("the world") and the host's own second address.
+ip netns del husk-far 2>/dev/null
+ip netns add husk-far || { echo "ip netns add failed"; exit 1; }
+ip link add hfar0 type veth peer name far0 && ip link set far0 netns husk-far &&
+ip addr add 10.99.0.1/24 dev hfar0 && ip link set hfar0 up &&
+ip netns exec husk-far sh -c 'ip link set lo up && ip link set far0 up &&
+    ip addr add 10.99.0.2/24 dev far0 && ip addr add 169.254.169.254/32 dev far0' &&
+ip route add 169.254.169.254/32 via 10.99.0.2 || { echo "the far side could not be set up"; exit 1; }
+mkdir -p "$D/far" "$D/meta" "$D/own"
+echo from-far > "$D/far/index.html"
+echo metadata > "$D/meta/index.html"
+echo host-own-address > "$D/own/index.html"
+ip netns exec husk-far "$BB" httpd -f -p 10.99.0.2:80 -h "$D/far" & far_pid=$!
+ip netns exec husk-far "$BB" httpd -f -p 169.254.169.254:80 -h "$D/meta" & meta_pid=$!
+"$BB" httpd -f -p 10.99.0.1:18082 -h "$D/own" & own_pid=$!
+ip netns exec husk-far dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts \
+    --listen-address=10.99.0.2 --bind-interfaces --address=/svc.test/10.99.0.2 \
+    --pid-file="$D/dnsmasq.pid" 2>"$D/dnsmasq.log" & dns_pid=$!
+cleanup() {
+    kill $httpd_pid $far_pid $meta_pid $own_pid $dns_pid 2>/dev/null
+    ip route del 169.254.169.254/32 2>/dev/null
+    ip link del hfar0 2>/dev/null
+    ip netns del husk-far 2>/dev/null
+}
+trap cleanup EXIT
+sleep 0.5
+husk_tables() { nft list tables 2>/dev/null | grep -c husk_net_; }
 
 # 1. --network none: loopback only
 out=$(lim $V $H run --rm --network none busybox sh -c 'cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d " "'); rc=$?
 [ $rc -eq 0 ] && [ "$out" = lo ] && ok none-loopback-only || bad none-loopback-only "rc=$rc out=$out"
 
-# 2. user: eth0 configured, the host's server reached at the gateway, hostname/hosts/resolv.conf
+# 2. user:host-loopback: eth0 configured, the host's loopback server reached at the gateway,
+# hostname/hosts/resolv.conf
 t0=$(date +%s.%N)
-out=$(lim $V $H run --rm --network user --hostname podhost --add-host db.test:10.0.2.2 --dns 10.0.2.3 busybox sh -c '
+out=$(lim $V $H run --rm --network user:host-loopback --hostname podhost --add-host db.test:10.0.2.2 --dns 10.0.2.3 busybox sh -c '
   timeout 20 wget -q -O - http://10.0.2.2:18081/small; hostname; grep db.test /etc/hosts; cat /etc/resolv.conf
   ip -4 addr show eth0 2>/dev/null | grep -o "inet [0-9./]*" || ifconfig eth0 | grep -o "addr:[0-9.]*"') ; rc=$?
 t1=$(date +%s.%N)
@@ -59,7 +93,7 @@ echo "figure: run --network user with one fetch: $(echo "$t1 - $t0" | bc 2>/dev/
 
 # 3. 64 MiB host → pod over one TCP connection, every byte checked (sha256 both ends)
 t0=$(date +%s)
-out=$(lim $BULK $H run --rm --network user -m 512m busybox sh -c 'timeout 380 wget -q -O - http://10.0.2.2:18081/big | sha256sum | cut -d" " -f1'); rc=$?
+out=$(lim $BULK $H run --rm --network user:host-loopback -m 512m busybox sh -c 'timeout 380 wget -q -O - http://10.0.2.2:18081/big | sha256sum | cut -d" " -f1'); rc=$?
 echo "figure: 64 MiB host -> pod (with pod start): $(($(date +%s) - t0)) s"
 [ $rc -eq 0 ] && [ "$out" = "$big_sum" ] && ok bulk-host-to-pod || bad bulk-host-to-pod "rc=$rc got=$out want=$big_sum"
 
@@ -80,6 +114,15 @@ insp=$(lim $Q $H inspect web)
 [ -n "$sum" ] && [ "$got" = "$sum" ] && ok bulk-pod-to-host || bad bulk-pod-to-host "got=$got want=$sum"
 echo "$ps" | grep -q "0.0.0.0:8080->80/tcp" && echo "$insp" | grep -q '"host_port": 8080' && ok ps-inspect-ports || bad ps-inspect-ports "ps=$ps"
 
+
+# 4b. two pods: another pod reaches neither the first one's published port (through the host's
+# addresses) nor the host's loopback; the host does reach it.
+out=$(lim $V $H run --rm busybox sh -c '
+  timeout 10 wget -q -O - http://10.99.0.1:8080/ && echo reached-by-host-address
+  timeout 10 wget -q -O - http://10.0.2.2:8080/ && echo reached-by-gateway
+  echo done'); rc=$?
+[ $rc -eq 0 ] && [ "$out" = done ] && [ "$page" = hello-from-pod ] && ok two-pods-isolated || bad two-pods-isolated "rc=$rc out=$out"
+
 # 5. a host port in use is refused before the VM boots: one line, usage status, nothing left
 out=$(lim $V $H run --rm --network user -p 8080:80 busybox true 2>&1); rc=$?
 [ $rc -eq 125 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "already in use" \
@@ -93,9 +136,60 @@ sleep 1
 out=$(lim $Q $H run --rm --network user -p 80 busybox true 2>&1); rc=$?
 [ $rc -eq 125 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q HOSTPORT && ok error-bad-publish || bad error-bad-publish "rc=$rc out=$out"
 out=$(lim $Q $H run --rm --network bridge busybox true 2>&1); rc=$?
-[ $rc -eq 125 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "user or none" && ok error-bad-network || bad error-bad-network "rc=$rc out=$out"
+[ $rc -eq 125 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "use user, user:host-loopback or none" && ok error-bad-network || bad error-bad-network "rc=$rc out=$out"
 out=$(HUSK_PASST=/nonexistent/passt lim $Q $H run --rm --network user busybox true 2>&1); rc=$?
 [ $rc -ne 0 ] && [ "$(echo "$out" | wc -l)" -eq 1 ] && echo "$out" | grep -q "needs passt" && [ "$(pods_left)" -eq 0 ] && ok error-no-passt || bad error-no-passt "rc=$rc out=$out"
+
+
+# 7. the default network is user: the world is reachable (by address and by a name the test's
+# own DNS server answers, with --dns), two apps of one pod reach each other on localhost.
+cat > "$D/pair.toml" <<'TOML'
+name = "netpair"
+dns = ["10.99.0.2"]
+[[apps]]
+name = "client"
+image = "busybox"
+command = ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://127.0.0.1:8000/ 2>/dev/null && break; sleep 0.5; done; wget -q -O - http://10.99.0.2/; wget -q -O - http://svc.test/; exit 7"]
+[[apps]]
+name = "server"
+image = "busybox"
+command = ["sh", "-c", "mkdir /w && echo from-the-other-app > /w/index.html && exec httpd -f -p 127.0.0.1:8000 -h /w"]
+TOML
+out=$(lim $V $H pod run --exit-on-first "$D/pair.toml" 2>"$D/pair.err"); rc=$?
+exp="client | from-the-other-app
+client | from-far
+client | from-far"
+[ $rc -eq 7 ] && [ "$(echo "$out" | grep '^client')" = "$exp" ] && ok default-user-world-dns-localhost \
+    || bad default-user-world-dns-localhost "rc=$rc out=$out err=$(cat "$D/pair.err") dnsmasq: $(cat "$D/dnsmasq.log")"
+
+# 8. the host-side filter: the host reaches its own second address and the metadata stand-in,
+# a pod by default does not (nor the host's loopback at the gateway); its table exists while it
+# runs; user:host-loopback opens the loopback only.
+host_sees=$(timeout 10 "$BB" wget -q -O - http://10.99.0.1:18082/)$(timeout 10 "$BB" wget -q -O - http://169.254.169.254/)
+id=$(lim $V $H run -d --name filtered busybox sleep 1000); rc=$?
+tables=$(husk_tables)
+out=$(lim $Q $H exec filtered sh -c '
+  timeout 10 wget -q -O - http://10.99.0.1:18082/ && echo reached-host-address
+  timeout 10 wget -q -O - http://169.254.169.254/ && echo reached-link-local
+  timeout 10 wget -q -O - http://10.0.2.2:18081/small && echo reached-host-loopback
+  timeout 10 wget -q -O - http://10.99.0.2/'); erc=$?
+[ "$host_sees" = host-own-addressmetadata ] && [ $rc -eq 0 ] && [ "$tables" -eq 1 ] && [ "$out" = from-far ] \
+    && ok filter-host-and-link-local || bad filter-host-and-link-local "host=$host_sees rc=$rc erc=$erc tables=$tables out=$out"
+out=$(lim $V $H run --rm --network user:host-loopback busybox sh -c '
+  timeout 10 wget -q -O - http://10.0.2.2:18081/small
+  timeout 10 wget -q -O - http://10.99.0.1:18082/ && echo reached-host-address
+  timeout 10 wget -q -O - http://169.254.169.254/ && echo reached-link-local
+  true'); rc=$?
+[ $rc -eq 0 ] && [ "$out" = from-the-host ] && ok filter-host-loopback-opt-in || bad filter-host-loopback-opt-in "rc=$rc out=$out"
+
+# 9. kill -9 of the filtered pod's supervisor, then gc: no table, no passt, no cgroup left.
+sup=$(lim $Q $H inspect filtered | grep -o '"supervisor_pid": [0-9]*' | grep -o '[0-9]*$')
+[ -n "$sup" ] && kill -9 "$sup"
+sleep 1
+lim $Q $H gc >/dev/null 2>&1
+cg_left=$(find /sys/fs/cgroup -maxdepth 3 -name 'husk-net-*' 2>/dev/null | wc -l)
+[ -n "$sup" ] && [ "$(husk_tables)" -eq 0 ] && [ "$(passts)" -eq 0 ] && [ "$cg_left" -eq 0 ] && [ "$(pods_left)" -eq 0 ] \
+    && ok filter-removed-after-kill || bad filter-removed-after-kill "sup=$sup tables=$(husk_tables) passts=$(passts) cgroups=$cg_left pods=$(pods_left)"
 
 echo "net-e2e: $fails failed"
 [ $fails -eq 0 ]

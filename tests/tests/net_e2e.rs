@@ -1,14 +1,19 @@
-//! End to end: pod networking with the real CLI, VMM, passt, guest kernel
-//! and agent on real KVM (issue 12, first slice). One testbed session runs
-//! every case of tests/guest/net-e2e.sh: `--network none` has loopback
-//! only; `--network user` configures eth0 (10.0.2.15) and reaches an HTTP
-//! server the test starts on the testbed's loopback through the gateway
-//! 10.0.2.2, with `--hostname`, `--add-host` and `--dns` in the container;
-//! 64 MiB each way over one TCP connection with sha256 checked on both
-//! ends; busybox httpd in a pod published with `-p 8080:80` answers wget
-//! from the testbed, and `ps`/`inspect` show the port; a taken host port,
-//! a malformed `-p`, an unknown `--network` and a missing passt are one
-//! line each with nothing left behind; passt is reaped with its pod.
+//! End to end: pod networking with the real CLI, VMM, passt, nftables, guest
+//! kernel and agent on real KVM (issue 12). One testbed session runs every
+//! case of tests/guest/net-e2e.sh: `--network none` has loopback only; the
+//! default network (user) reaches "the world" (a network namespace the test
+//! makes, with an HTTP server and dnsmasq answering a name given with
+//! `--dns`), and two apps of one pod reach each other on localhost;
+//! `user:host-loopback` reaches an HTTP server on the testbed's loopback
+//! through the gateway 10.0.2.2, with `--hostname`, `--add-host` and
+//! `--dns` in the container; 64 MiB each way over one TCP connection with
+//! sha256 checked on both ends; busybox httpd in a pod published with
+//! `-p 8080:80` answers wget from the testbed, `ps`/`inspect` show the port,
+//! and another pod cannot reach it; the host-side filter keeps a pod from
+//! the host's own addresses, its loopback and link-local addresses, and is
+//! gone after a `kill -9` of the supervisor and `husk gc`; a taken host
+//! port, a malformed `-p`, an unknown `--network` and a missing passt are
+//! one line each with nothing left behind; passt is reaped with its pod.
 
 use husk_tests::run_guest_script;
 
@@ -24,6 +29,11 @@ const CASES: &[&str] = &[
     "error-bad-publish",
     "error-bad-network",
     "error-no-passt",
+    "two-pods-isolated",
+    "default-user-world-dns-localhost",
+    "filter-host-and-link-local",
+    "filter-host-loopback-opt-in",
+    "filter-removed-after-kill",
 ];
 
 #[test]

@@ -90,6 +90,24 @@ fn report_cgroups(explicit: Option<&str>) {
 }
 
 /// Runs the checks, prints a report, returns the exit status.
+/// What the default network (`user`) needs here: passt, and as root the host-side filter.
+fn report_network() {
+    match crate::net::passt::find_passt() {
+        Ok(p) => println!("network user: passt at {}", p.display()),
+        Err(e) => println!("network user: not usable: {}", super::error_line(&e)),
+    }
+    let probe = crate::net::NetworkConfig::default();
+    if crate::net::guard::wanted(&probe) {
+        let has_cgroup = matches!(cgroup::plan(None), Ok(cgroup::Plan::Under(_)));
+        match crate::net::guard::unavailable(has_cgroup) {
+            None => println!("network filter: pods cannot reach the host's addresses or link-local ones (nftables)"),
+            Some(why) => println!("network filter: not usable, pods run unfiltered: {why}"),
+        }
+    } else {
+        println!("network filter: not as a non-root user (rootless pods can reach the host's non-loopback addresses)");
+    }
+}
+
 pub fn run(args: DoctorArgs) -> i32 {
     let probe = probe::probe_with_vm().map(|p| p.max_vcpus);
     let backend = Backend::of_host();
@@ -117,6 +135,7 @@ pub fn run(args: DoctorArgs) -> i32 {
         }
     );
     report_cgroups(args.cgroup_parent.as_deref());
+    report_network();
     super::doctor_jail::report(&crate::image::Store::default_root());
     match (&probe, backend) {
         (Ok(_), Backend::Intel | Backend::Amd) => {

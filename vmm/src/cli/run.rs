@@ -52,8 +52,14 @@ pub struct LifetimeArgs {
 #[derive(Debug, Args)]
 pub struct NetArgs {
     /// The pod's network: "user" (user-mode networking through passt:
-    /// outbound TCP/UDP, DNS, published ports) or "none" (loopback only).
-    #[arg(long, value_name = "user|none", default_value = "none")]
+    /// outbound TCP/UDP, DNS, published ports; the host's own addresses and
+    /// link-local ones stay out of reach), "user:host-loopback" (user, and
+    /// the host's loopback at 10.0.2.2) or "none" (loopback only).
+    #[arg(
+        long,
+        value_name = "user|user:host-loopback|none",
+        default_value = "user"
+    )]
     pub network: String,
     /// Publish a pod port on the host (repeatable; needs --network user).
     #[arg(
@@ -393,6 +399,14 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
             None
         }
     };
+    if crate::net::guard::wanted(&request.network) {
+        if let Some(why) = crate::net::guard::unavailable(cgroup_parent.is_some()) {
+            let line = format!(
+                "warning: the pod's network is not filtered on the host (it can reach the host's own addresses and link-local ones): {why}"
+            );
+            eprintln!("husk: {}", super::escape::escape(&line));
+        }
+    }
     let root = Store::default_root();
     let store = Store::open(&root)?;
     let pods = PodStore::open(&root)?;

@@ -141,7 +141,16 @@ fn describe(err: &ConfigError) -> String {
 fn add_user_net(config: &mut VmConfig) -> Result<(), String> {
     let mac = MacAddr::from_seed(format!("vm-{}", std::process::id()).as_bytes());
     let log = std::env::temp_dir().join(format!("husk-vm-passt-{}.log", std::process::id()));
-    let (passt, socket) = crate::net::passt::start(&[], mac, &log).map_err(|e| error_line(&e))?;
+    // `husk vm` is the developer's tool: its guest reaches the host's
+    // loopback at the gateway (pods do only with user:host-loopback).
+    let (passt, socket) = crate::net::passt::start(&crate::net::passt::PasstOptions {
+        ports: &[],
+        pod_mac: mac,
+        log: &log,
+        map_gw: true,
+        cgroup: None,
+    })
+    .map_err(|e| error_line(&e))?;
     std::mem::forget(passt);
     config.devices.push(DeviceSpec::Net(NetSpec {
         mac,

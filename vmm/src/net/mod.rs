@@ -10,8 +10,12 @@
 //! before boot. Every pod therefore gets the same private network, as
 //! slirp and podman's rootless networking do:
 //! - the pod: [`GUEST_ADDR`]/[`GUEST_PREFIX`], default route via [`GATEWAY`];
-//! - [`GATEWAY`] is the host: passt maps connections to it onto the host's
-//!   loopback (its `--map-gw` default; `--no-map-gw` is not passed);
+//! - [`GATEWAY`] is the host's side of the link. Only with
+//!   `--network user:host-loopback` does passt map connections to it onto the
+//!   host's loopback (its `--map-gw`); by default it gets `--no-map-gw`, so a
+//!   pod cannot reach services that listen on the host's loopback, and the
+//!   host-side filter of [`guard`] also keeps it from the host's other
+//!   addresses and from link-local ones (as root);
 //! - [`DNS_FORWARD`] answers DNS by forwarding to the host's first resolver
 //!   (`--dns-forward`), unless the pod was given `--dns` servers.
 //!
@@ -19,6 +23,7 @@
 //! in a descriptor the VMM's virtio-net device reads frames from
 //! ([`crate::vm_config::NetSpec`]); the device does not know which.
 
+pub mod guard;
 pub mod passt;
 
 use std::net::Ipv4Addr;
@@ -47,9 +52,10 @@ pub const MTU: u16 = 1500;
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// Loopback only.
-    #[default]
     None,
-    /// User-mode networking through passt.
+    /// User-mode networking through passt: the default, as it needs no host
+    /// configuration and no privileges (Podman's rootless default too).
+    #[default]
     User,
 }
 
@@ -59,7 +65,7 @@ impl FromStr for NetworkMode {
         match s {
             "none" => Ok(NetworkMode::None),
             "user" => Ok(NetworkMode::User),
-            _ => Err(format!("unknown network {s:?}: use user or none")),
+            _ => Err(format!("{s:?}: use user, user:host-loopback or none")),
         }
     }
 }
@@ -161,6 +167,10 @@ pub struct NetworkConfig {
     /// The pod's hostname (default: the pod's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// `--network user:host-loopback`: the pod may reach the host's loopback
+    /// at [`GATEWAY`] (off by default: see the module doc).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_loopback: bool,
 }
 
 /// Why a network setting is refused.
@@ -194,6 +204,24 @@ pub enum NetError {
     BadHost(String),
 }
 
+/// Parses a `--network` value: `none`, `user` or `user:host-loopback`.
+pub fn parse_mode(text: &str) -> Result<(NetworkMode, bool), String> {
+    let (mode, option) = match text.split_once(':') {
+        Some((m, o)) => (m, Some(o)),
+        None => (text, None),
+    };
+    let mode = mode
+        .parse::<NetworkMode>()
+        .map_err(|e| format!("--network {e}"))?;
+    match (mode, option) {
+        (_, None) => Ok((mode, false)),
+        (NetworkMode::User, Some("host-loopback")) => Ok((mode, true)),
+        (_, Some(o)) => Err(format!(
+            "--network {text:?}: unknown option {o:?} (the one option is user:host-loopback)"
+        )),
+    }
+}
+
 /// Parses `NAME:IP` (`--add-host`).
 pub fn parse_add_host(s: &str) -> Result<(String, Ipv4Addr), NetError> {
     let (name, ip) = s
@@ -220,7 +248,10 @@ impl NetworkConfig {
         hosts: &[String],
         hostname: Option<String>,
     ) -> Result<NetworkConfig, String> {
-        let mode = mode.map(str::parse).transpose()?.unwrap_or_default();
+        let (mode, host_loopback) = match mode {
+            None => (NetworkMode::default(), false),
+            Some(text) => parse_mode(text)?,
+        };
         let ports = ports
             .iter()
             .map(|p| p.parse::<PortSpec>().map_err(|e| format!("-p {e}")))
@@ -242,6 +273,7 @@ impl NetworkConfig {
             dns,
             hosts,
             hostname,
+            host_loopback,
         };
         c.check().map_err(|e| e.to_string())?;
         Ok(c)
@@ -378,7 +410,17 @@ mod tests {
         assert!("bridge"
             .parse::<NetworkMode>()
             .unwrap_err()
-            .contains("user or none"));
+            .contains("use user, user:host-loopback or none"));
+        assert_eq!(parse_mode("user"), Ok((NetworkMode::User, false)));
+        assert_eq!(
+            parse_mode("user:host-loopback"),
+            Ok((NetworkMode::User, true))
+        );
+        assert!(parse_mode("none:host-loopback")
+            .unwrap_err()
+            .contains("unknown option"));
+        assert!(parse_mode("user:everything").is_err());
+        assert_eq!(NetworkMode::default(), NetworkMode::User);
         assert_eq!(
             parse_add_host("db.local:10.0.2.2").unwrap(),
             ("db.local".into(), GATEWAY)
@@ -386,6 +428,7 @@ mod tests {
         assert!(parse_add_host("x y:1.2.3.4").is_err());
         assert!(parse_add_host("x:1.2.3").is_err());
         let mut c = NetworkConfig {
+            mode: NetworkMode::None,
             ports: vec!["8080:80".parse().unwrap()],
             ..Default::default()
         };

@@ -13,7 +13,8 @@
 //! the fixed addressing of [`super`] (`-a -n -g`, `-4`: IPv4 only for now,
 //! `--dns-forward`), a MAC for its own side (`-M`), one `-t`/`-u` per
 //! published port (passt then fails if it cannot bind it rather than
-//! forwarding a subset), and `-i lo` when the host has no IPv4 default
+//! forwarding a subset), `--no-map-gw` unless the pod may reach the host's
+//! loopback (`user:host-loopback`), and `-i lo` when the host has no IPv4 default
 //! route (passt otherwise refuses to start: "External interface not
 //! usable", as in the testbed, which has no network card).
 //!
@@ -42,7 +43,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum PasstError {
     /// Not installed.
-    #[error("user-mode networking needs passt, which is not installed (apt-get install passt, or set ${PASST_ENV})")]
+    #[error("user-mode networking (the default) needs passt, which is not installed: apt-get install passt, set ${PASST_ENV}, or use --network none")]
     Missing,
     /// fork/exec or the socket pair failed.
     #[error("cannot start passt: {0}")]
@@ -112,8 +113,15 @@ fn has_default_route() -> bool {
     })
 }
 
-/// The arguments for `ports`, `mac` (passt's own side), passing `fd`.
-pub fn args(ports: &[PortSpec], mac: MacAddr, fd: i32, default_route: bool) -> Vec<String> {
+/// The arguments for `ports`, `mac` (passt's own side), passing `fd`;
+/// `map_gw`: the gateway address reaches the host's loopback.
+pub fn args(
+    ports: &[PortSpec],
+    mac: MacAddr,
+    fd: i32,
+    default_route: bool,
+    map_gw: bool,
+) -> Vec<String> {
     let mut a: Vec<String> = [
         "-f",
         "-q",
@@ -138,6 +146,9 @@ pub fn args(ports: &[PortSpec], mac: MacAddr, fd: i32, default_route: bool) -> V
     if !default_route {
         a.extend(["-i".into(), "lo".into()]);
     }
+    if !map_gw {
+        a.push("--no-map-gw".into());
+    }
     for p in ports {
         let flag = match p.proto {
             Proto::Tcp => "-t",
@@ -149,14 +160,33 @@ pub fn args(ports: &[PortSpec], mac: MacAddr, fd: i32, default_route: bool) -> V
     a
 }
 
-/// Starts passt for `ports`, its stderr into `log`, and returns it with the
-/// VMM's end of the connection. `pod_mac` is the pod's; passt's own side
-/// uses it with the low bit of its last byte flipped.
-pub fn start(
-    ports: &[PortSpec],
-    pod_mac: MacAddr,
-    log: &Path,
-) -> Result<(Passt, OwnedFd), PasstError> {
+/// How to start one passt.
+#[derive(Debug)]
+pub struct PasstOptions<'a> {
+    /// Published ports.
+    pub ports: &'a [PortSpec],
+    /// The pod's MAC; passt's own side uses it with the low bit of its last
+    /// byte flipped.
+    pub pod_mac: MacAddr,
+    /// Where its stderr goes.
+    pub log: &'a Path,
+    /// Whether the gateway address reaches the host's loopback (`--map-gw`).
+    pub map_gw: bool,
+    /// The `cgroup.procs` of a cgroup to join before `exec`
+    /// ([`super::guard`]), so its sockets are filtered as the pod's.
+    pub cgroup: Option<&'a File>,
+}
+
+/// Starts passt as `opts` say, and returns it with the VMM's end of the
+/// connection.
+pub fn start(opts: &PasstOptions) -> Result<(Passt, OwnedFd), PasstError> {
+    let PasstOptions {
+        ports,
+        pod_mac,
+        log,
+        map_gw,
+        cgroup,
+    } = *opts;
     let program = find_passt()?;
     let (vmm_end, passt_end) = std::os::unix::net::UnixStream::pair().map_err(PasstError::Spawn)?;
     let mut host_mac = pod_mac;
@@ -169,11 +199,19 @@ pub fn start(
         .open(log)
         .map_err(PasstError::Spawn)?;
     let mut cmd = Command::new(&program);
-    cmd.args(args(ports, host_mac, fd, has_default_route()))
+    cmd.args(args(ports, host_mac, fd, has_default_route(), map_gw))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
+    let cgroup_fd = cgroup.map(AsRawFd::as_raw_fd);
     let keep_passt_end = move || {
+        // Into the filtered cgroup before any socket exists.
+        if let Some(procs) = cgroup_fd {
+            // SAFETY: write() of a 1-byte static buffer to a descriptor the child holds.
+            if unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) } != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         // passt's end must survive exec (the pair is close-on-exec).
         // SAFETY: fcntl with integer arguments on a descriptor the child holds.
         if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
@@ -182,7 +220,7 @@ pub fn start(
         Ok(())
     };
     // SAFETY: the closure runs in the forked child before exec and only
-    // calls fcntl, which is async-signal-safe.
+    // calls write and fcntl, which are async-signal-safe.
     unsafe { cmd.pre_exec(keep_passt_end) };
     let child = cmd.spawn().map_err(PasstError::Spawn)?;
     drop(passt_end);
@@ -242,14 +280,15 @@ mod tests {
             "8080:80".parse().unwrap(),
             "127.0.0.1:5353:53/udp".parse().unwrap(),
         ];
-        let a = args(&ports, MacAddr([2, 0, 0, 0, 0, 1]), 7, false).join(" ");
+        let a = args(&ports, MacAddr([2, 0, 0, 0, 0, 1]), 7, false, false).join(" ");
+        assert!(a.contains("--no-map-gw"), "{a}");
         assert!(a.contains("--fd 7"), "{a}");
         assert!(a.contains("-a 10.0.2.15 -n 24 -g 10.0.2.2"), "{a}");
         assert!(a.contains("-t 8080:80"), "{a}");
         assert!(a.contains("-u 127.0.0.1/5353:53"), "{a}");
         assert!(a.contains("-i lo"), "{a}");
-        assert!(!args(&[], MacAddr([2; 6]), 7, true)
-            .join(" ")
-            .contains("-i lo"));
+        let open = args(&[], MacAddr([2; 6]), 7, true, true).join(" ");
+        assert!(!open.contains("-i lo"), "{open}");
+        assert!(!open.contains("--no-map-gw"), "{open}");
     }
 }

@@ -390,7 +390,8 @@ pub fn plan(explicit: Option<&str>) -> Result<Plan, CgroupError> {
 }
 
 /// The cgroup2 mount, for a pod being made.
-fn mount() -> Result<PathBuf, CgroupError> {
+/// The cgroup2 mount of this host.
+pub fn mount() -> Result<PathBuf, CgroupError> {
     let path = Path::new("/proc/self/mountinfo");
     let text = fs::read_to_string(path).map_err(io_err("read", path))?;
     find_mount(&text).ok_or_else(|| CgroupError::Io {
@@ -591,6 +592,23 @@ pub fn release(record: &CgroupRecord, id: &str) -> Result<(), CgroupError> {
         return Err(CgroupError::Io {
             what: "remove (not on a cgroup2 file system)",
             path: path.clone(),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        });
+    }
+    remove_dir(path)
+}
+
+/// Kills what is in the cgroup at `path` and removes it, if it is still there and on a
+/// cgroup2 file system: for cgroups husk makes beside a pod's (passt's:
+/// [`crate::net::guard`]).
+pub fn remove_cgroup_dir(path: &Path) -> Result<(), CgroupError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if !on_cgroup2(path) {
+        return Err(CgroupError::Io {
+            what: "remove (not on a cgroup2 file system)",
+            path: path.to_owned(),
             source: io::Error::from(io::ErrorKind::InvalidInput),
         });
     }

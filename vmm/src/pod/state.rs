@@ -115,6 +115,10 @@ pub struct PodStatus {
     /// made, so `husk rm`/`gc` find it after a `kill -9` of the supervisor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<super::cgroup::CgroupRecord>,
+    /// passt's host-side filter (`--network user` as root): recorded before
+    /// it is made, for `husk rm`/`gc` as the cgroup is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_guard: Option<crate::net::guard::GuardRecord>,
     /// Seconds since the epoch.
     #[serde(default)]
     pub started: Option<u64>,
@@ -136,6 +140,7 @@ impl PodStatus {
             supervisor_start: process_start_time(pid),
             vmm_pid: None,
             cgroup: None,
+            net_guard: None,
             started: None,
             finished: None,
             apps: Vec::new(),
@@ -363,18 +368,20 @@ impl PodStore {
 
     /// Deletes a pod's directory (under the store lock, so a pod being
     /// created with the same name waits), after unmounting its volumes'
-    /// tmpfs and removing its host cgroup (killing what is left in it),
-    /// which a supervisor that died may have left. A cgroup that cannot be
+    /// tmpfs and removing its host cgroup (killing what is left in it) and
+    /// passt's network filter, which a supervisor that died may have left. A cgroup that cannot be
     /// removed keeps the directory, so a later `rm` or `gc` tries again.
     pub fn remove(&self, pod: &PodDir) -> Result<(), PodError> {
         let _lock = StoreLock::take(&self.dir).map_err(|e| PodError::io(&self.dir, e))?;
         super::volumes::release(&pod.path);
-        if let Ok(PodStatus {
-            cgroup: Some(record),
-            ..
-        }) = read_json::<PodStatus>(&pod.status_path())
-        {
-            super::cgroup::release(&record, &pod.id)?;
+        if let Ok(status) = read_json::<PodStatus>(&pod.status_path()) {
+            if let Some(record) = &status.cgroup {
+                super::cgroup::release(record, &pod.id)?;
+            }
+            if let Some(record) = &status.net_guard {
+                crate::net::guard::release(record, &pod.id)
+                    .map_err(|e| PodError::Vmm(e.to_string()))?;
+            }
         }
         fs::remove_dir_all(&pod.path).map_err(|e| PodError::io(&pod.path, e))
     }
@@ -440,6 +447,7 @@ impl PodDir {
                     supervisor_start: None,
                     vmm_pid: None,
                     cgroup: None,
+                    net_guard: None,
                     started: None,
                     finished: None,
                     apps: Vec::new(),

@@ -39,6 +39,8 @@ use crate::builder::Jail;
 use crate::devices::virtio::net::MacAddr;
 use crate::failure::Failure;
 use crate::jail::vmm::UserNs;
+use crate::net::guard::NetGuard;
+use crate::net::passt::PasstOptions;
 use crate::net::NetworkMode;
 use crate::vm_config::{DeviceSpec, FrameSocket, HostLimits, NetSpec};
 
@@ -89,6 +91,8 @@ struct Running<'a> {
     /// supervisor is done with the pod (it quits on its own once the VMM's
     /// end of their socket closes).
     passt: Option<crate::net::passt::Passt>,
+    /// passt's host-side filter ([`crate::net::guard`]), until it is removed.
+    net_guard: Option<NetGuard>,
 }
 
 /// Runs the pod to its end; returns each app's status, in config order.
@@ -114,6 +118,7 @@ pub fn supervise(
         vmm_pid: None,
         cgroup: None,
         passt: None,
+        net_guard: None,
     };
     run.status.apps = config
         .apps
@@ -230,12 +235,42 @@ impl Running<'_> {
 
     /// Removes the VMM's cgroup (killing what is left in it). A failure is
     /// logged: the record stays in `status.json`, so `husk rm`/`gc` retry.
+    /// passt's filter goes with it (its cgroup's removal ends passt).
     fn remove_cgroup(&mut self) {
         if let Some(cgroup) = self.cgroup.take() {
             if let Err(e) = cgroup.remove() {
                 log::warn!("{}", crate::report::error_line(&e));
             }
         }
+        if let Some(guard) = self.net_guard.take() {
+            if let Err(e) = guard.remove() {
+                log::warn!("{}", crate::report::error_line(&e));
+            }
+        }
+    }
+
+    /// Makes passt's host-side filter when this pod gets one: user-mode
+    /// networking, as root, with a host cgroup (`husk run` warned
+    /// otherwise). Recorded in `status.json` before it exists.
+    fn make_net_guard(&mut self) -> Result<(), PodError> {
+        let Some(cgroup) = &self.cgroup else {
+            return Ok(());
+        };
+        if !crate::net::guard::wanted(&self.config.network)
+            || crate::net::guard::unavailable(true).is_some()
+        {
+            return Ok(());
+        }
+        let guard_err = |e: crate::net::guard::GuardError| PodError::Vmm(e.to_string());
+        let mount = super::cgroup::mount()?;
+        let parent = cgroup.record.path.parent().unwrap_or(&mount).to_owned();
+        let record = NetGuard::plan(&mount, &parent, &self.pod.id).map_err(guard_err)?;
+        self.status.net_guard = Some(record.clone());
+        self.save()?;
+        let guard = NetGuard::create(record, &mount, self.config.network.host_loopback)
+            .map_err(guard_err)?;
+        self.net_guard = Some(guard);
+        Ok(())
     }
 
     /// The directory of the VMM's cgroup, if it has one.
@@ -282,13 +317,21 @@ impl Running<'_> {
         });
         let shares = vm::pod_shares(BLOBS_TAG, &self.pod.blobs_dir(), volumes);
         let mut config = vm::vm_config(self.pod, self.config, guest, shares);
+        self.make_cgroup()?;
         if self.config.network.mode == NetworkMode::User {
+            self.make_net_guard()?;
             // Before the fork: the VMM inherits its end of the socket and
             // keeps it through the jail.
             let mac = MacAddr::from_seed(self.pod.id.as_bytes());
             let log = self.pod.path.join("passt.log");
-            let (passt, socket) = crate::net::passt::start(&self.config.network.ports, mac, &log)
-                .map_err(|e| PodError::Vmm(e.to_string()))?;
+            let (passt, socket) = crate::net::passt::start(&PasstOptions {
+                ports: &self.config.network.ports,
+                pod_mac: mac,
+                log: &log,
+                map_gw: self.config.network.host_loopback,
+                cgroup: self.net_guard.as_ref().map(NetGuard::procs),
+            })
+            .map_err(|e| PodError::Vmm(e.to_string()))?;
             self.passt = Some(passt);
             config.devices.push(DeviceSpec::Net(NetSpec {
                 mac,
@@ -304,7 +347,6 @@ impl Running<'_> {
             })),
             (false, _) => Jail::On(None),
         };
-        self.make_cgroup()?;
         let child = vm::spawn_vmm(self.pod, config, host, jail, self.cgroup.as_ref())?;
         self.vmm_pid = Some(child.id() as i32);
         self.status.vmm_pid = self.vmm_pid;
