@@ -42,7 +42,7 @@ use crate::jail::vmm::UserNs;
 use crate::net::guard::NetGuard;
 use crate::net::passt::PasstOptions;
 use crate::net::NetworkMode;
-use crate::vm_config::{DeviceSpec, FrameSocket, HostLimits, NetSpec};
+use crate::vm_config::{DeviceSpec, HostLimits, NetBackendFd, NetSpec, SharedFd};
 
 /// Where the pod's image blobs are mounted in the guest.
 const GUEST_BLOBS: &str = "/run/husk/blobs";
@@ -336,7 +336,7 @@ impl Running<'_> {
             config.devices.push(DeviceSpec::Net(NetSpec {
                 mac,
                 mtu: crate::net::MTU,
-                socket: FrameSocket(Arc::new(socket)),
+                backend: NetBackendFd::Stream(SharedFd(Arc::new(socket))),
             }));
         }
         let jail = match (&self.config.no_jail, &self.config.user_ns) {

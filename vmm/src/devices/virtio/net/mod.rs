@@ -44,6 +44,7 @@
 
 mod device;
 mod event_handler;
+mod host_backend;
 pub mod stream;
 pub mod tap;
 #[cfg(any(test, feature = "test-utils"))]
@@ -54,6 +55,7 @@ mod tests;
 
 pub use device::{Net, NET_QUEUE_SIZE};
 pub use stream::StreamBackend;
+pub use host_backend::HostBackend;
 pub use tap::TapBackend;
 
 use event_manager::EventSet;
