@@ -38,7 +38,9 @@ use crate::exit::{ExitReason, ExitSignal};
 use crate::failure::Failure;
 use crate::fs::{share_budget_source, FdBudget, OpenShare, ShareServer};
 use crate::seccomp::{self, Filters, Program, ThreadKind};
-use crate::vm_config::{NetBackendFd, NetSpec, PreparedDevice, PreparedVm, VmConfig, VsockSpec, MIB};
+use crate::vm_config::{
+    NetBackendFd, NetSpec, PreparedDevice, PreparedVm, VmConfig, VsockSpec, MIB,
+};
 use crate::vstate::vcpu::{self, Vcpu};
 use crate::vstate::vm::Vm;
 use crate::vstate::{cpuid, msr, regs};

@@ -16,8 +16,8 @@ use crate::failure::Failure;
 use crate::fs::{ShareError, ShareSpec};
 use crate::net::NetworkMode;
 use crate::vm_config::{
-    ConfigError, ConsoleOutput, DeviceSpec, Field, HostLimits, NetBackendFd, NetSpec, SharedFd, VmConfig,
-    VsockSpec, MIB,
+    ConfigError, ConsoleOutput, DeviceSpec, Field, HostLimits, NetBackendFd, NetSpec, SharedFd,
+    VmConfig, VsockSpec, MIB,
 };
 
 /// Arguments of `husk vm`.

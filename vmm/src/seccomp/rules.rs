@@ -153,7 +153,7 @@ pub fn vmm() -> Result<Rules, Error> {
         &mut r,
         libc::SYS_ioctl,
         1,
-        &[libc::FIONBIO, libc::TUNSETOFFLOAD as u64],
+        &[libc::FIONBIO, libc::TUNSETOFFLOAD],
     )?;
     // The VM's end: kick every vCPU out of KVM_RUN (pthread_kill: getpid,
     // tgkill), join it, remove the vsock socket, exit. `tgkill` only within

@@ -54,8 +54,8 @@ pub mod testing;
 mod tests;
 
 pub use device::{Net, NET_QUEUE_SIZE};
-pub use stream::StreamBackend;
 pub use host_backend::HostBackend;
+pub use stream::StreamBackend;
 pub use tap::TapBackend;
 
 use event_manager::EventSet;

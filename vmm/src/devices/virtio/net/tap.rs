@@ -81,7 +81,9 @@ impl TapBackend {
 
     fn close(&mut self, why: &str) {
         if !self.closed {
-            log::warn!("net: TAP device gone ({why}); the guest's interface carries nothing from now on");
+            log::warn!(
+                "net: TAP device gone ({why}); the guest's interface carries nothing from now on"
+            );
         }
         self.closed = true;
         self.len = 0;
