@@ -57,9 +57,11 @@ pub fn attach(netns: &Path, ns_name: &str, uplink: &str) -> Result<OwnedFd, TapE
     ip(&["-n", ns_name, "link", "set", TAP_NAME, "up"])?;
     for (from, to) in [(uplink, TAP_NAME), (TAP_NAME, uplink)] {
         tc(&["-n", ns_name, "qdisc", "add", "dev", from, "ingress"])?;
+        // A u32 filter matching every packet: matchall would do, but not
+        // every kernel has it (u32 is older and everywhere).
         tc(&[
-            "-n", ns_name, "filter", "add", "dev", from, "ingress", "matchall", "action", "mirred",
-            "egress", "redirect", "dev", to,
+            "-n", ns_name, "filter", "add", "dev", from, "ingress", "protocol", "all", "u32",
+            "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
         ])?;
     }
     Ok(fd)

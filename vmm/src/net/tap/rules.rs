@@ -69,7 +69,8 @@ pub fn delete_host_table() -> String {
 
 /// Pod `id`'s table: each published port, on the host's own addresses (or
 /// the one it names), is forwarded to `addr` — from outside (`prerouting`)
-/// and from the host itself (`output`).
+/// and from the host itself (`output`; priority -100 is `dstnat`, which
+/// nft 1.0.6 names only for `prerouting`).
 pub fn pod_table_script(id: &str, addr: Ipv4Addr, ports: &[PortSpec]) -> String {
     let name = pod_table(id);
     let mut rules = String::new();
@@ -96,7 +97,7 @@ pub fn pod_table_script(id: &str, addr: Ipv4Addr, ports: &[PortSpec]) -> String 
          {rules}\
          \x20 }}\n\
          \x20 chain output {{\n\
-         \x20   type nat hook output priority dstnat; policy accept;\n\
+         \x20   type nat hook output priority -100; policy accept;\n\
          {rules}\
          \x20 }}\n\
          }}\n"
