@@ -197,7 +197,7 @@ cg_left=$(find /sys/fs/cgroup -maxdepth 3 -name 'husk-net-*' 2>/dev/null | wc -l
 # from the far side (through the testbed's address); the pod reaches the world and a name by
 # --dns, and 64 MiB each way arrive intact (with checksum and segmentation offloads).
 tap_state() {
-    echo "netns=$(ip netns list 2>/dev/null | grep -c '^husk-')" \
+    echo "netns=$(ip netns list 2>/dev/null | grep -c -E '^husk-[0-9a-f]{12}')" \
         "links=$(ip -o link show 2>/dev/null | grep -c -E ': (husk0|hk[0-9a-f]+)[@:]')" \
         "tables=$(nft list tables 2>/dev/null | grep -c husk_tap)" \
         "leases=$(ls /run/husk/net-tap/leases 2>/dev/null | wc -l)"
@@ -257,9 +257,9 @@ vmm=$(lim $Q $H inspect tapkill | grep -o '"vmm_pid": [0-9]*' | grep -o '[0-9]*$
 [ -n "$sup" ] && kill -9 "$sup"
 [ -n "$vmm" ] && kill -9 "$vmm"
 sleep 1
-lim $Q $H gc >/dev/null 2>&1
+gc_out=$(lim $Q $H gc 2>&1)
 [ $rc -eq 0 ] && [ "$during" = "netns=1 links=2 tables=2 leases=1" ] && [ "$(tap_state)" = "$tap_clean" ] \
-    && [ "$(pods_left)" -eq 0 ] && ok tap-removed-after-kill || bad tap-removed-after-kill "rc=$rc during=$during after=$(tap_state) pods=$(pods_left)"
+    && [ "$(pods_left)" -eq 0 ] && ok tap-removed-after-kill || bad tap-removed-after-kill "rc=$rc during=$during after=$(tap_state) pods=$(pods_left) gc: $gc_out"
 
 echo "net-e2e: $fails failed"
 [ $fails -eq 0 ]

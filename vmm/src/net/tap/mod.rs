@@ -381,11 +381,19 @@ pub fn release(record: &TapRecord, id: &str) -> Result<(), TapError> {
     if find_program("nft").is_some() {
         nft(&rules::delete_pod_table(id))?;
     }
+    // The veth first (its peer in the namespace goes with it), then the
+    // namespace; a veth that vanishes meanwhile (its namespace's teardown
+    // takes it, asynchronously) is not an error.
+    let veth_path = Path::new("/sys/class/net").join(&veth);
+    if veth_path.exists() {
+        if let Err(e) = ip(&["link", "delete", &veth]) {
+            if veth_path.exists() {
+                return Err(e);
+            }
+        }
+    }
     if Path::new("/run/netns").join(&netns).exists() {
         ip(&["netns", "delete", &netns])?;
-    }
-    if Path::new("/sys/class/net").join(&veth).exists() {
-        ip(&["link", "delete", &veth])?;
     }
     let lease = lease_path(record.addr);
     if std::fs::read_to_string(&lease).is_ok_and(|owner| owner == id) {

@@ -49,7 +49,7 @@ pub fn host_table(dns: &[Ipv4Addr]) -> String {
          \x20 }}\n\
          \x20 chain forward {{\n\
          \x20   type filter hook forward priority filter; policy accept;\n\
-         \x20   iifname \"{BRIDGE}\" oifname \"{BRIDGE}\" drop\n\
+         \x20   iifname \"{BRIDGE}\" oifname \"{BRIDGE}\" reject with icmpx admin-prohibited\n\
          \x20   iifname \"{BRIDGE}\" meta nfproto ipv6 drop\n\
          \x20   iifname \"{BRIDGE}\" ip daddr 169.254.0.0/16 reject with icmpx admin-prohibited\n\
          \x20 }}\n\
@@ -119,7 +119,7 @@ mod tests {
         let t = host_table(&[Ipv4Addr::new(192, 0, 2, 53)]);
         assert!(t.contains("iifname \"husk0\" reject"));
         assert!(t.contains("ip daddr { 192.0.2.53 } meta l4proto { tcp, udp } th dport 53 accept"));
-        assert!(t.contains("iifname \"husk0\" oifname \"husk0\" drop"));
+        assert!(t.contains("iifname \"husk0\" oifname \"husk0\" reject"));
         assert!(t.contains("ip daddr 169.254.0.0/16 reject"));
         assert!(t.contains("ip saddr 10.89.0.0/16 oifname != \"husk0\" masquerade"));
         // Replaced as a whole each time: re-running it never duplicates rules.
