@@ -93,12 +93,7 @@ pub fn cgroup_name(id: &str) -> String {
 
 /// The path of `nft`, if installed.
 pub fn find_nft() -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(NFT))
-        .find(|p| p.is_file())
+    super::find_program(NFT)
 }
 
 /// Whether a pod with `net` gets a filter: user-mode networking run by root. Rootless husk

@@ -340,6 +340,17 @@ impl NetworkConfig {
     }
 }
 
+/// The path of program `name` on `PATH` or in the usual sbin directories
+/// (root's tools such as `nft` and `ip` live there, often off a user's `PATH`).
+pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// Where the agent keeps the files every container gets as its
 /// `/etc/resolv.conf` and `/etc/hosts` (the agent's `net::NET_DIR`).
 pub const GUEST_NET_DIR: &str = "/run/husk/net";

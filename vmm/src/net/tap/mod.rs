@@ -43,7 +43,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use super::{PortSpec, Proto};
+use super::{find_program, PortSpec, Proto};
 use crate::devices::virtio::net::MacAddr;
 
 /// The host bridge of TAP pods.
@@ -137,15 +137,6 @@ pub fn unavailable() -> Option<String> {
         }
     }
     None
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Runs `prog args`; a failure becomes one line with its first error line.

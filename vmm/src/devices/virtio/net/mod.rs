@@ -149,6 +149,18 @@ pub trait NetBackend: std::os::fd::AsRawFd + Send {
     fn set_guest_offloads(&mut self, _features: u64) {}
 }
 
+/// Makes a backend's fd non-blocking (the event loop must never wait on it).
+fn set_nonblocking(fd: &impl std::os::fd::AsRawFd) -> Result<(), NetError> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: fcntl on a descriptor the caller owns, integer arguments only.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(NetError::Socket(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Errors from setting up the net device.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {

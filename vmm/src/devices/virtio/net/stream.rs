@@ -43,13 +43,7 @@ pub struct StreamBackend {
 impl StreamBackend {
     /// Takes `fd`, a connected stream socket, and makes it non-blocking.
     pub fn new(fd: OwnedFd) -> Result<Self, NetError> {
-        let raw = fd.as_raw_fd();
-        // SAFETY: fcntl on a descriptor we own, integer arguments only.
-        let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
-        // SAFETY: as above.
-        if flags < 0 || unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(NetError::Socket(io::Error::last_os_error()));
-        }
+        super::set_nonblocking(&fd)?;
         Ok(Self {
             fd,
             inbuf: vec![0u8; IN_CAPACITY].into_boxed_slice(),

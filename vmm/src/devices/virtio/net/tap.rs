@@ -63,13 +63,7 @@ impl TapBackend {
     /// Takes `fd`, a TAP fd with `IFF_VNET_HDR` and a 12-byte header, and
     /// makes it non-blocking.
     pub fn new(fd: OwnedFd) -> Result<Self, NetError> {
-        let raw = fd.as_raw_fd();
-        // SAFETY: fcntl on a descriptor we own, integer arguments only.
-        let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
-        // SAFETY: as above.
-        if flags < 0 || unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(NetError::Socket(io::Error::last_os_error()));
-        }
+        super::set_nonblocking(&fd)?;
         Ok(Self {
             fd,
             buf: vec![0u8; NET_HDR_LEN + MAX_FRAME_LEN].into_boxed_slice(),
