@@ -12,7 +12,7 @@
 //! see [`crate::exit::ExitReason`]), so husk's own failures use the range
 //! Docker and Podman reserve for the runtime: 125 when husk itself failed
 //! **or was used wrongly** (Docker's `docker run --bad-flag` is 125 too),
-//! 126 "cannot invoke", 127 "not found", and 120–124 for the failures a
+//! 126 "cannot invoke", 127 "not found", and 119–124 for the failures a
 //! script may want to tell apart without parsing the one-line message.
 
 /// Success.
@@ -34,6 +34,9 @@ pub enum Failure {
     /// Content did not match its digest, or an image, archive or pod
     /// record is malformed.
     Integrity,
+    /// The trust policy refused the image: a required signature is
+    /// missing or invalid, or its scope rejects every image.
+    Untrusted,
     /// The pod named does not exist, or is not in a state that allows the
     /// command.
     PodNotFound,
@@ -51,11 +54,12 @@ pub enum Failure {
 
 impl Failure {
     /// Every kind, for tables and tests.
-    pub const ALL: [Failure; 9] = [
+    pub const ALL: [Failure; 10] = [
         Failure::Usage,
         Failure::ImageNotFound,
         Failure::Registry,
         Failure::Integrity,
+        Failure::Untrusted,
         Failure::PodNotFound,
         Failure::NoKvm,
         Failure::Runtime,
@@ -66,6 +70,7 @@ impl Failure {
     /// The process exit status of this kind of failure.
     pub const fn exit_status(self) -> i32 {
         match self {
+            Failure::Untrusted => 119,
             Failure::ImageNotFound => 120,
             Failure::Registry => 121,
             Failure::Integrity => 122,
@@ -80,7 +85,7 @@ impl Failure {
     /// The kind an exit status stands for, when a status crossed a process
     /// boundary (the pull helper's answer, a detached pod's recorded
     /// failure). 125 reads as [`Failure::Runtime`]; statuses outside
-    /// 120–127 are no failure kind.
+    /// 119–127 are no failure kind.
     pub fn from_exit_status(status: i32) -> Option<Failure> {
         Failure::ALL
             .into_iter()
@@ -97,7 +102,7 @@ mod tests {
     fn statuses_are_dockers_runtime_range_and_round_trip() {
         for kind in Failure::ALL {
             let status = kind.exit_status();
-            assert!((120..=127).contains(&status), "{kind:?}: {status}");
+            assert!((119..=127).contains(&status), "{kind:?}: {status}");
             let back = Failure::from_exit_status(status).unwrap();
             assert_eq!(back.exit_status(), status, "{kind:?}");
         }

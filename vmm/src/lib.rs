@@ -15,6 +15,7 @@ pub mod private;
 pub mod report;
 pub mod seccomp;
 pub mod trace;
+pub mod trust;
 pub mod vm_config;
 pub mod vstate;
 

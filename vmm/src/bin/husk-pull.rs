@@ -1,7 +1,8 @@
 //! `husk-pull`: the registry client `husk pull` (and `husk run` of an image
 //! not yet stored) runs as a helper process, so that the HTTP/TLS stack
 //! stays out of the `husk` binary, which is also every pod's VMM. See
-//! `husk_vmm::image::pull` for why and for the protocol.
+//! `husk_vmm::image::pull` for why and for the protocol. It is also where
+//! signatures are verified (`husk_vmm::trust`), for the same reason.
 
 use std::path::PathBuf;
 
@@ -15,7 +16,7 @@ fn main() {
 fn run(args: Vec<std::ffi::OsString>) -> Result<image::Image, ImageError> {
     let usage = || {
         ImageError::Usage(
-            "usage: husk-pull --root DIR [--insecure] [--creds FILE] [--progress] -- REF".into(),
+            "usage: husk-pull --root DIR [--insecure] [--creds FILE] [--policy FILE] [--progress] -- REF".into(),
         )
     };
     let mut root = None;
@@ -27,6 +28,9 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<image::Image, ImageError> {
             Some("--root") => root = Some(PathBuf::from(args.next().ok_or_else(usage)?)),
             Some("--creds") => {
                 opts.credentials_file = Some(PathBuf::from(args.next().ok_or_else(usage)?))
+            }
+            Some("--policy") => {
+                opts.policy_file = Some(PathBuf::from(args.next().ok_or_else(usage)?))
             }
             Some("--insecure") => opts.insecure = true,
             Some("--progress") => opts.progress = true,

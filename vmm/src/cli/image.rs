@@ -36,6 +36,10 @@ pub struct PullArgs {
     /// No progress bars.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Decide with this trust policy (containers-policy.json) instead of
+    /// the one in force; `husk run` still checks the one in force.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// The image: NAME[:TAG] or NAME@sha256:DIGEST.
     pub reference: String,
 }
@@ -83,6 +87,7 @@ fn execute(cmd: ImageCommand) -> Result<i32, ImageError> {
                 insecure: a.insecure,
                 credentials_file: a.creds,
                 progress: !a.quiet && std::io::stderr().is_terminal(),
+                policy_file: a.policy,
             };
             let img = image::pull(&store, &a.reference, &opts)?;
             out(&format!("{}\n", escape(&img.name)));

@@ -16,6 +16,7 @@ pub mod escape;
 pub mod image;
 pub mod pods;
 pub mod run;
+pub mod trust;
 pub mod vm;
 
 use std::ffi::OsString;
@@ -47,6 +48,8 @@ pub enum Command {
     Image(image::ImageCommand),
     #[command(flatten)]
     Pods(pods::PodCommand),
+    /// Edit or show the image trust policy (signatures required per registry or repository).
+    Trust(trust::TrustArgs),
 }
 
 /// `err` and its causes as one line ([`crate::report::error_line`]), with
@@ -154,6 +157,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::Doctor(args) => doctor::run(args),
         Command::Image(c) => image::run(c),
         Command::Pods(c) => pods::run(c),
+        Command::Trust(a) => trust::run(a),
     }
 }
 

@@ -428,6 +428,7 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
         insecure: how.insecure,
         credentials_file: None,
         progress: attach::stdin_is_terminal(),
+        policy_file: None,
     };
     let mut made = create(&store, &pods, request, how.policy, &pull)?;
     made.config.cgroup_parent = cgroup_parent;

@@ -318,18 +318,42 @@ impl Registry {
     /// The manifest `reference` (a tag or a digest), at most [`MAX_JSON`]
     /// bytes, with the digest the registry states for it (if it does).
     pub async fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Option<String>), ImageError> {
+        self.manifest_capped(reference, MAX_JSON)
+            .await?
+            .ok_or_else(|| {
+                ImageError::Malformed(format!(
+                    "{}: the manifest is larger than the limit of {MAX_JSON} bytes",
+                    self.name
+                ))
+            })
+    }
+
+    /// Like [`Registry::manifest`] with a smaller cap; `None` when the
+    /// manifest is larger than `cap` (not one byte past it is read).
+    pub async fn manifest_capped(
+        &self,
+        reference: &str,
+        cap: u64,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, ImageError> {
         let mut resp = self.get(&format!("manifests/{reference}")).await?;
         let stated = resp
             .headers()
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        match read_capped(&mut resp, MAX_JSON).await {
-            Ok(Body::Whole(b)) => Ok((b, stated)),
-            Ok(Body::TooLarge) => Err(ImageError::Malformed(format!(
-                "{}: the manifest is larger than the limit of {MAX_JSON} bytes",
-                self.name
-            ))),
+        match read_capped(&mut resp, cap).await {
+            Ok(Body::Whole(b)) => Ok(Some((b, stated))),
+            Ok(Body::TooLarge) => Ok(None),
+            Err(e) => Err(self.request_error(e)),
+        }
+    }
+
+    /// A small blob read whole, or `None` when it is larger than `cap`.
+    pub async fn small_blob(&self, digest: &str, cap: u64) -> Result<Option<Vec<u8>>, ImageError> {
+        let mut resp = self.blob(digest).await?;
+        match read_capped(&mut resp, cap).await {
+            Ok(Body::Whole(b)) => Ok(Some(b)),
+            Ok(Body::TooLarge) => Ok(None),
             Err(e) => Err(self.request_error(e)),
         }
     }

@@ -88,7 +88,7 @@ pub fn import(store: &Store, path: &Path, tag: Option<&str>) -> Result<Vec<Image
             pairs.extend(names.iter().map(|n| (n.clone(), d.clone())));
         }
     }
-    store.tag(&pairs)?;
+    store.tag(&pairs, None)?;
     pairs.iter().map(|(n, d)| store.load(n, d)).collect()
 }
 

@@ -25,6 +25,10 @@ pub struct Entry {
     /// When the name was stored (seconds since the epoch).
     #[serde(default)]
     pub added: u64,
+    /// How the trust policy admitted it when it was pulled (`None`: never
+    /// verified, e.g. imported); `husk run` checks it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<crate::trust::Admission>,
 }
 
 /// Every stored name, sorted.
@@ -201,6 +205,7 @@ mod tests {
             Entry {
                 digest: d1.clone(),
                 added: 0,
+                admission: None,
             },
         );
         e.insert(
@@ -208,6 +213,7 @@ mod tests {
             Entry {
                 digest: d2.clone(),
                 added: 0,
+                admission: None,
             },
         );
         e.insert(
@@ -215,6 +221,7 @@ mod tests {
             Entry {
                 digest: d2,
                 added: 0,
+                admission: None,
             },
         );
         e
@@ -275,6 +282,7 @@ mod tests {
                 Entry {
                     digest: dg.clone(),
                     added: 1,
+                    admission: None,
                 },
             );
             Ok(())
@@ -286,6 +294,7 @@ mod tests {
                 Entry {
                     digest: dg.clone(),
                     added: 1,
+                    admission: None,
                 },
             );
             Err::<(), _>(ImageError::Malformed("no".into()))
@@ -323,6 +332,7 @@ mod tests {
                                 Entry {
                                     digest: dg.clone(),
                                     added: 0,
+                                    admission: None,
                                 },
                             );
                             Ok(())

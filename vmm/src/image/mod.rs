@@ -32,6 +32,7 @@ mod manifest;
 mod pull;
 pub mod reference;
 mod registry;
+mod signatures;
 
 use std::path::{Path, PathBuf};
 
@@ -85,6 +86,9 @@ pub enum ImageError {
     /// The pull helper process failed; `kind` is what it said failed.
     #[error("{message}")]
     Helper { kind: Failure, message: String },
+    /// The trust policy could not be read, or refused the image.
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
     /// The store or an input file could not be read or written.
     #[error("{what}")]
     Io {
@@ -104,6 +108,7 @@ impl ImageError {
             ImageError::DigestMismatch { .. } | ImageError::Malformed(_) => Failure::Integrity,
             ImageError::Io { .. } => Failure::Runtime,
             ImageError::Helper { kind, .. } => *kind,
+            ImageError::Trust(e) => e.kind(),
         }
     }
 
@@ -131,6 +136,10 @@ pub struct Image {
     pub created: Option<String>,
     /// `sha256:…` of the image config blob.
     pub config_digest: String,
+    /// How the trust policy admitted it at pull time (`None`: never
+    /// verified, e.g. imported).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<crate::trust::Admission>,
 }
 
 impl Image {
@@ -194,7 +203,8 @@ impl Store {
     pub fn resolve(&self, reference: &str) -> Result<Image, ImageError> {
         let entries = self.index.read()?;
         let (name, digest) = index::lookup(&entries, reference)?;
-        self.load(&name, &digest)
+        let admission = entries.get(&name).and_then(|e| e.admission.clone());
+        self.load_with(&name, &digest, admission)
     }
 
     /// Every stored image, by name.
@@ -202,7 +212,7 @@ impl Store {
         let entries = self.index.read()?;
         entries
             .iter()
-            .map(|(name, e)| self.load(name, &e.digest))
+            .map(|(name, e)| self.load_with(name, &e.digest, e.admission.clone()))
             .collect()
     }
 
@@ -261,8 +271,13 @@ impl Store {
     }
 
     /// Records each `(name, manifest digest)`, in one atomic index update:
-    /// the last step of a pull or import.
-    pub(crate) fn tag(&self, pairs: &[(String, String)]) -> Result<(), ImageError> {
+    /// the last step of a pull or import. `admission` is the trust
+    /// policy's record for a pull (`None` for an import).
+    pub(crate) fn tag(
+        &self,
+        pairs: &[(String, String)],
+        admission: Option<&crate::trust::Admission>,
+    ) -> Result<(), ImageError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -274,6 +289,7 @@ impl Store {
                     IndexEntry {
                         digest: digest.clone(),
                         added: now,
+                        admission: admission.cloned(),
                     },
                 );
             }
@@ -290,8 +306,25 @@ impl Store {
         manifest::Manifest::parse(&bytes, digest)
     }
 
-    /// Builds the [`Image`] for an index entry from its stored manifest and config.
+    /// The stored image `name` (which must map to `digest`), with its
+    /// admission record.
     pub(crate) fn load(&self, name: &str, digest: &str) -> Result<Image, ImageError> {
+        let admission = self
+            .index
+            .read()?
+            .get(name)
+            .filter(|e| e.digest == digest)
+            .and_then(|e| e.admission.clone());
+        self.load_with(name, digest, admission)
+    }
+
+    /// Builds the [`Image`] for an index entry from its stored manifest and config.
+    fn load_with(
+        &self,
+        name: &str,
+        digest: &str,
+        admission: Option<crate::trust::Admission>,
+    ) -> Result<Image, ImageError> {
         let m = self.read_manifest(digest)?;
         let config_bytes = self.blobs.read_json(&m.config.digest)?;
         let config = manifest::ConfigFile::parse(&config_bytes, &m.config.digest)?;
@@ -313,6 +346,7 @@ impl Store {
             created: config.created.clone(),
             config: config.image_config(),
             config_digest: m.config.digest.clone(),
+            admission,
         })
     }
 }

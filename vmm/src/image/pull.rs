@@ -12,7 +12,7 @@
 //! (`src/bin/husk-pull.rs`) runs [`super::registry::pull_here`].
 //!
 //! Protocol: `husk-pull --root ROOT [--insecure] [--creds FILE]
-//! [--progress] REF`; stderr is the caller's (progress bars); stdout is one
+//! [--policy FILE] [--progress] REF`; stderr is the caller's (progress bars); stdout is one
 //! line: `ok <name> <manifest digest>`, or `error <exit status> <message>`.
 
 use std::path::{Path, PathBuf};
@@ -30,6 +30,9 @@ pub struct PullOptions {
     pub credentials_file: Option<PathBuf>,
     /// Show progress bars (the CLI sets it when stderr is a terminal).
     pub progress: bool,
+    /// Decide with this policy file instead of the one in force
+    /// (`<root>/policy.json`, `/etc/containers/policy.json`, built-in).
+    pub policy_file: Option<PathBuf>,
 }
 
 /// The helper: `$HUSK_PULL` if set, else `husk-pull` beside the running
@@ -61,6 +64,9 @@ pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Image,
     }
     if let Some(c) = &opts.credentials_file {
         cmd.arg("--creds").arg(c);
+    }
+    if let Some(p) = &opts.policy_file {
+        cmd.arg("--policy").arg(p);
     }
     if opts.progress {
         cmd.arg("--progress");

@@ -102,8 +102,20 @@ fn tag_ok(t: &str) -> bool {
             .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
 }
 
-/// Parses and normalises `s`.
+/// Parses and normalises `s`; a reference with neither tag nor digest gets
+/// the tag `latest`, as docker pulls it.
 pub fn parse(s: &str) -> Result<Ref, ImageError> {
+    parse_with(s, true)
+}
+
+/// Parses and normalises `s` without adding a default tag: a name-only
+/// reference keeps `tag == None`. Signature identities are compared this
+/// way (a signature for `repo` is not one for `repo:latest`).
+pub fn parse_exact(s: &str) -> Result<Ref, ImageError> {
+    parse_with(s, false)
+}
+
+fn parse_with(s: &str, default_tag: bool) -> Result<Ref, ImageError> {
     let bad = |reason: &str| ImageError::BadReference {
         reference: s.to_string(),
         reason: reason.to_string(),
@@ -164,7 +176,7 @@ pub fn parse(s: &str) -> Result<Ref, ImageError> {
     if repository.len() > MAX_NAME {
         return Err(bad("name longer than 255 characters"));
     }
-    let tag = if tag.is_none() && digest.is_none() {
+    let tag = if default_tag && tag.is_none() && digest.is_none() {
         Some("latest".to_string())
     } else {
         tag
@@ -264,6 +276,9 @@ mod tests {
         assert_eq!(parse("[::1]:5000/x").unwrap().registry, "[::1]:5000");
         assert_eq!(parse("docker.io/busybox").unwrap().path, "library/busybox");
         assert_eq!(parse("a---b").unwrap().path, "library/a---b");
+        let exact = parse_exact("busybox").unwrap();
+        assert_eq!(exact.name, "docker.io/library/busybox");
+        assert_eq!(exact.tag, None);
     }
 
     #[test]

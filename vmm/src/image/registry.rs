@@ -19,6 +19,13 @@
 //!
 //! Index / manifest list: resolved to its linux/amd64 image; the image is
 //! stored under the reference's name with the image manifest's digest.
+//!
+//! Trust: the policy ([`crate::trust`]) is read before the registry is
+//! contacted (a malformed policy fails the pull at once), and decides on the
+//! top-level manifest's digest (the index's, for an index: it pins its
+//! images by digest) as soon as that manifest is fetched, before any config
+//! or layer is: a refused image stores nothing at all. The decision's
+//! record is written with the image's name, the last step of the pull.
 
 use std::path::PathBuf;
 
@@ -27,7 +34,11 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::distribution::{self, OpenError, Registry};
 use super::manifest::{self, ConfigFile, Descriptor, Document, Manifest, MAX_JSON};
 use super::reference::{self, Ref};
-use super::{auth, digest, Image, ImageError, PullOptions, Store};
+use super::{auth, digest, signatures, Image, ImageError, PullOptions, Store};
+use crate::trust::admission::{self, AcceptedSignature, Subject};
+use crate::trust::policy::{self, Policy, Source};
+use crate::trust::sigstore::{Signature, Verifier};
+use crate::trust::Admission;
 
 /// The manifest media types we ask for.
 pub(super) const ACCEPT: [&str; 4] = [
@@ -42,6 +53,10 @@ pub(super) const ACCEPT: [&str; 4] = [
 pub fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<Image, ImageError> {
     let r = reference::parse(reference)?;
     let root = store.dir().parent().unwrap_or(store.dir());
+    let policy = match &opts.policy_file {
+        Some(path) => Policy::load_file(path)?,
+        None => Policy::load(root)?,
+    };
     let basic = auth::lookup(opts.credentials_file.as_deref(), root, &r.registry)?;
     let extra_roots = match std::env::var_os("HUSK_REGISTRY_CA").filter(|c| !c.is_empty()) {
         Some(ca) => Some(std::fs::read(&ca).map_err(|e| {
@@ -68,9 +83,22 @@ pub fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<I
         .enable_all()
         .build()
         .map_err(ImageError::io("cannot start the network runtime"))?;
-    let puller = Puller { store, r: &r, opts };
-    let digest = rt.block_on(puller.run(&cfg))?;
-    store.tag(&[(r.name.clone(), digest.clone())])?;
+    let puller = Puller {
+        store,
+        r: &r,
+        opts,
+        policy: &policy,
+    };
+    let (digest, admitted) = rt.block_on(puller.run(&cfg))?;
+    store.tag(&[(r.name.clone(), digest.clone())], Some(&admitted))?;
+    if policy.source == Source::BuiltIn && admitted.signatures.is_empty() {
+        eprintln!(
+            "husk: warning: no trust policy ({} or {}): {} ({digest}) accepted unsigned",
+            policy::own_path(root).display(),
+            policy::SYSTEM_POLICY,
+            r.name
+        );
+    }
     store.load(&r.name, &digest)
 }
 
@@ -88,6 +116,7 @@ struct Puller<'a> {
     store: &'a Store,
     r: &'a Ref,
     opts: &'a PullOptions,
+    policy: &'a Policy,
 }
 
 impl Puller<'_> {
@@ -110,7 +139,8 @@ impl Puller<'_> {
         }
     }
 
-    async fn run(&self, cfg: &distribution::Config) -> Result<String, ImageError> {
+    /// Pulls; returns the image manifest's digest and how it was admitted.
+    async fn run(&self, cfg: &distribution::Config) -> Result<(String, Admission), ImageError> {
         let reg = self.open(cfg).await?;
         let top = self
             .r
@@ -121,6 +151,7 @@ impl Puller<'_> {
         let (bytes, top_digest) = self
             .fetch_manifest(&reg, &top, self.r.digest.as_deref())
             .await?;
+        let admitted = self.admit(&reg, &top_digest).await?;
         let (bytes, manifest_digest, m) = match Document::parse(&bytes, "manifest")? {
             Document::Manifest(m) => (bytes, top_digest, m),
             Document::Index(idx) => {
@@ -159,7 +190,30 @@ impl Puller<'_> {
         let blobs = self.store.blobs();
         blobs.put_bytes("image config", &config, &m.config.digest)?;
         blobs.put_bytes("image manifest", &bytes, &manifest_digest)?;
-        Ok(manifest_digest)
+        Ok((manifest_digest, admitted))
+    }
+
+    /// The policy's decision on the manifest `digest` (see the module doc).
+    async fn admit(&self, reg: &Registry, digest: &str) -> Result<Admission, ImageError> {
+        let (scope, reqs) = self.policy.requirements_for(self.r);
+        let found = if admission::needs_signatures(reqs) {
+            signatures::fetch(reg, digest).await?
+        } else {
+            Ok(Vec::new())
+        };
+        let subject = Subject {
+            name: &self.r.name,
+            digest,
+            intended: Some(self.r),
+        };
+        let decided = admission::evaluate(&subject, &scope, reqs, |keys| {
+            let verifier = Verifier::new(keys)?;
+            Ok(match &found {
+                Ok(sigs) => valid_signatures(&verifier, sigs, digest),
+                Err(why) => Err(why.clone()),
+            })
+        })?;
+        Ok(decided)
     }
 
     /// A manifest or index (bounded by [`distribution`]) and its digest; it
@@ -259,6 +313,42 @@ impl Puller<'_> {
             },
             other => other,
         }
+    }
+}
+
+/// The signatures in `sigs` that verify with `verifier` and are for
+/// `digest`, or why there is none (the first signature's reason).
+fn valid_signatures(
+    verifier: &Verifier,
+    sigs: &[Signature],
+    digest: &str,
+) -> Result<Vec<AcceptedSignature>, String> {
+    if sigs.is_empty() {
+        return Err("a signature is required, but the registry has none for this digest".into());
+    }
+    let mut valid = Vec::new();
+    let mut first_reason = None;
+    for s in sigs {
+        match verifier.verify(s) {
+            Ok(c) if c.manifest_digest == digest => valid.push(AcceptedSignature {
+                key: c.key,
+                identity: c.docker_reference,
+            }),
+            Ok(c) => {
+                first_reason.get_or_insert(format!(
+                    "the signature is for another digest, {}",
+                    c.manifest_digest
+                ));
+            }
+            Err(why) => {
+                first_reason.get_or_insert(why);
+            }
+        }
+    }
+    if valid.is_empty() {
+        Err(first_reason.unwrap_or_default())
+    } else {
+        Ok(valid)
     }
 }
 

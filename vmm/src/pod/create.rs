@@ -78,9 +78,21 @@ pub fn create(
             }
         }
     }
+    // The trust policy in force now decides again on every image, from the
+    // record its pull left (a policy tightened since then applies).
+    let root = store.dir().parent().unwrap_or(store.dir());
+    let trust = crate::trust::Policy::load(root).map_err(ImageError::from)?;
     let mut images = Vec::new();
     for app in &request.apps {
-        images.push(resolve_or_pull(store, &app.image, policy, pull)?);
+        let image = resolve_or_pull(store, &app.image, policy, pull)?;
+        crate::trust::recheck(
+            &trust,
+            &image.name,
+            &image.manifest_digest,
+            image.admission.as_ref(),
+        )
+        .map_err(ImageError::from)?;
+        images.push(image);
     }
     let prefix = base_name(&request.apps[0].image);
     let pod = pods.create(request.name.as_deref(), &prefix)?;
