@@ -269,6 +269,25 @@ mod tests {
         edit(&mut doc, &add, p).unwrap();
         assert!(doc["transports"]["docker"]["reg.io/app"][0]["keyData"].is_string());
         assert!(doc["transports"]["docker-daemon"].is_object());
+        // A second key for the scope: either admits (keyDatas).
+        let other = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE9mYUyq03SqZKqQviDLCiUzcoWMbo
+CVKPqHFlD2qMNbxgoDiKjzrELN8v94njDFg7ZSXGNt9j6gdPsJfBou3dQg==
+-----END PUBLIC KEY-----
+";
+        let add_other = Change::AddSigstoreKey {
+            scope: "reg.io/app".into(),
+            pem: other.into(),
+        };
+        edit(&mut doc, &add_other, p).unwrap();
+        edit(&mut doc, &add_other, p).unwrap();
+        let keys = &doc["transports"]["docker"]["reg.io/app"][0]["keyDatas"];
+        assert_eq!(keys.as_array().unwrap().len(), 2, "{doc}");
+        let text = serde_json::to_vec(&doc).unwrap();
+        match &Policy::parse(&text, p).unwrap().transports["docker"]["reg.io/app"][0] {
+            Requirement::SigstoreSigned { keys, .. } => assert_eq!(keys.len(), 2),
+            other => panic!("{other:?}"),
+        }
         edit(&mut doc, &Change::Default { accept: false }, p).unwrap();
         let text = serde_json::to_vec(&doc).unwrap();
         let policy = Policy::parse(&text, p).unwrap();
