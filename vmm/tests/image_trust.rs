@@ -239,7 +239,7 @@ fn husk_and_skopeo_agree_on_every_case() {
             "unsigned:1",
             false,
             false,
-            "the registry has none",
+            "none exists for this digest",
         ),
         (
             "signed by another key",

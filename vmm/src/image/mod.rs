@@ -28,6 +28,7 @@ mod digest;
 mod distribution;
 mod import;
 mod index;
+mod lookaside;
 mod manifest;
 mod pull;
 pub mod reference;

@@ -34,10 +34,12 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::distribution::{self, OpenError, Registry};
 use super::manifest::{self, ConfigFile, Descriptor, Document, Manifest, MAX_JSON};
 use super::reference::{self, Ref};
-use super::{auth, digest, signatures, Image, ImageError, PullOptions, Store};
+use super::{auth, digest, lookaside, signatures, Image, ImageError, PullOptions, Store};
 use crate::trust::admission::{self, AcceptedSignature, Subject};
+use crate::trust::policy::Requirement;
 use crate::trust::policy::{self, Policy, Source};
-use crate::trust::sigstore::{Signature, Verifier};
+use crate::trust::sigstore::{Claims, Verifier};
+use crate::trust::simple_signing::GpgVerifier;
 use crate::trust::Admission;
 
 /// The manifest media types we ask for.
@@ -85,6 +87,7 @@ pub fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<I
         .map_err(ImageError::io("cannot start the network runtime"))?;
     let puller = Puller {
         store,
+        root,
         r: &r,
         opts,
         policy: &policy,
@@ -114,6 +117,7 @@ fn registry_host(name: &str) -> &str {
 
 struct Puller<'a> {
     store: &'a Store,
+    root: &'a std::path::Path,
     r: &'a Ref,
     opts: &'a PullOptions,
     policy: &'a Policy,
@@ -196,8 +200,18 @@ impl Puller<'_> {
     /// The policy's decision on the manifest `digest` (see the module doc).
     async fn admit(&self, reg: &Registry, digest: &str) -> Result<Admission, ImageError> {
         let (scope, reqs) = self.policy.requirements_for(self.r);
-        let found = if admission::needs_signatures(reqs) {
+        let (need_sigstore, need_gpg) = admission::needs_signatures(reqs);
+        let found = if need_sigstore {
             signatures::fetch(reg, digest).await?
+        } else {
+            Ok(Vec::new())
+        };
+        let gpg = if need_gpg {
+            let dir = crate::trust::registries_d::dir(self.root);
+            match crate::trust::registries_d::lookaside_for(&dir, self.r)? {
+                Some(base) => lookaside::fetch(&base, self.r, digest)?,
+                None => Ok(Vec::new()),
+            }
         } else {
             Ok(Vec::new())
         };
@@ -206,12 +220,22 @@ impl Puller<'_> {
             digest,
             intended: Some(self.r),
         };
-        let decided = admission::evaluate(&subject, &scope, reqs, |keys| {
-            let verifier = Verifier::new(keys)?;
-            Ok(match &found {
-                Ok(sigs) => valid_signatures(&verifier, sigs, digest),
-                Err(why) => Err(why.clone()),
-            })
+        let decided = admission::evaluate(&subject, &scope, reqs, |req| match req {
+            Requirement::SigstoreSigned { keys, .. } => {
+                let verifier = Verifier::new(keys)?;
+                Ok(match &found {
+                    Ok(sigs) => valid_signatures(sigs, digest, |s| verifier.verify(s)),
+                    Err(why) => Err(why.clone()),
+                })
+            }
+            Requirement::SignedBy { keys, .. } => {
+                let verifier = GpgVerifier::new(keys)?;
+                Ok(match &gpg {
+                    Ok(sigs) => valid_signatures(sigs, digest, |s| verifier.verify(s)),
+                    Err(why) => Err(why.clone()),
+                })
+            }
+            _ => Ok(Ok(Vec::new())),
         })?;
         Ok(decided)
     }
@@ -316,20 +340,20 @@ impl Puller<'_> {
     }
 }
 
-/// The signatures in `sigs` that verify with `verifier` and are for
+/// The signatures in `sigs` that `verify` accepts and that are for
 /// `digest`, or why there is none (the first signature's reason).
-fn valid_signatures(
-    verifier: &Verifier,
-    sigs: &[Signature],
+fn valid_signatures<S>(
+    sigs: &[S],
     digest: &str,
+    verify: impl Fn(&S) -> Result<Claims, String>,
 ) -> Result<Vec<AcceptedSignature>, String> {
     if sigs.is_empty() {
-        return Err("a signature is required, but the registry has none for this digest".into());
+        return Err("a signature is required, but none exists for this digest".into());
     }
     let mut valid = Vec::new();
     let mut first_reason = None;
     for s in sigs {
-        match verifier.verify(s) {
+        match verify(s) {
             Ok(c) if c.manifest_digest == digest => valid.push(AcceptedSignature {
                 key: c.key,
                 identity: c.docker_reference,

@@ -4,12 +4,16 @@
 //!
 //! Every requirement of the image's scope must accept it, as in
 //! containers/image: `reject` refuses, `insecureAcceptAnything` accepts,
-//! `sigstoreSigned` accepts when at least one signature verifies with one of
-//! its keys, is for the image's manifest digest, and names an identity its
-//! `signedIdentity` accepts.
+//! `sigstoreSigned` and `signedBy` accept when at least one signature (a
+//! sigstore attachment, or a GPG signature in lookaside storage) verifies
+//! with one of their keys, is for the image's manifest digest, and names an
+//! identity their `signedIdentity` accepts.
 //!
 //! The record ([`Admission`]) keeps, for every signature that verified and
-//! was for the image's digest, the key's fingerprint and the signed name.
+//! was for the image's digest, the key's fingerprint (for GPG, the hash of
+//! the keyring file: the `husk` binary carries no OpenPGP parser to take a
+//! key's fingerprint, and a changed keyring asks for a new pull) and the
+//! signed name.
 //! That is all the second decision needs: it runs the same rules over the
 //! record instead of over the registry, without network and without
 //! verifying anything again (the blobs in the store are content-addressed,
@@ -20,14 +24,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::policy::{KeySource, Policy, Requirement};
+use super::policy::{Policy, Requirement};
 use super::TrustError;
 use crate::image::reference::{self, Ref};
 
 /// One signature that verified for the image's digest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptedSignature {
-    /// `sha256:` of the key's SPKI DER.
+    /// `sha256:` of the key's SPKI DER (sigstore), or `keyring sha256:` of
+    /// the keyring's bytes (GPG).
     pub key: String,
     /// The docker reference the signature names.
     pub identity: String,
@@ -47,14 +52,18 @@ pub struct Admission {
 /// (an import, or an image stored before records existed).
 pub const UNSIGNED: &str = "accepted unsigned";
 
-/// Whether deciding for `reqs` needs the registry's signatures: only when
-/// a `sigstoreSigned` requirement is there and nothing refuses outright.
-pub fn needs_signatures(reqs: &[Requirement]) -> bool {
-    reqs.iter()
-        .any(|r| matches!(r, Requirement::SigstoreSigned { .. }))
-        && !reqs
-            .iter()
-            .any(|r| matches!(r, Requirement::Reject | Requirement::SignedBy { .. }))
+/// Which signatures deciding for `reqs` needs: `(sigstore attachments,
+/// GPG lookaside signatures)`; none when a `reject` refuses outright.
+pub fn needs_signatures(reqs: &[Requirement]) -> (bool, bool) {
+    if reqs.iter().any(|r| matches!(r, Requirement::Reject)) {
+        return (false, false);
+    }
+    (
+        reqs.iter()
+            .any(|r| matches!(r, Requirement::SigstoreSigned { .. })),
+        reqs.iter()
+            .any(|r| matches!(r, Requirement::SignedBy { .. })),
+    )
 }
 
 /// The image being decided on.
@@ -67,14 +76,14 @@ pub struct Subject<'a> {
     pub intended: Option<&'a Ref>,
 }
 
-/// Decides on `subject` under `reqs` (found under `scope`). `signed(keys)`
-/// gives the signatures by those keys valid for the digest, or why there is
-/// none.
+/// Decides on `subject` under `reqs` (found under `scope`). `signed(req)`
+/// gives the signatures by the keys of the signed requirement `req` valid
+/// for the digest, or why there is none.
 pub fn evaluate(
     subject: &Subject<'_>,
     scope: &str,
     reqs: &[Requirement],
-    mut signed: impl FnMut(&[KeySource]) -> Result<Result<Vec<AcceptedSignature>, String>, TrustError>,
+    mut signed: impl FnMut(&Requirement) -> Result<Result<Vec<AcceptedSignature>, String>, TrustError>,
 ) -> Result<Admission, TrustError> {
     let refuse = |req: &Requirement, reason: String| TrustError::Refused {
         image: subject.name.to_string(),
@@ -90,14 +99,9 @@ pub fn evaluate(
             Requirement::Reject => {
                 return Err(refuse(req, "the policy rejects every image here".into()))
             }
-            Requirement::SignedBy { .. } => {
-                return Err(refuse(
-                    req,
-                    "GPG simple signing is not verified by husk yet".into(),
-                ))
-            }
-            Requirement::SigstoreSigned { keys, identity } => {
-                let found = signed(keys)?.map_err(|why| refuse(req, why))?;
+            Requirement::SigstoreSigned { identity, .. }
+            | Requirement::SignedBy { identity, .. } => {
+                let found = signed(req)?.map_err(|why| refuse(req, why))?;
                 let Some(intended) = subject.intended else {
                     return Err(refuse(
                         req,
@@ -134,7 +138,7 @@ pub fn evaluate(
         admitted_by: if admitting.is_empty() {
             UNSIGNED.to_string()
         } else {
-            format!("sigstoreSigned by key {}", admitting.join(", "))
+            format!("signed by {}", admitting.join(", "))
         },
         signatures: all,
     })
@@ -161,10 +165,20 @@ pub fn recheck(
         intended: intended.as_ref(),
     };
     let recorded = record.map(|a| a.signatures.as_slice()).unwrap_or_default();
-    evaluate(&subject, &scope, reqs, |keys| {
+    evaluate(&subject, &scope, reqs, |req| {
         let mut fingerprints = Vec::new();
-        for k in keys {
-            fingerprints.push(k.load()?.fingerprint());
+        match req {
+            Requirement::SigstoreSigned { keys, .. } => {
+                for k in keys {
+                    fingerprints.push(k.load()?.fingerprint());
+                }
+            }
+            Requirement::SignedBy { keys, .. } => {
+                for k in keys {
+                    fingerprints.push(k.keyring_id()?);
+                }
+            }
+            _ => {}
         }
         let by: Vec<AcceptedSignature> = recorded
             .iter()
@@ -211,7 +225,7 @@ mod tests {
             .unwrap()
             .fingerprint();
         let signed = Admission {
-            admitted_by: format!("sigstoreSigned by key {fp}"),
+            admitted_by: format!("signed by {fp}"),
             signatures: vec![AcceptedSignature {
                 key: fp.clone(),
                 identity: "reg.io/app:1".into(),
@@ -256,8 +270,8 @@ mod tests {
             keys: vec![],
             identity: crate::trust::identity::SignedIdentity::MatchExact,
         };
-        assert!(needs_signatures(std::slice::from_ref(&s)));
-        assert!(!needs_signatures(&[InsecureAcceptAnything]));
-        assert!(!needs_signatures(&[s, Reject]));
+        assert_eq!(needs_signatures(std::slice::from_ref(&s)), (true, false));
+        assert_eq!(needs_signatures(&[InsecureAcceptAnything]), (false, false));
+        assert_eq!(needs_signatures(&[s, Reject]), (false, false));
     }
 }

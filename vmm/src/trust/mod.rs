@@ -8,9 +8,11 @@
 //! - [`identity`]: `signedIdentity`, which signed names satisfy a requirement.
 //! - [`key`]: public keys as PEM, read without any cryptography (form and
 //!   fingerprint), so that the `husk` binary can check records.
-//! - [`sigstore`]: cosign-format signature verification (ECDSA P-256).
-//!   Only the `husk-pull` helper calls it: the `husk` binary is also every
-//!   pod's VMM, and keeps no verification code (its memory is a target).
+//! - [`sigstore`]: cosign-format signature verification (ECDSA P-256), and
+//!   [`simple_signing`]: GPG "simple signing" (OpenPGP, rPGP), with
+//!   [`registries_d`] saying where GPG signatures are stored. Only the
+//!   `husk-pull` helper calls them: the `husk` binary is also every pod's
+//!   VMM, and keeps no verification code (its memory is a target).
 //! - [`admission`]: the decision, and the record of it kept with each stored
 //!   image, which `husk run` checks again against the policy of the moment.
 //! - [`edit`]: `husk trust`'s atomic edits of `<root>/policy.json`.
@@ -20,7 +22,9 @@ pub mod edit;
 pub mod identity;
 pub mod key;
 pub mod policy;
+pub mod registries_d;
 pub mod sigstore;
+pub mod simple_signing;
 
 pub use admission::{recheck, AcceptedSignature, Admission};
 pub use policy::{Policy, Requirement};

@@ -10,10 +10,8 @@
 //! skipped (a skipped requirement would admit what the author meant to
 //! refuse). Requirements husk cannot evaluate (`sigstoreSigned` with
 //! `fulcio` or `rekorPublicKey*`, `signedIdentity` `remapIdentity`) are
-//! refused when the file is read, for the same reason. `signedBy` (GPG) is
-//! read, so that a system policy using it elsewhere still loads, and an
-//! image whose scope asks for it is refused: husk does not verify GPG
-//! signatures yet.
+//! refused when the file is read, for the same reason. `signedBy` (GPG
+//! simple signing) takes `keyType: GPGKeys` only.
 //!
 //! Only the `docker` transport's scopes apply to what husk pulls; other
 //! transports' requirements are parsed (and so checked) but never used.
@@ -34,6 +32,8 @@ use crate::image::reference::{self, Ref};
 
 /// The largest policy file read.
 pub const MAX_POLICY: u64 = 1 << 20;
+/// The largest GPG keyring read.
+pub const MAX_KEYRING: u64 = 1 << 20;
 /// The system-wide policy, shared with podman and skopeo.
 pub const SYSTEM_POLICY: &str = "/etc/containers/policy.json";
 
@@ -57,6 +57,37 @@ impl KeySource {
         }
     }
 
+    /// The bytes of a keyring (`signedBy`), at most [`MAX_KEYRING`].
+    pub fn keyring_bytes(&self) -> Result<Vec<u8>, TrustError> {
+        match self {
+            KeySource::Path(p) => {
+                super::read_bounded(p, MAX_KEYRING).map_err(|e| TrustError::Key {
+                    what: p.display().to_string(),
+                    message: e.to_string(),
+                })
+            }
+            KeySource::Data(d) => Ok(d.clone()),
+        }
+    }
+
+    /// How a `signedBy` record names a keyring: `keyring sha256:<hex of its
+    /// bytes>` (see [`super::admission`] for why not key fingerprints).
+    pub fn keyring_id(&self) -> Result<String, TrustError> {
+        use sha2::{Digest as _, Sha256};
+        let hex: String = Sha256::digest(self.keyring_bytes()?)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(format!("keyring sha256:{hex}"))
+    }
+
+    fn describe_keyring(&self) -> String {
+        match self {
+            KeySource::Path(p) => p.display().to_string(),
+            KeySource::Data(_) => "keyData".into(),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             KeySource::Path(p) => p.display().to_string(),
@@ -72,8 +103,10 @@ impl KeySource {
 pub enum Requirement {
     InsecureAcceptAnything,
     Reject,
-    /// GPG "simple signing" (read, not yet verified by husk).
+    /// GPG "simple signing": a signature in the registry's lookaside
+    /// storage by a key of any of the keyrings `keys`.
     SignedBy {
+        keys: Vec<KeySource>,
         identity: SignedIdentity,
     },
     /// A cosign-format signature by any of `keys`.
@@ -89,7 +122,14 @@ impl Requirement {
         match self {
             Requirement::InsecureAcceptAnything => "insecureAcceptAnything".into(),
             Requirement::Reject => "reject".into(),
-            Requirement::SignedBy { .. } => "signedBy (GPG)".into(),
+            Requirement::SignedBy { keys, identity } => format!(
+                "signedBy GPG keys in {} ({})",
+                keys.iter()
+                    .map(KeySource::describe_keyring)
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                identity.describe()
+            ),
             Requirement::SigstoreSigned { keys, identity } => format!(
                 "sigstoreSigned by {} ({})",
                 keys.iter()
@@ -263,8 +303,9 @@ fn requirement(v: &Value) -> Result<Requirement, String> {
                 Some(other) => return Err(format!("signedBy: unsupported keyType {other:?}")),
                 None => return Err("signedBy: keyType is missing".into()),
             }
-            keys(obj, ty, &["keyPath", "keyPaths", "keyData"])?;
+            let keys = keys(obj, ty, &["keyPath", "keyPaths", "keyData"])?;
             Ok(Requirement::SignedBy {
+                keys,
                 identity: identity()?,
             })
         }

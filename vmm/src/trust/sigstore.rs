@@ -30,7 +30,7 @@ use super::TrustError;
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 /// The annotation holding the base64 signature.
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
-/// `critical.type` of a payload.
+/// `critical.type` of a sigstore payload.
 const PAYLOAD_TYPE: &str = "cosign container image signature";
 
 /// One signature as the registry holds it (untrusted until verified).
@@ -100,7 +100,7 @@ impl Verifier {
             .find(|(_, vk)| vk.verify(&sig.payload, &ecdsa).is_ok())
             .map(|(fp, _)| fp.clone())
             .ok_or_else(|| "no signature verifies with the policy's keys".to_string())?;
-        let (manifest_digest, docker_reference) = parse_payload(&sig.payload)?;
+        let (manifest_digest, docker_reference) = parse_payload(&sig.payload, PAYLOAD_TYPE)?;
         Ok(Claims {
             manifest_digest,
             docker_reference,
@@ -140,8 +140,10 @@ struct Identity {
     reference: String,
 }
 
-/// `(manifest digest, docker reference)` of a (verified) payload.
-fn parse_payload(bytes: &[u8]) -> Result<(String, String), String> {
+/// `(manifest digest, docker reference)` of a (verified) simple-signing
+/// payload whose `critical.type` must be `ty` (sigstore's, or GPG's
+/// `atomic container signature`: the format is otherwise the same).
+pub(super) fn parse_payload(bytes: &[u8], ty: &str) -> Result<(String, String), String> {
     let p: Payload =
         serde_json::from_slice(bytes).map_err(|e| format!("a signed payload is malformed: {e}"))?;
     match &p.optional {
@@ -155,9 +157,9 @@ fn parse_payload(bytes: &[u8]) -> Result<(String, String), String> {
         }
         _ => return Err("a signed payload's \"optional\" is not an object".into()),
     }
-    if p.critical.ty != PAYLOAD_TYPE {
+    if p.critical.ty != ty {
         return Err(format!(
-            "a signed payload has type {:?}, not {PAYLOAD_TYPE:?}",
+            "a signed payload has type {:?}, not {ty:?}",
             p.critical.ty
         ));
     }
@@ -175,11 +177,11 @@ mod tests {
             r#"{{"critical":{{"identity":{{"docker-reference":"reg.io/a:1"}},"image":{{"docker-manifest-digest":"{d}"}},"type":"cosign container image signature"}},"optional":null}}"#
         );
         assert_eq!(
-            parse_payload(good.as_bytes()).unwrap(),
+            parse_payload(good.as_bytes(), PAYLOAD_TYPE).unwrap(),
             (d.clone(), "reg.io/a:1".to_string())
         );
         let with_optional = good.replace("null", r#"{"creator":"x","timestamp":1,"other":[1]}"#);
-        assert!(parse_payload(with_optional.as_bytes()).is_ok());
+        assert!(parse_payload(with_optional.as_bytes(), PAYLOAD_TYPE).is_ok());
         for bad in [
             good.replace(",\"optional\":null", ""),
             good.replace("cosign container image signature", "other"),
@@ -192,7 +194,10 @@ mod tests {
             ),
             "[]".to_string(),
         ] {
-            assert!(parse_payload(bad.as_bytes()).is_err(), "{bad}");
+            assert!(
+                parse_payload(bad.as_bytes(), PAYLOAD_TYPE).is_err(),
+                "{bad}"
+            );
         }
     }
 
