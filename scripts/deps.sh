@@ -14,7 +14,7 @@ if [ ${#packages[@]} -eq 0 ]; then
     libelf-dev libssl-dev cpio xz-utils
     python3 time                            # initramfs packing, benchmarks
     docker-registry skopeo apache2-utils    # registry pull tests (registry, push, htpasswd)
-    openssl                                 # test certificates; trust tests: P-256 keys, openssl dgst signatures
+    openssl gnupg                           # test certificates; trust tests: P-256 keys, openssl dgst signatures, GPG keys
     passt                                   # user-mode networking for pods (--network user)
     nftables                                # the host-side filter of a user pod's network, TAP NAT
     iproute2                                # --network tap: ip, tc (bridge, veth, mirred)

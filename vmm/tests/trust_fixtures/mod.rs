@@ -2,7 +2,11 @@
 //! key pairs by openssl (wrapped for skopeo as cosign wraps them), a
 //! `docker-registry` on 127.0.0.1 with the few raw HTTP exchanges the tests
 //! need to tamper with signatures, skopeo (pushing, signing, judging), and
-//! signatures by `openssl dgst` where skopeo cannot sign (see `image_trust.rs`).
+//! signatures by `openssl dgst` where skopeo cannot sign (see `image_trust.rs`),
+//! and `husk` itself. Shared by `image_trust.rs` and `image_trust_gpg.rs`,
+//! each of which uses a part of it.
+
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -443,4 +447,99 @@ impl Skopeo {
         );
         Some(Err(err.trim().to_string()))
     }
+}
+
+pub struct Husk {
+    pub root: PathBuf,
+}
+
+impl Husk {
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_husk"))
+            .args(args)
+            .env("HUSK_ROOT", &self.root)
+            .env("HOME", &self.root)
+            .env("HUSK_KERNEL", "/nonexistent/husk-test-kernel")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// husk's verdict on `image` under `policy`: Ok, or its one-line refusal.
+    pub fn verdict(&self, policy: &Path, image: &str) -> Result<(), String> {
+        let (rc, _, err) = self.run(&["pull", "-q", "--policy", policy.to_str().unwrap(), image]);
+        match rc {
+            0 => Ok(()),
+            119 => {
+                assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+                assert!(err.starts_with("husk: "), "{err}");
+                Err(err.trim().to_string())
+            }
+            other => panic!("husk pull {image}: status {other}: {err}"),
+        }
+    }
+
+    /// `husk run IMAGE` is refused by the trust policy saying `refused`
+    /// (or, with None, is not). `husk run` checks KVM before the image, so
+    /// where KVM cannot run pods (this host's PVM) the same check is made
+    /// through the library, on the same store record and the same policy.
+    pub fn assert_run(&self, image: &str, refused: Option<&str>) {
+        let (rc, _, err) = self.run(&["run", "--rm", image, "--", "true"]);
+        if rc != 124 {
+            match refused {
+                Some(why) => {
+                    assert_eq!(rc, 119, "{err}");
+                    assert!(err.contains(why), "{why}: {err}");
+                }
+                None => assert_ne!(rc, 119, "{err}"),
+            }
+            return;
+        }
+        let record = self
+            .images()
+            .into_iter()
+            .find(|i| i["name"] == image)
+            .expect("the image is stored");
+        let admission: Option<husk_vmm::trust::Admission> =
+            serde_json::from_value(record["admission"].clone()).unwrap();
+        let policy = husk_vmm::trust::Policy::load(&self.root).unwrap();
+        let digest = record["manifest_digest"].as_str().unwrap();
+        let verdict = husk_vmm::trust::recheck(&policy, image, digest, admission.as_ref());
+        match refused {
+            Some(why) => {
+                let e = verdict.unwrap_err();
+                assert_eq!(e.kind().exit_status(), 119);
+                assert!(e.to_string().contains(why), "{why}: {e}");
+            }
+            None => verdict.unwrap(),
+        }
+    }
+
+    pub fn images(&self) -> Vec<serde_json::Value> {
+        let (rc, out, err) = self.run(&["images", "--json"]);
+        assert_eq!(rc, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// Every file in the store's blobs and temp directories.
+    pub fn stored_files(&self) -> usize {
+        ["images/blobs/sha256", "images/tmp"]
+            .iter()
+            .map(|d| std::fs::read_dir(self.root.join(d)).map_or(0, |r| r.count()))
+            .sum()
+    }
+}
+
+/// `{"default": reject, "transports": {"docker": scopes}}`.
+pub fn write_policy(path: &Path, scopes: serde_json::Value) {
+    let p = serde_json::json!({
+        "default": [{"type": "reject"}],
+        "transports": {"docker": scopes},
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
 }
