@@ -19,11 +19,21 @@ pub struct TrustArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
-    /// Require images in SCOPE to carry a sigstore (cosign) signature by a key.
+    /// Require images in SCOPE to carry a sigstore (cosign) signature by a
+    /// key, or a GPG simple signature by a key of a keyring.
     Add {
         /// The public key (PEM, ECDSA P-256, as cosign or skopeo generate it).
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "gpg_key",
+            conflicts_with = "gpg_key"
+        )]
+        sigstore_key: Option<PathBuf>,
+        /// A GPG public keyring (`gpg --export`, armored or not); signatures
+        /// are looked for in the lookaside storage registries.d names.
         #[arg(long, value_name = "FILE")]
-        sigstore_key: PathBuf,
+        gpg_key: Option<PathBuf>,
         /// A registry (reg.io, 127.0.0.1:5000), namespace or repository
         /// (reg.io/ns/app), an image with its tag, or *.domain.
         scope: String,
@@ -69,8 +79,35 @@ fn execute(cmd: TrustCommand) -> Result<String, TrustError> {
     let change = match cmd {
         TrustCommand::List => return Ok(edit::list(&Policy::load(&root)?)),
         TrustCommand::Add {
-            sigstore_key,
+            sigstore_key: None,
+            gpg_key: Some(file),
             scope,
+        } => {
+            let keyring = crate::trust::read_bounded(&file, policy::MAX_KEYRING)
+                .map_err(TrustError::io(format!("cannot read {}", file.display())))?;
+            if !edit::looks_like_keyring(&keyring) {
+                return Err(TrustError::Key {
+                    what: file.display().to_string(),
+                    message: "not an OpenPGP public keyring (gpg --export, armored or not)".into(),
+                });
+            }
+            let path = edit::apply(
+                &root,
+                &Change::AddGpgKey {
+                    scope: scope.clone(),
+                    keyring,
+                },
+            )?;
+            return Ok(format!(
+                "{scope}: requires a GPG signature by a key of {} ({})\n",
+                file.display(),
+                path.display()
+            ));
+        }
+        TrustCommand::Add {
+            sigstore_key: Some(sigstore_key),
+            scope,
+            ..
         } => {
             // Read and checked here so that an error names the file.
             let k = key::read_file(&sigstore_key)?;
@@ -94,6 +131,11 @@ fn execute(cmd: TrustCommand) -> Result<String, TrustError> {
             accept: matches!(action, DefaultAction::Accept),
         },
         TrustCommand::Rm { scope } => Change::Remove { scope },
+        TrustCommand::Add { .. } => {
+            return Err(TrustError::Usage(
+                "husk trust add takes --sigstore-key FILE or --gpg-key FILE".into(),
+            ))
+        }
     };
     let path = edit::apply(&root, &change)?;
     let policy = Policy::load_file(&path)?;
@@ -108,7 +150,7 @@ fn execute(cmd: TrustCommand) -> Result<String, TrustError> {
                 .join(" and ")
         ),
         Change::Remove { scope } => format!("{scope}: removed"),
-        Change::AddSigstoreKey { scope, .. } => scope.clone(),
+        Change::AddSigstoreKey { scope, .. } | Change::AddGpgKey { scope, .. } => scope.clone(),
     };
     Ok(format!("{what} ({})\n", path.display()))
 }

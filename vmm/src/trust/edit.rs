@@ -13,9 +13,12 @@
 //!
 //! Keys are copied into the policy as `keyData` (validated first), so that
 //! the policy does not change when a key file is later replaced. A second
-//! key for the same scope turns the requirement's `keyData` into
+//! sigstore key for the same scope turns the requirement's `keyData` into
 //! `keyDatas` (either key admits), a form newer containers/image releases
-//! read too.
+//! read too; a GPG keyring replaces the scope's requirement (export every
+//! key the scope should trust into one keyring). A GPG keyring is checked
+//! for form only here (armor, or a public-key packet first): the `husk`
+//! binary has no OpenPGP parser; `husk-pull` parses it fully.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -35,6 +38,8 @@ use super::TrustError;
 pub enum Change {
     /// Require a sigstore signature by the key (PEM) for `scope`.
     AddSigstoreKey { scope: String, pem: Vec<u8> },
+    /// Require a GPG signature by a key of the keyring for `scope`.
+    AddGpgKey { scope: String, keyring: Vec<u8> },
     /// Set the default: accept anything (true) or reject (false).
     Default { accept: bool },
     /// Remove the docker scope's requirements.
@@ -95,12 +100,22 @@ fn edit(doc: &mut Value, change: &Change, path: &Path) -> Result<(), TrustError>
                 )));
             }
         }
-        Change::AddSigstoreKey { scope, pem } => {
-            if !policy::valid_docker_scope(scope) {
-                return Err(TrustError::Usage(format!(
-                    "invalid scope {scope:?}: give a registry (reg.io, 127.0.0.1:5000), a namespace or repository (reg.io/ns/app), an image with its tag, or *.domain"
-                )));
+        Change::AddGpgKey { scope, keyring } => {
+            check_scope(scope)?;
+            if !looks_like_keyring(keyring) {
+                return Err(TrustError::Key {
+                    what: "file".into(),
+                    message: "not an OpenPGP public keyring (gpg --export, armored or not)".into(),
+                });
             }
+            let data = base64::engine::general_purpose::STANDARD.encode(keyring);
+            docker_scopes(top).insert(
+                scope.clone(),
+                json!([{ "type": "signedBy", "keyType": "GPGKeys", "keyData": data }]),
+            );
+        }
+        Change::AddSigstoreKey { scope, pem } => {
+            check_scope(scope)?;
             let key = PublicKey::from_pem(pem).map_err(|message| TrustError::Key {
                 what: "file".into(),
                 message,
@@ -119,6 +134,31 @@ fn edit(doc: &mut Value, change: &Change, path: &Path) -> Result<(), TrustError>
         }
     }
     Ok(())
+}
+
+fn check_scope(scope: &str) -> Result<(), TrustError> {
+    if policy::valid_docker_scope(scope) {
+        Ok(())
+    } else {
+        Err(TrustError::Usage(format!(
+            "invalid scope {scope:?}: give a registry (reg.io, 127.0.0.1:5000), a namespace or repository (reg.io/ns/app), an image with its tag, or *.domain"
+        )))
+    }
+}
+
+/// Whether `bytes` look like an OpenPGP public keyring: an armored public
+/// key block, or a binary one starting with a public-key packet (tag 6, in
+/// the old or the new packet format).
+pub fn looks_like_keyring(bytes: &[u8]) -> bool {
+    let text_start = bytes.iter().position(|b| !b.is_ascii_whitespace());
+    if text_start.is_some_and(|i| bytes[i..].starts_with(b"-----BEGIN PGP PUBLIC KEY BLOCK-----")) {
+        return true;
+    }
+    match bytes.first() {
+        Some(&b) if b & 0xc0 == 0xc0 => b & 0x3f == 6,
+        Some(&b) if b & 0xc0 == 0x80 => (b >> 2) & 0x0f == 6,
+        _ => false,
+    }
 }
 
 /// `transports.docker`, made if missing.
@@ -318,6 +358,23 @@ CVKPqHFlD2qMNbxgoDiKjzrELN8v94njDFg7ZSXGNt9j6gdPsJfBou3dQg==
         assert!(matches!(
             edit(&mut doc, &bad_scope, p),
             Err(TrustError::Usage(_))
+        ));
+        let gpg = Change::AddGpgKey {
+            scope: "reg.io/gpg".into(),
+            keyring: vec![0x99, 0x01, 0x0d],
+        };
+        edit(&mut doc, &gpg, p).unwrap();
+        assert_eq!(
+            doc["transports"]["docker"]["reg.io/gpg"][0]["type"],
+            "signedBy"
+        );
+        let not_gpg = Change::AddGpgKey {
+            scope: "reg.io/gpg".into(),
+            keyring: TEST_PEM.into(),
+        };
+        assert!(matches!(
+            edit(&mut doc, &not_gpg, p),
+            Err(TrustError::Key { .. })
         ));
         let bad_key = Change::AddSigstoreKey {
             scope: "reg.io".into(),
