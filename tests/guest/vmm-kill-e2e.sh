@@ -12,6 +12,9 @@
 # stuck. Prints `iter N MOMENT ok` or `iter N MOMENT FAILED: why` per iteration, then
 # `case vmm-kill-loop ok` (or FAILED) with the iterations run and the time taken. FIRST (default
 # 1) resumes a loop whose testbed froze (tests/tests/vmm_kill_e2e.rs) at the iteration it was in.
+# Pods run with `--network none`: the subject is the VMM's death, and a passt plus its nftables
+# table per pod would double an iteration's time in the nested testbed (net_e2e covers a user pod
+# whose supervisor and VMM are killed).
 # A guest that crashes by itself (a triple or double fault: the nested testbed's flaw, which the
 # other suites retry once) ends the loop with `case vmm-kill-loop guest-crashed (iteration N)`.
 # Usage: vmm-kill-e2e.sh HUSK SCRATCH_DIR [ITERATIONS [FIRST]]   (default 30, 1)
@@ -63,7 +66,7 @@ while [ $it -le "$N" ]; do
     case $((it % 3)) in
     1)
         moment=boot
-        lim $V $H run -d --name $name busybox sleep 1000 >"$D/run.out" 2>"$D/run.err" & rpid=$!
+        lim $V $H run -d --network none --name $name busybox sleep 1000 >"$D/run.out" 2>"$D/run.err" & rpid=$!
         if vmm=$(vmm_of $name); then
             # Spread the kill over the boot: 0, 0.25, ... 1 s after the VMM started.
             sleep "$(( (it / 3) % 5 / 4 )).$(( (it / 3) % 5 % 4 * 25 ))"
@@ -85,7 +88,7 @@ while [ $it -le "$N" ]; do
         ;;
     2)
         moment=app
-        if lim $V $H run -d --name $name busybox sh -c 'echo up; sleep 1000' >/dev/null 2>"$D/run.err"; then
+        if lim $V $H run -d --network none --name $name busybox sh -c 'echo up; sleep 1000' >/dev/null 2>"$D/run.err"; then
             wait_log $name up
             vmm=$(vmm_of $name) && kill -9 "$vmm" || why="$why no VMM pid"
             reported=
@@ -97,7 +100,7 @@ while [ $it -le "$N" ]; do
         ;;
     0)
         moment=exec
-        if lim $V $H run -d --name $name busybox sleep 1000 >/dev/null 2>"$D/run.err"; then
+        if lim $V $H run -d --network none --name $name busybox sleep 1000 >/dev/null 2>"$D/run.err"; then
             lim $Q $H exec $name sh -c 'echo in-exec; sleep 1000' >"$D/exec.out" 2>&1 & epid=$!
             wait_for in-exec "$D/exec.out"
             vmm=$(vmm_of $name) && kill -9 "$vmm" || why="$why no VMM pid"
@@ -120,7 +123,7 @@ while [ $it -le "$N" ]; do
         echo "$psa" | grep -q " $name .*Failed: .*$REASON" || why="$why ps -a: $psa"
         echo "$insp" | grep -q "$REASON" || why="$why inspect: $(echo "$insp" | grep -E '"(state|reason)"')"
     fi
-    out=$(lim $V $H run --rm busybox echo next-$it 2>&1); rc=$?
+    out=$(lim $V $H run --rm --network none busybox echo next-$it 2>&1); rc=$?
     if [ "$out" != "next-$it" ] || [ $rc -ne 0 ]; then
         # What the next pod's guest printed last tells a hung guest from a hung host side.
         why="$why next pod: rc=$rc $out; its console: $(tail -n 15 "$HUSK_ROOT"/pods/*/console.log 2>/dev/null)"
