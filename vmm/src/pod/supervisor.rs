@@ -14,8 +14,6 @@
 //! (Docker's sig-proxy) and SIGWINCH resizes its terminal; detached or for
 //! a multi-app pod, SIGINT and SIGHUP stop the pod like SIGTERM.
 
-use std::fs::File;
-use std::io::Write;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +28,9 @@ use signal_hook::iterator::Signals;
 
 use super::attach::{self, Attach};
 use super::cgroup::{CgroupRecord, Limits, PodCgroup};
+use super::logs::console::{self, ConsoleLog};
+use super::logs::cri::{AppLogWriter, Stream};
+use super::logs::rotate::RotatingFile;
 use super::spec::{App, PodConfig, UserNsChoice};
 use super::state::{now_secs, AppStatus, PodDir, PodState, PodStatus};
 use super::vm::{self, GuestArtifacts};
@@ -42,7 +43,7 @@ use crate::jail::vmm::UserNs;
 use crate::net::guard::NetGuard;
 use crate::net::passt::PasstOptions;
 use crate::net::NetworkMode;
-use crate::vm_config::{DeviceSpec, FrameSocket, HostLimits, NetSpec};
+use crate::vm_config::{ConsoleFd, ConsoleOutput, DeviceSpec, FrameSocket, HostLimits, NetSpec};
 
 /// Where the pod's image blobs are mounted in the guest.
 const GUEST_BLOBS: &str = "/run/husk/blobs";
@@ -339,6 +340,14 @@ impl Running<'_> {
                 socket: FrameSocket(Arc::new(socket)),
             }));
         }
+        // The console goes through a pipe to a thread of ours (rotation and
+        // rate limit: see logs::console), started once the VMM is forked.
+        let console_path = self.pod.console_path();
+        let console_log = ConsoleLog::create(&console_path, self.log_opts().console_limit())
+            .map_err(|e| PodError::io(&console_path, e))?;
+        let (console_read, console_write) =
+            console::pipe().map_err(|e| PodError::io(&console_path, e))?;
+        config.console = ConsoleOutput::Fd(ConsoleFd(Arc::new(console_write)));
         let jail = match (&self.config.no_jail, &self.config.user_ns) {
             (true, _) => Jail::Off,
             (false, Some(UserNsChoice::Mapped(ids))) => Jail::On(Some(UserNs {
@@ -348,6 +357,7 @@ impl Running<'_> {
             (false, _) => Jail::On(None),
         };
         let child = vm::spawn_vmm(self.pod, config, host, jail, self.cgroup.as_ref())?;
+        std::thread::spawn(move || console_log.pump(console_read));
         self.vmm_pid = Some(child.id() as i32);
         self.status.vmm_pid = self.vmm_pid;
         self.save()?;
@@ -461,6 +471,11 @@ impl Running<'_> {
         }
     }
 
+    /// The pod's log settings (an older husk's pod: the defaults).
+    fn log_opts(&self) -> super::logs::LogOpts {
+        self.config.logs.unwrap_or_default()
+    }
+
     fn spawn_output_thread(
         &self,
         index: usize,
@@ -469,10 +484,9 @@ impl Running<'_> {
     ) -> Result<(), PodError> {
         let app = &self.config.apps[index];
         let log_path = self.pod.log_path(&app.name);
-        let log = crate::private::file_options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
+        let opts = self.log_opts();
+        let log = RotatingFile::open(&log_path, opts.max_size, opts.max_file)
+            .map(AppLogWriter::new)
             .map_err(|e| PodError::io(&log_path, e))?;
         let sinks = attach::sinks(
             self.attach.as_ref(),
@@ -694,7 +708,7 @@ fn spawn_vmm_watcher(mut vmm: VmmProcess, tx: Sender<Event>) {
 fn copy_output(
     index: usize,
     process: Process,
-    mut log: File,
+    mut log: AppLogWriter,
     mut sinks: attach::Sinks,
     tx: &Sender<Event>,
 ) {
@@ -710,12 +724,13 @@ fn copy_output(
             }
         };
         match event {
+            // A log that cannot be written (a full disk) loses output, never the app.
             ProcEvent::Stdout(b) => {
-                let _ = log.write_all(&b);
+                let _ = log.write(Stream::Stdout, &b);
                 sinks.stdout(&b);
             }
             ProcEvent::Stderr(b) => {
-                let _ = log.write_all(&b);
+                let _ = log.write(Stream::Stderr, &b);
                 sinks.stderr(&b);
             }
             ProcEvent::Eof(_) => {}
