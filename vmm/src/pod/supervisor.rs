@@ -94,6 +94,10 @@ struct Running<'a> {
     passt: Option<crate::net::passt::Passt>,
     /// passt's host-side filter ([`crate::net::guard`]), until it is removed.
     net_guard: Option<NetGuard>,
+    /// Says when the console's copier has written everything (the VMM's
+    /// end of the pipe closed), so the last of it is on disk before the
+    /// pod's state says it ended.
+    console_done: Option<Receiver<()>>,
 }
 
 /// Runs the pod to its end; returns each app's status, in config order.
@@ -120,6 +124,7 @@ pub fn supervise(
         cgroup: None,
         passt: None,
         net_guard: None,
+        console_done: None,
     };
     run.status.apps = config
         .apps
@@ -169,6 +174,7 @@ impl Running<'_> {
         }
         // The pod ends: its volumes' tmpfs and its cgroup go before anyone
         // can read so.
+        self.console_written();
         super::volumes::release(&self.pod.path);
         self.remove_cgroup();
         self.status.state = PodState::Failed;
@@ -357,7 +363,12 @@ impl Running<'_> {
             (false, _) => Jail::On(None),
         };
         let child = vm::spawn_vmm(self.pod, config, host, jail, self.cgroup.as_ref())?;
-        std::thread::spawn(move || console_log.pump(console_read));
+        let (done_tx, done_rx) = channel();
+        std::thread::spawn(move || {
+            console_log.pump(console_read);
+            let _ = done_tx.send(());
+        });
+        self.console_done = Some(done_rx);
         self.vmm_pid = Some(child.id() as i32);
         self.status.vmm_pid = self.vmm_pid;
         self.save()?;
@@ -468,6 +479,15 @@ impl Running<'_> {
                 let _ = vmm.wait();
                 e
             }
+        }
+    }
+
+    /// Waits (briefly: the VMM is gone, so the pipe is at its end) until
+    /// the console's copier has written what the VMM sent last, with the
+    /// drop marker if one is due.
+    fn console_written(&mut self) {
+        if let Some(done) = self.console_done.take() {
+            let _ = done.recv_timeout(Duration::from_secs(2));
         }
     }
 
@@ -661,6 +681,7 @@ impl Running<'_> {
             }
         }
         self.vmm_pid = None;
+        self.console_written();
         super::volumes::release(&self.pod.path);
         self.remove_cgroup();
         self.status.state = PodState::Exited;
