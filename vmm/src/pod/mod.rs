@@ -21,6 +21,7 @@ pub mod create;
 pub mod ids;
 pub mod logs;
 pub mod manifest;
+pub mod output;
 pub mod spec;
 pub mod state;
 pub mod supervisor;

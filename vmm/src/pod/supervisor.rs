@@ -4,9 +4,9 @@
 //! has every app's image unpacked and its container created, then waits on
 //! one channel for what can happen next: an app exits, a signal arrives,
 //! the VMM dies. Each app's output is copied by a thread of its own to the
-//! app's log (and, attached, to the terminal); output credit is granted
-//! only as those writes complete, so a slow terminal slows the app instead
-//! of growing a buffer. Only this thread writes `status.json`.
+//! app's log (and, attached, to the terminal: [`super::output`]), the guest
+//! console by another to `console.log` ([`super::logs::console`]). Only this
+//! thread writes `status.json`.
 //!
 //! Signals: SIGTERM (`husk stop`) stops every app — SIGTERM, the grace
 //! period, SIGKILL — and then the pod. Attached to a one-app `husk run`,
@@ -18,7 +18,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use husk_agent_client::{timeouts, ClientError, ProcEvent, Process, Session};
+use husk_agent_client::{timeouts, ClientError, Process, Session};
 use husk_proto::{
     ContainerSpec, ErrorKind, ExitStatus, MountSpec, ProcessSpec, Request, Resources, SpecialFiles,
     TtySize, UnpackSpec,
@@ -28,9 +28,10 @@ use signal_hook::iterator::Signals;
 
 use super::attach::{self, Attach};
 use super::cgroup::{CgroupRecord, Limits, PodCgroup};
-use super::logs::console::{self, ConsoleLog};
-use super::logs::cri::{AppLogWriter, Stream};
+use super::logs::console::PodConsole;
+use super::logs::cri::AppLogWriter;
 use super::logs::rotate::RotatingFile;
+use super::output::Ended;
 use super::spec::{App, PodConfig, UserNsChoice};
 use super::state::{now_secs, AppStatus, PodDir, PodState, PodStatus};
 use super::vm::{self, GuestArtifacts};
@@ -347,13 +348,11 @@ impl Running<'_> {
             }));
         }
         // The console goes through a pipe to a thread of ours (rotation and
-        // rate limit: see logs::console), started once the VMM is forked.
+        // rate limit), started once the VMM is forked.
         let console_path = self.pod.console_path();
-        let console_log = ConsoleLog::create(&console_path, self.log_opts().console_limit())
+        let (console, vmm_end) = PodConsole::open(&console_path, self.log_opts().console_limit())
             .map_err(|e| PodError::io(&console_path, e))?;
-        let (console_read, console_write) =
-            console::pipe().map_err(|e| PodError::io(&console_path, e))?;
-        config.console = ConsoleOutput::Fd(ConsoleFd(Arc::new(console_write)));
+        config.console = ConsoleOutput::Fd(ConsoleFd(Arc::new(vmm_end)));
         let jail = match (&self.config.no_jail, &self.config.user_ns) {
             (true, _) => Jail::Off,
             (false, Some(UserNsChoice::Mapped(ids))) => Jail::On(Some(UserNs {
@@ -363,12 +362,7 @@ impl Running<'_> {
             (false, _) => Jail::On(None),
         };
         let child = vm::spawn_vmm(self.pod, config, host, jail, self.cgroup.as_ref())?;
-        let (done_tx, done_rx) = channel();
-        std::thread::spawn(move || {
-            console_log.pump(console_read);
-            let _ = done_tx.send(());
-        });
-        self.console_done = Some(done_rx);
+        self.console_done = Some(console.start());
         self.vmm_pid = Some(child.id() as i32);
         self.status.vmm_pid = self.vmm_pid;
         self.save()?;
@@ -514,7 +508,17 @@ impl Running<'_> {
             index,
             self.config.apps.len(),
         );
-        std::thread::spawn(move || copy_output(index, process, log, sinks, &tx));
+        std::thread::spawn(move || {
+            let event = match super::output::copy(&process, log, sinks) {
+                Ended::Exited { status, oom_killed } => Event::AppExited {
+                    index,
+                    status,
+                    oom_killed,
+                },
+                Ended::Lost(why) => Event::AppLost { index, why },
+            };
+            let _ = tx.send(event);
+        });
         Ok(())
     }
 
@@ -723,49 +727,6 @@ fn spawn_vmm_watcher(mut vmm: VmmProcess, tx: Sender<Event>) {
             let _ = tx.send(Event::VmmExited(status));
         }
     });
-}
-
-/// Copies one app's output to its log and sinks until it exits.
-fn copy_output(
-    index: usize,
-    process: Process,
-    mut log: AppLogWriter,
-    mut sinks: attach::Sinks,
-    tx: &Sender<Event>,
-) {
-    loop {
-        let event = match process.next_event() {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = tx.send(Event::AppLost {
-                    index,
-                    why: e.to_string(),
-                });
-                return;
-            }
-        };
-        match event {
-            // A log that cannot be written (a full disk) loses output, never the app.
-            ProcEvent::Stdout(b) => {
-                let _ = log.write(Stream::Stdout, &b);
-                sinks.stdout(&b);
-            }
-            ProcEvent::Stderr(b) => {
-                let _ = log.write(Stream::Stderr, &b);
-                sinks.stderr(&b);
-            }
-            ProcEvent::Eof(_) => {}
-            ProcEvent::Exited { status, oom_killed } => {
-                sinks.finish();
-                let _ = tx.send(Event::AppExited {
-                    index,
-                    status,
-                    oom_killed,
-                });
-                return;
-            }
-        }
-    }
 }
 
 /// The pod's hostname: `--hostname`, else its name.

@@ -147,9 +147,41 @@ impl ConsoleLog {
     }
 }
 
+/// A pod's console before its VMM is forked: the log and the pipe's read
+/// end, for a copier thread that may start only after the fork.
+#[derive(Debug)]
+pub struct PodConsole {
+    log: ConsoleLog,
+    read: File,
+}
+
+impl PodConsole {
+    /// Makes the console log at `path` and the pipe; returns the VMM's
+    /// (non-blocking) end with it.
+    pub fn open(
+        path: &Path,
+        limit: ConsoleLimit,
+    ) -> io::Result<(PodConsole, std::os::fd::OwnedFd)> {
+        let log = ConsoleLog::create(path, limit)?;
+        let (read, write) = pipe()?;
+        Ok((PodConsole { log, read }, write))
+    }
+
+    /// Starts the copier; the receiver hears once it has written
+    /// everything (every writer closed the pipe).
+    pub fn start(self) -> std::sync::mpsc::Receiver<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            self.log.pump(self.read);
+            let _ = tx.send(());
+        });
+        rx
+    }
+}
+
 /// A pipe for the console: the read end for [`ConsoleLog::pump`], the
 /// write end (non-blocking, see the module doc) for the VMM.
-pub fn pipe() -> io::Result<(File, std::os::fd::OwnedFd)> {
+fn pipe() -> io::Result<(File, std::os::fd::OwnedFd)> {
     use std::os::fd::{FromRawFd, OwnedFd};
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array it is given,
@@ -226,13 +258,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("console.log");
-        let (read, write) = pipe().unwrap();
-        let c = ConsoleLog::create(&path, ConsoleLimit { rate: 1 << 20 }).unwrap();
-        let t = std::thread::spawn(move || c.pump(read));
+        let (console, write) = PodConsole::open(&path, ConsoleLimit { rate: 1 << 20 }).unwrap();
+        let done = console.start();
         let mut w = File::from(write);
         std::io::Write::write_all(&mut w, b"husk-agent: ready\n").unwrap();
         drop(w);
-        t.join().unwrap();
+        done.recv().unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "husk-agent: ready\n"

@@ -170,7 +170,8 @@ impl FileReader {
 
 /// Prints the log whose live file is `base`. With `follow`, keeps printing
 /// what is written (across rotations) for as long as `follow` says the
-/// writer may still write, then once more what came last.
+/// writer may still write (and `--until` is not past), then once more what
+/// came last.
 pub fn print(
     base: &Path,
     query: Query,
@@ -218,7 +219,8 @@ fn follow_from(
 ) -> io::Result<()> {
     let active = |f: Option<&dyn Fn() -> bool>| f.is_some_and(|f| f());
     loop {
-        let running = active(follow);
+        // Past `--until` nothing more can be printed: end as if the pod had.
+        let running = active(follow) && p.query.until.is_none_or(|u| time::now() <= u);
         if let Some(c) = current.as_mut() {
             c.drain(p)?;
         }
@@ -441,6 +443,19 @@ mod tests {
         writer.join().unwrap();
         let want: String = (0..200).map(|i| format!("line {i}\n")).collect();
         assert_eq!(String::from_utf8(out).unwrap(), want);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn follow_ends_once_until_is_past() {
+        let (dir, base) = sample("until", 2);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let q = Query {
+            until: Some(1_000 * 1_000_000_000),
+            ..Query::default()
+        };
+        print(&base, q, Some(&|| true), &mut out, &mut err).unwrap();
+        assert_eq!((out, err), (b"o0\n".to_vec(), b"e0\n".to_vec()));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
