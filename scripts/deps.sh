@@ -15,7 +15,8 @@ if [ ${#packages[@]} -eq 0 ]; then
     python3 time                            # initramfs packing, benchmarks
     docker-registry skopeo apache2-utils    # registry pull tests (registry, push, htpasswd)
     passt                                   # user-mode networking for pods (--network user)
-    nftables                                # the host-side filter of a user pod's network
+    nftables                                # the host-side filter of a user pod's network, TAP NAT
+    iproute2                                # --network tap: ip, tc (bridge, veth, mirred)
     dnsmasq-base                            # net e2e: the test's own DNS server
   )
 fi

@@ -14,6 +14,11 @@
 //! gone after a `kill -9` of the supervisor and `husk gc`; a taken host
 //! port, a malformed `-p`, an unknown `--network` and a missing passt are
 //! one line each with nothing left behind; passt is reaped with its pod.
+//! `--network tap` (the real kernel TAP, bridge, tc and nftables): a
+//! published port answers from the testbed and from the far side, 64 MiB
+//! each way, world and DNS reached, host addresses, link-local and another
+//! TAP pod not; a taken port refused with nothing made; everything the pod
+//! added to the host gone after `rm`, and after `kill -9` plus `husk gc`.
 
 use husk_tests::run_guest_script;
 
@@ -34,6 +39,15 @@ const CASES: &[&str] = &[
     "filter-host-and-link-local",
     "filter-host-loopback-opt-in",
     "filter-removed-after-kill",
+    "tap-publish-http",
+    "tap-bulk-pod-to-host",
+    "tap-bulk-world-to-pod",
+    "tap-world-dns-filtered",
+    "tap-ps-ports",
+    "tap-two-pods-isolated",
+    "tap-error-port-in-use",
+    "tap-removed-with-pod",
+    "tap-removed-after-kill",
 ];
 
 #[test]

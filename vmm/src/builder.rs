@@ -30,7 +30,7 @@ use crate::devices::legacy::{Cmos, CMOS_BASE, CMOS_PORTS};
 use crate::devices::serial::{SerialDevice, COM1_BASE, UART_PORTS};
 use crate::devices::virtio::fs::VirtioFs;
 use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::net::{Net, StreamBackend};
+use crate::devices::virtio::net::{HostBackend, Net, StreamBackend, TapBackend};
 use crate::devices::virtio::vsock::unix::MuxerError;
 use crate::devices::virtio::vsock::{Vsock, VsockMuxer};
 use crate::event_loop::{ConsoleInput, ExitWatcher, Subscriber, VmmEventManager};
@@ -38,7 +38,9 @@ use crate::exit::{ExitReason, ExitSignal};
 use crate::failure::Failure;
 use crate::fs::{share_budget_source, FdBudget, OpenShare, ShareServer};
 use crate::seccomp::{self, Filters, Program, ThreadKind};
-use crate::vm_config::{NetSpec, PreparedDevice, PreparedVm, VmConfig, VsockSpec, MIB};
+use crate::vm_config::{
+    NetBackendFd, NetSpec, PreparedDevice, PreparedVm, VmConfig, VsockSpec, MIB,
+};
 use crate::vstate::vcpu::{self, Vcpu};
 use crate::vstate::vm::Vm;
 use crate::vstate::{cpuid, msr, regs};
@@ -331,8 +333,16 @@ impl VmBuilder {
     /// on the VMM thread's loop.
     fn add_net(&mut self, spec: &NetSpec) -> Result<VirtioMmioSlot, BuildError> {
         let what = "virtio-net";
-        let socket = spec.socket.0.try_clone().map_err(device_error(what))?;
-        let backend = StreamBackend::new(socket).map_err(device_error(what))?;
+        let backend = match &spec.backend {
+            NetBackendFd::Stream(fd) => HostBackend::Stream(
+                StreamBackend::new(fd.0.try_clone().map_err(device_error(what))?)
+                    .map_err(device_error(what))?,
+            ),
+            NetBackendFd::Tap(fd) => HostBackend::Tap(
+                TapBackend::new(fd.0.try_clone().map_err(device_error(what))?)
+                    .map_err(device_error(what))?,
+            ),
+        };
         let net = Arc::new(Mutex::new(
             Net::new(spec.mac, spec.mtu, backend).map_err(device_error(what))?,
         ));

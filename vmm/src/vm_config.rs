@@ -70,23 +70,42 @@ pub struct VsockSpec {
     pub uds: PathBuf,
 }
 
-/// A connected stream socket carrying Ethernet frames (qemu's stream
-/// framing), shared so that a configuration stays cheap to clone; equal
-/// only to itself.
+/// An open descriptor a device's backend uses, shared so that a
+/// configuration stays cheap to clone; equal only to itself.
 #[derive(Debug, Clone)]
-pub struct FrameSocket(pub std::sync::Arc<std::os::fd::OwnedFd>);
+pub struct SharedFd(pub std::sync::Arc<std::os::fd::OwnedFd>);
 
-impl PartialEq for FrameSocket {
+impl PartialEq for SharedFd {
     fn eq(&self, other: &Self) -> bool {
         std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
-impl Eq for FrameSocket {}
+impl Eq for SharedFd {}
+
+/// Where a virtio-net device's frames go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetBackendFd {
+    /// A connected stream socket in qemu's stream framing (passt).
+    Stream(SharedFd),
+    /// A TAP device opened with `IFF_VNET_HDR` and a 12-byte header
+    /// ([`crate::net::tap`]).
+    Tap(SharedFd),
+}
+
+impl NetBackendFd {
+    /// The descriptor, whichever backend it is.
+    pub fn fd(&self) -> &SharedFd {
+        match self {
+            NetBackendFd::Stream(fd) | NetBackendFd::Tap(fd) => fd,
+        }
+    }
+}
 
 /// A virtio-net device. Its backend is already connected when the
-/// configuration is made (passt's end of a socket pair: see
-/// [`crate::net::passt`]): the VMM opens nothing for it, which is what its
+/// configuration is made (passt's end of a socket pair, see
+/// [`crate::net::passt`], or a TAP device, see [`crate::net::tap`]): the VMM
+/// opens nothing for it, which is what its
 /// jail, with an empty network namespace and root, allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetSpec {
@@ -95,7 +114,7 @@ pub struct NetSpec {
     /// The MTU offered to the guest.
     pub mtu: u16,
     /// The backend.
-    pub socket: FrameSocket,
+    pub backend: NetBackendFd,
 }
 
 /// A device of the VM, in the order the builder places them.

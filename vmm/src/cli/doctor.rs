@@ -90,7 +90,8 @@ fn report_cgroups(explicit: Option<&str>) {
 }
 
 /// Runs the checks, prints a report, returns the exit status.
-/// What the default network (`user`) needs here: passt, and as root the host-side filter.
+/// What the networks need here: passt and, as root, the host-side filter
+/// for `user`; root, `/dev/net/tun`, `ip`, `tc` and `nft` for `tap`.
 fn report_network() {
     match crate::net::passt::find_passt() {
         Ok(p) => println!("network user: passt at {}", p.display()),
@@ -105,6 +106,15 @@ fn report_network() {
         }
     } else {
         println!("network filter: not as a non-root user (rootless pods can reach the host's non-loopback addresses)");
+    }
+    match crate::net::tap::unavailable() {
+        None => println!(
+            "network tap: usable (bridge {}, {}/{})",
+            crate::net::tap::BRIDGE,
+            crate::net::tap::SUBNET,
+            crate::net::tap::PREFIX
+        ),
+        Some(why) => println!("network tap: not usable: {why}"),
     }
 }
 

@@ -74,14 +74,16 @@ pub struct NetArgs {
     /// The pod's network: "user" (user-mode networking through passt:
     /// outbound TCP/UDP, DNS, published ports; the host's own addresses and
     /// link-local ones stay out of reach), "user:host-loopback" (user, and
-    /// the host's loopback at 10.0.2.2) or "none" (loopback only).
+    /// the host's loopback at 10.0.2.2), "tap" (root only: a TAP device on
+    /// the host bridge husk0 with NAT, 10.89.0.0/16, kernel speed) or
+    /// "none" (loopback only).
     #[arg(
         long,
-        value_name = "user|user:host-loopback|none",
+        value_name = "user|user:host-loopback|tap|none",
         default_value = "user"
     )]
     pub network: String,
-    /// Publish a pod port on the host (repeatable; needs --network user).
+    /// Publish a pod port on the host (repeatable; needs --network user or tap).
     #[arg(
         short = 'p',
         long = "publish",
@@ -89,7 +91,8 @@ pub struct NetArgs {
     )]
     pub publish: Vec<String>,
     /// A name server for the containers' /etc/resolv.conf (repeatable;
-    /// default: the pod's DNS forwarder, 10.0.2.3).
+    /// default: the pod's DNS forwarder, 10.0.2.3; with tap the host's
+    /// non-loopback name servers).
     #[arg(long, value_name = "IPV4")]
     pub dns: Vec<String>,
     /// An extra /etc/hosts line (repeatable).
@@ -407,8 +410,19 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     let host = HostLimits::with_kvm(&vm::check_kvm()?);
     // The network before anything exists: passt present, every published
     // host port free (one line; no pod directory, no passt, nothing left).
-    if request.network.mode == crate::net::NetworkMode::User {
-        crate::net::passt::find_passt().map_err(|e| PodError::Vmm(e.to_string()))?;
+    match request.network.mode {
+        crate::net::NetworkMode::User => {
+            crate::net::passt::find_passt().map_err(|e| PodError::Vmm(e.to_string()))?;
+        }
+        crate::net::NetworkMode::Tap => {
+            if let Some(why) = crate::net::tap::unavailable() {
+                return Err(PodError::Usage(why));
+            }
+            if request.network.dns.is_empty() && crate::net::tap::default_dns().is_empty() {
+                eprintln!("husk: warning: the pod has no name server: the host's resolv.conf names only loopback ones, which a TAP pod cannot reach (use --dns)");
+            }
+        }
+        crate::net::NetworkMode::None => {}
     }
     request.network.check_ports_free()?;
     let guest = vm::find_guest_artifacts()?;

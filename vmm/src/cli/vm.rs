@@ -16,8 +16,8 @@ use crate::failure::Failure;
 use crate::fs::{ShareError, ShareSpec};
 use crate::net::NetworkMode;
 use crate::vm_config::{
-    ConfigError, ConsoleOutput, DeviceSpec, Field, FrameSocket, HostLimits, NetSpec, VmConfig,
-    VsockSpec, MIB,
+    ConfigError, ConsoleOutput, DeviceSpec, Field, HostLimits, NetBackendFd, NetSpec, SharedFd,
+    VmConfig, VsockSpec, MIB,
 };
 
 /// Arguments of `husk vm`.
@@ -155,7 +155,7 @@ fn add_user_net(config: &mut VmConfig) -> Result<(), String> {
     config.devices.push(DeviceSpec::Net(NetSpec {
         mac,
         mtu: crate::net::MTU,
-        socket: FrameSocket(std::sync::Arc::new(socket)),
+        backend: NetBackendFd::Stream(SharedFd(std::sync::Arc::new(socket))),
     }));
     Ok(())
 }

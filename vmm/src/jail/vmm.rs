@@ -63,7 +63,7 @@ pub fn spec_for(vm: &PreparedVm, kvm: RawFd, user_ns: Option<RawFd>) -> JailSpec
             PreparedDevice::Fs(share) => keep_fds.push(share.root.as_raw_fd()),
             // The backend's connected socket: the jail's empty network
             // namespace and root leave the VMM no other way to its peer.
-            PreparedDevice::Net(n) => keep_fds.push(n.socket.0.as_raw_fd()),
+            PreparedDevice::Net(n) => keep_fds.push(n.backend.fd().0.as_raw_fd()),
         }
     }
     JailSpec {

@@ -25,6 +25,7 @@
 
 pub mod guard;
 pub mod passt;
+pub mod tap;
 
 use std::net::Ipv4Addr;
 use std::str::FromStr;
@@ -57,6 +58,9 @@ pub enum NetworkMode {
     /// configuration and no privileges (Podman's rootless default too).
     #[default]
     User,
+    /// A TAP device on a host bridge with NAT ([`tap`]): kernel speed,
+    /// offloads; root only.
+    Tap,
 }
 
 impl FromStr for NetworkMode {
@@ -65,7 +69,8 @@ impl FromStr for NetworkMode {
         match s {
             "none" => Ok(NetworkMode::None),
             "user" => Ok(NetworkMode::User),
-            _ => Err(format!("{s:?}: use user, user:host-loopback or none")),
+            "tap" => Ok(NetworkMode::Tap),
+            _ => Err(format!("{s:?}: use user, user:host-loopback, tap or none")),
         }
     }
 }
@@ -75,6 +80,7 @@ impl std::fmt::Display for NetworkMode {
         f.write_str(match self {
             NetworkMode::None => "none",
             NetworkMode::User => "user",
+            NetworkMode::Tap => "tap",
         })
     }
 }
@@ -177,7 +183,7 @@ pub struct NetworkConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// A published port with `--network none`.
-    #[error("-p needs --network user (the pod has no network)")]
+    #[error("-p needs --network user or tap (the pod has no network)")]
     PortsWithoutNetwork,
     /// The same host port twice.
     #[error("host port {0} is published twice")]
@@ -204,7 +210,7 @@ pub enum NetError {
     BadHost(String),
 }
 
-/// Parses a `--network` value: `none`, `user` or `user:host-loopback`.
+/// Parses a `--network` value: `none`, `user`, `user:host-loopback` or `tap`.
 pub fn parse_mode(text: &str) -> Result<(NetworkMode, bool), String> {
     let (mode, option) = match text.split_once(':') {
         Some((m, o)) => (m, Some(o)),
@@ -339,25 +345,45 @@ impl NetworkConfig {
 pub const GUEST_NET_DIR: &str = "/run/husk/net";
 
 /// What the agent applies for `net` (`ConfigureNetwork`): `eth0` on the
-/// user-mode network's fixed addresses, or loopback only; `hostname`; the
-/// name servers (`--dns`, else [`DNS_FORWARD`] in user mode) and extra hosts.
-pub fn guest_spec(net: &NetworkConfig, hostname: &str) -> husk_proto::NetworkSpec {
-    let user = net.mode == NetworkMode::User;
-    let dns: Vec<String> = if !net.dns.is_empty() {
-        net.dns.iter().map(ToString::to_string).collect()
-    } else if user {
-        vec![DNS_FORWARD.to_string()]
-    } else {
-        Vec::new()
-    };
-    husk_proto::NetworkSpec {
-        interface: user.then(|| husk_proto::InterfaceSpec {
+/// user-mode network's fixed addresses, on the TAP pod's leased `tap_addr`,
+/// or loopback only; `hostname`; the name servers (`--dns`, else
+/// [`DNS_FORWARD`] in user mode and the host's non-loopback ones with TAP)
+/// and extra hosts.
+pub fn guest_spec(
+    net: &NetworkConfig,
+    hostname: &str,
+    tap_addr: Option<Ipv4Addr>,
+) -> husk_proto::NetworkSpec {
+    let interface = |address: Ipv4Addr, prefix_len, gateway: Ipv4Addr, mtu: u16| {
+        Some(husk_proto::InterfaceSpec {
             name: "eth0".into(),
-            address: GUEST_ADDR.to_string(),
-            prefix_len: GUEST_PREFIX,
-            gateway: Some(GATEWAY.to_string()),
-            mtu: u32::from(MTU),
-        }),
+            address: address.to_string(),
+            prefix_len,
+            gateway: Some(gateway.to_string()),
+            mtu: u32::from(mtu),
+        })
+    };
+    let (interface, default_dns) = match (net.mode, tap_addr) {
+        (NetworkMode::User, _) => (
+            interface(GUEST_ADDR, GUEST_PREFIX, GATEWAY, MTU),
+            vec![DNS_FORWARD],
+        ),
+        (NetworkMode::Tap, Some(addr)) => (
+            interface(addr, tap::PREFIX, tap::GATEWAY, 1500),
+            tap::default_dns(),
+        ),
+        _ => (None, Vec::new()),
+    };
+    let dns: Vec<String> = if net.dns.is_empty() {
+        &default_dns
+    } else {
+        &net.dns
+    }
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    husk_proto::NetworkSpec {
+        interface,
         hostname: hostname.to_owned(),
         dns,
         hosts: net
@@ -410,7 +436,7 @@ mod tests {
         assert!("bridge"
             .parse::<NetworkMode>()
             .unwrap_err()
-            .contains("use user, user:host-loopback or none"));
+            .contains("use user, user:host-loopback, tap or none"));
         assert_eq!(parse_mode("user"), Ok((NetworkMode::User, false)));
         assert_eq!(
             parse_mode("user:host-loopback"),

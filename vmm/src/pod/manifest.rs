@@ -65,7 +65,7 @@ struct File {
     volumes: Vec<VolumeEntry>,
     #[serde(default)]
     apps: Vec<AppEntry>,
-    /// `user` (the default), `user:host-loopback` or `none` (as `--network`).
+    /// `user` (the default), `user:host-loopback`, `tap` or `none` (as `--network`).
     #[serde(default)]
     network: Option<String>,
     /// Published ports, as `-p` (`"8080:80"`, `"127.0.0.1:53:53/udp"`).

@@ -121,6 +121,9 @@ pub struct PodStatus {
     /// it is made, for `husk rm`/`gc` as the cgroup is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net_guard: Option<crate::net::guard::GuardRecord>,
+    /// The pod's TAP network (`--network tap`), recorded before it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_tap: Option<crate::net::tap::TapRecord>,
     /// Seconds since the epoch.
     #[serde(default)]
     pub started: Option<u64>,
@@ -143,6 +146,7 @@ impl PodStatus {
             vmm_pid: None,
             cgroup: None,
             net_guard: None,
+            net_tap: None,
             started: None,
             finished: None,
             apps: Vec::new(),
@@ -384,6 +388,10 @@ impl PodStore {
                 crate::net::guard::release(record, &pod.id)
                     .map_err(|e| PodError::Vmm(e.to_string()))?;
             }
+            if let Some(record) = &status.net_tap {
+                crate::net::tap::release(record, &pod.id)
+                    .map_err(|e| PodError::Vmm(e.to_string()))?;
+            }
         }
         fs::remove_dir_all(&pod.path).map_err(|e| PodError::io(&pod.path, e))
     }
@@ -450,6 +458,7 @@ impl PodDir {
                     vmm_pid: None,
                     cgroup: None,
                     net_guard: None,
+                    net_tap: None,
                     started: None,
                     finished: None,
                     apps: Vec::new(),

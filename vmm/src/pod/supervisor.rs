@@ -37,14 +37,13 @@ use super::state::{now_secs, AppStatus, PodDir, PodState, PodStatus};
 use super::vm::{self, GuestArtifacts};
 use super::vmm_process::VmmProcess;
 use super::PodError;
+
+mod network;
 use crate::builder::Jail;
-use crate::devices::virtio::net::MacAddr;
 use crate::failure::Failure;
 use crate::jail::vmm::UserNs;
 use crate::net::guard::NetGuard;
-use crate::net::passt::PasstOptions;
-use crate::net::NetworkMode;
-use crate::vm_config::{ConsoleFd, ConsoleOutput, DeviceSpec, FrameSocket, HostLimits, NetSpec};
+use crate::vm_config::{ConsoleFd, ConsoleOutput, HostLimits};
 
 /// Where the pod's image blobs are mounted in the guest.
 const GUEST_BLOBS: &str = "/run/husk/blobs";
@@ -99,6 +98,8 @@ struct Running<'a> {
     /// end of the pipe closed), so the last of it is on disk before the
     /// pod's state says it ended.
     console_done: Option<Receiver<()>>,
+    /// The pod's TAP network (`--network tap`), until it is removed.
+    tap: Option<crate::net::tap::TapNetwork>,
 }
 
 /// Runs the pod to its end; returns each app's status, in config order.
@@ -126,6 +127,7 @@ pub fn supervise(
         passt: None,
         net_guard: None,
         console_done: None,
+        tap: None,
     };
     run.status.apps = config
         .apps
@@ -250,35 +252,7 @@ impl Running<'_> {
                 log::warn!("{}", crate::report::error_line(&e));
             }
         }
-        if let Some(guard) = self.net_guard.take() {
-            if let Err(e) = guard.remove() {
-                log::warn!("{}", crate::report::error_line(&e));
-            }
-        }
-    }
-
-    /// Makes passt's host-side filter when this pod gets one: user-mode
-    /// networking, as root, with a host cgroup (`husk run` warned
-    /// otherwise). Recorded in `status.json` before it exists.
-    fn make_net_guard(&mut self) -> Result<(), PodError> {
-        let Some(cgroup) = &self.cgroup else {
-            return Ok(());
-        };
-        if !crate::net::guard::wanted(&self.config.network)
-            || crate::net::guard::unavailable(true).is_some()
-        {
-            return Ok(());
-        }
-        let guard_err = |e: crate::net::guard::GuardError| PodError::Vmm(e.to_string());
-        let mount = super::cgroup::mount()?;
-        let parent = cgroup.record.path.parent().unwrap_or(&mount).to_owned();
-        let record = NetGuard::plan(&mount, &parent, &self.pod.id).map_err(guard_err)?;
-        self.status.net_guard = Some(record.clone());
-        self.save()?;
-        let guard = NetGuard::create(record, &mount, self.config.network.host_loopback)
-            .map_err(guard_err)?;
-        self.net_guard = Some(guard);
-        Ok(())
+        self.stop_network();
     }
 
     /// The directory of the VMM's cgroup, if it has one.
@@ -326,27 +300,7 @@ impl Running<'_> {
         let shares = vm::pod_shares(BLOBS_TAG, &self.pod.blobs_dir(), volumes);
         let mut config = vm::vm_config(self.pod, self.config, guest, shares);
         self.make_cgroup()?;
-        if self.config.network.mode == NetworkMode::User {
-            self.make_net_guard()?;
-            // Before the fork: the VMM inherits its end of the socket and
-            // keeps it through the jail.
-            let mac = MacAddr::from_seed(self.pod.id.as_bytes());
-            let log = self.pod.path.join("passt.log");
-            let (passt, socket) = crate::net::passt::start(&PasstOptions {
-                ports: &self.config.network.ports,
-                pod_mac: mac,
-                log: &log,
-                map_gw: self.config.network.host_loopback,
-                cgroup: self.net_guard.as_ref().map(NetGuard::procs),
-            })
-            .map_err(|e| PodError::Vmm(e.to_string()))?;
-            self.passt = Some(passt);
-            config.devices.push(DeviceSpec::Net(NetSpec {
-                mac,
-                mtu: crate::net::MTU,
-                socket: FrameSocket(Arc::new(socket)),
-            }));
-        }
+        self.start_network(&mut config)?;
         // The console goes through a pipe to a thread of ours (rotation and
         // rate limit), started once the VMM is forked.
         let console_path = self.pod.console_path();
@@ -391,6 +345,7 @@ impl Running<'_> {
             .call(Request::ConfigureNetwork(Box::new(crate::net::guest_spec(
                 &self.config.network,
                 &hostname(self.config),
+                self.tap.as_ref().map(|t| t.record.addr),
             ))))
             .map_err(|e| match agent_error(e) {
                 PodError::Agent(m) => PodError::Agent(format!("network: {m}")),

@@ -147,7 +147,14 @@ pub fn vmm() -> Result<Rules, Error> {
     );
     allow_arg(&mut r, libc::SYS_socket, 0, &[libc::AF_UNIX as u64])?;
     allow_arg(&mut r, libc::SYS_fcntl, 1, FCNTL_FLAGS)?;
-    allow_arg(&mut r, libc::SYS_ioctl, 1, &[libc::FIONBIO])?;
+    // FIONBIO; TUNSETOFFLOAD: a TAP backend tells the kernel which
+    // offloads the guest takes once it has acked its features.
+    allow_arg(
+        &mut r,
+        libc::SYS_ioctl,
+        1,
+        &[libc::FIONBIO, libc::TUNSETOFFLOAD],
+    )?;
     // The VM's end: kick every vCPU out of KVM_RUN (pthread_kill: getpid,
     // tgkill), join it, remove the vsock socket, exit. `tgkill` only within
     // this process (its first argument is `getpid()`): without a pid

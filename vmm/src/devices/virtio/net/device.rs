@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_S_LINK_UP,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_MTU, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
 use vmm_sys_util::eventfd::EventFd;
@@ -30,12 +32,20 @@ use crate::warn_limited;
 pub const NET_QUEUE_SIZE: u16 = 256;
 const QUEUE_SIZES: [u16; 2] = [NET_QUEUE_SIZE; 2];
 
-/// Offered feature bits.
+/// Feature bits offered with every backend.
 const FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_RING_F_EVENT_IDX
     | (1 << VIRTIO_NET_F_MAC)
     | (1 << VIRTIO_NET_F_MTU)
     | (1 << VIRTIO_NET_F_MRG_RXBUF);
+
+/// Offloads, offered only with a backend that carries virtio-net headers.
+pub const OFFLOAD_FEATURES: u64 = (1 << VIRTIO_NET_F_CSUM)
+    | (1 << VIRTIO_NET_F_GUEST_CSUM)
+    | (1 << VIRTIO_NET_F_HOST_TSO4)
+    | (1 << VIRTIO_NET_F_HOST_TSO6)
+    | (1 << VIRTIO_NET_F_GUEST_TSO4)
+    | (1 << VIRTIO_NET_F_GUEST_TSO6);
 
 pub(super) struct Active {
     pub(super) mem: GuestMemory,
@@ -109,7 +119,7 @@ impl<B: NetBackend> Net<B> {
             activate_evt: EventFd::new(libc::EFD_NONBLOCK).map_err(NetError::EventFd)?,
             queue_evts: None,
             active: None,
-            tx_scratch: Vec::with_capacity(MAX_FRAME_LEN),
+            tx_scratch: Vec::with_capacity(NET_HDR_LEN + MAX_FRAME_LEN),
             stats: NetStats::default(),
             watch: Default::default(),
         })
@@ -139,6 +149,23 @@ impl<B: NetBackend> Net<B> {
         self.acked_features & (1 << VIRTIO_NET_F_MRG_RXBUF) != 0
     }
 
+    /// The features this device offers with its backend.
+    fn offered(&self) -> u64 {
+        if self.backend.vnet_hdr() {
+            FEATURES | OFFLOAD_FEATURES
+        } else {
+            FEATURES
+        }
+    }
+
+    /// The driver activated the device (event loop thread): the backend
+    /// learns which offloads the guest takes.
+    pub fn on_activated(&mut self) {
+        if self.backend.vnet_hdr() {
+            self.backend.set_guest_offloads(self.acked_features);
+        }
+    }
+
     /// Hands tx frames to the backend while it takes them. Returns whether any chain was used.
     pub fn process_tx(&mut self) -> bool {
         let Some(active) = self.active.as_mut() else {
@@ -146,6 +173,7 @@ impl<B: NetBackend> Net<B> {
         };
         let mem = &active.mem;
         let txq = &mut active.queues[TXQ];
+        let with_hdr = self.backend.vnet_hdr();
         let mut used = false;
         loop {
             if let Err(e) = txq.disable_notification(mem) {
@@ -167,7 +195,7 @@ impl<B: NetBackend> Net<B> {
                 };
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
-                match read_tx_frame(mem, chain, &mut self.tx_scratch) {
+                match read_tx_frame(mem, chain, &mut self.tx_scratch, with_hdr) {
                     Ok(()) => {
                         self.backend.send_frame(&self.tx_scratch);
                         self.stats.tx_frames += 1;
@@ -198,6 +226,7 @@ impl<B: NetBackend> Net<B> {
     /// any buffer was used.
     pub fn process_rx(&mut self) -> bool {
         let mergeable = self.mergeable();
+        let with_hdr = self.backend.vnet_hdr();
         let Some(active) = self.active.as_mut() else {
             return false;
         };
@@ -205,7 +234,8 @@ impl<B: NetBackend> Net<B> {
         let rxq = &mut active.queues[RXQ];
         let mut used = false;
         while let Some(frame) = self.backend.peek_frame() {
-            match deliver(mem, rxq, frame, mergeable, &mut self.stats) {
+            let (hdr, frame) = split_header(frame, with_hdr);
+            match deliver(mem, rxq, hdr, frame, mergeable, &mut self.stats) {
                 Delivery::Done => {
                     used = true;
                     self.stats.rx_frames += 1;
@@ -291,11 +321,26 @@ fn chain_is_whole(chain: &DescriptorChain<&GuestMemory>) -> bool {
     chain.clone().last().is_some_and(|d| !d.has_next())
 }
 
-/// Reads one tx chain's frame (after its header) into `scratch`.
+/// The header to give the guest for a backend frame, and the frame: the
+/// backend's own header (its first 10 bytes; `num_buffers` is the device's)
+/// when it carries one, else an empty one.
+fn split_header(frame: &[u8], with_hdr: bool) -> ([u8; NET_HDR_LEN], &[u8]) {
+    let mut hdr = [0u8; NET_HDR_LEN];
+    if !with_hdr {
+        return (hdr, frame);
+    }
+    let (h, rest) = frame.split_at(NET_HDR_LEN.min(frame.len()));
+    hdr[..10].copy_from_slice(&h[..10.min(h.len())]);
+    (hdr, rest)
+}
+
+/// Reads one tx chain's frame into `scratch`: after its header, or with
+/// its header when the backend takes headers (`with_hdr`).
 fn read_tx_frame(
     mem: &GuestMemory,
     chain: DescriptorChain<&GuestMemory>,
     scratch: &mut Vec<u8>,
+    with_hdr: bool,
 ) -> Result<(), ChainError> {
     if !chain_is_whole(&chain) {
         return Err(ChainError::Unterminated);
@@ -308,8 +353,16 @@ fn read_tx_frame(
     }
     let mut hdr = [0u8; NET_HDR_LEN];
     r.read_exact(&mut hdr)?;
+    if with_hdr {
+        // The backend (the host kernel's TAP) validates offload requests.
+        scratch.clear();
+        scratch.extend_from_slice(&hdr);
+        scratch.resize(total, 0);
+        r.read_exact(&mut scratch[NET_HDR_LEN..])?;
+        return Ok(());
+    }
     // flags (NEEDS_CSUM/DATA_VALID) and gso_type need offload features
-    // this device never offers.
+    // this device does not offer with this backend.
     if hdr[0] != 0 || hdr[1] != 0 {
         return Err(ChainError::Offload(hdr[0], hdr[1]));
     }
@@ -338,6 +391,7 @@ enum Delivery {
 fn deliver(
     mem: &GuestMemory,
     rxq: &mut Queue,
+    mut hdr: [u8; NET_HDR_LEN],
     frame: &[u8],
     mergeable: bool,
     stats: &mut NetStats,
@@ -401,7 +455,6 @@ fn deliver(
         return Delivery::Dropped;
     }
     let count = writers.len();
-    let mut hdr = [0u8; NET_HDR_LEN];
     hdr[10..12].copy_from_slice(&(count as u16).to_le_bytes());
     let mut rest: &[u8] = frame;
     let mut first = true;
@@ -444,11 +497,11 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
     }
 
     fn avail_features(&self) -> u64 {
-        FEATURES
+        self.offered()
     }
 
     fn set_acked_features(&mut self, features: u64) {
-        self.acked_features = features & FEATURES;
+        self.acked_features = features & self.offered();
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {

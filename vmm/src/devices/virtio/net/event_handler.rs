@@ -90,6 +90,7 @@ impl<B: NetBackend> MutEventSubscriber for Net<B> {
         match events.data() {
             TOKEN_ACTIVATE => {
                 let _ = self.activate_evt.read();
+                self.on_activated();
                 self.register_queue_fds(ops);
                 // The guest may have queued frames before we were listening.
                 self.handle_tx_event();

@@ -8,10 +8,11 @@
 //!   test double and need no `/dev/kvm`;
 //! - `event_handler.rs`: event-manager plumbing only (queue eventfds, the backend's
 //!   socket with the readiness it currently wants, the activation eventfd);
-//! - `stream.rs`: the one real backend, a connected Unix stream socket speaking
-//!   qemu's `-netdev stream` framing (a 4-byte big-endian length before each frame),
-//!   which is what `passt` serves ([`crate::net::passt`] starts it). A TAP backend
-//!   would be a second implementation of the same trait.
+//! - `stream.rs`: a connected Unix stream socket speaking qemu's `-netdev stream`
+//!   framing (a 4-byte big-endian length before each frame), which is what `passt`
+//!   serves ([`crate::net::passt`] starts it);
+//! - `tap.rs`: a kernel TAP device with `IFF_VNET_HDR` ([`crate::net::tap`] makes it),
+//!   the backend that carries offloads.
 //!
 //! Written by hand: rust-vmm has no virtio-net device crate (Firecracker's and Cloud
 //! Hypervisor's live inside their VMMs and are tied to TAP); virtio-queue's
@@ -22,9 +23,13 @@
 //! backend's MTU: 65520 for passt, so a TCP segment is one frame) and
 //! `NET_F_MRG_RXBUF` (a frame larger than one rx buffer is spread over several,
 //! the count in the first header's `num_buffers`; without it Linux would need
-//! 64 KiB buffers per slot for that MTU). No checksum or segmentation offloads:
-//! the stream backend carries whole, checksummed Ethernet frames, and passt does
-//! not take virtio-net headers; they belong with the TAP backend (`IFF_VNET_HDR`).
+//! 64 KiB buffers per slot for that MTU). With a backend that carries virtio-net
+//! headers ([`NetBackend::vnet_hdr`]: TAP) also `CSUM`, `GUEST_CSUM`, `HOST_TSO4/6`
+//! and `GUEST_TSO4/6` (Firecracker's set without the deprecated UFO): the guest's
+//! header goes to the TAP device as it is (the host kernel validates it, as for
+//! any TAP user) and the kernel's header comes to the guest. The stream backend
+//! carries whole, checksummed Ethernet frames (passt takes no virtio-net header),
+//! so with it no offload is offered and a header asking for one is refused.
 //!
 //! # Hostile drivers
 //! Every tx chain is read through a [`virtio_queue::Reader`] (addresses inside
@@ -39,7 +44,9 @@
 
 mod device;
 mod event_handler;
+mod host_backend;
 pub mod stream;
+pub mod tap;
 #[cfg(any(test, feature = "test-utils"))]
 #[doc(hidden)]
 pub mod testing;
@@ -47,7 +54,9 @@ pub mod testing;
 mod tests;
 
 pub use device::{Net, NET_QUEUE_SIZE};
+pub use host_backend::HostBackend;
 pub use stream::StreamBackend;
+pub use tap::TapBackend;
 
 use event_manager::EventSet;
 
@@ -128,6 +137,16 @@ pub trait NetBackend: std::os::fd::AsRawFd + Send {
     fn interest(&self) -> EventSet;
     /// The driver reset the device: frames in flight are dropped.
     fn reset(&mut self);
+    /// Whether every frame in both directions starts with a
+    /// `virtio_net_hdr_v1` ([`NET_HDR_LEN`] bytes; a TAP device with
+    /// `IFF_VNET_HDR`). The device then offers checksum and segmentation
+    /// offloads and passes headers through instead of refusing them.
+    fn vnet_hdr(&self) -> bool {
+        false
+    }
+    /// The guest acked `features`: deliver only what it can take (called on
+    /// the event loop thread after each activation).
+    fn set_guest_offloads(&mut self, _features: u64) {}
 }
 
 /// Errors from setting up the net device.

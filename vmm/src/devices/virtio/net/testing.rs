@@ -32,6 +32,10 @@ pub struct TestBackend {
     pub accepting: bool,
     /// Resets seen.
     pub resets: usize,
+    /// Whether frames carry a virtio-net header (as a TAP backend's do).
+    pub with_hdr: bool,
+    /// The guest features of the last `set_guest_offloads`.
+    pub offloads: Option<u64>,
 }
 
 impl TestBackend {
@@ -43,6 +47,16 @@ impl TestBackend {
             to_guest: VecDeque::new(),
             accepting: true,
             resets: 0,
+            with_hdr: false,
+            offloads: None,
+        }
+    }
+
+    /// An empty backend whose frames carry virtio-net headers.
+    pub fn with_headers() -> Self {
+        Self {
+            with_hdr: true,
+            ..Self::new()
         }
     }
 }
@@ -81,6 +95,12 @@ impl NetBackend for TestBackend {
     fn reset(&mut self) {
         self.resets += 1;
         self.to_guest.clear();
+    }
+    fn vnet_hdr(&self) -> bool {
+        self.with_hdr
+    }
+    fn set_guest_offloads(&mut self, features: u64) {
+        self.offloads = Some(features);
     }
 }
 
@@ -146,10 +166,13 @@ impl<B: NetBackend + 'static> NetDriver<B> {
     /// Sends `frame` as one tx chain (header and frame in two descriptors)
     /// and runs the device's tx event.
     pub fn send(&mut self, frame: &[u8]) -> u16 {
+        self.send_with_header(&[0u8; NET_HDR_LEN], frame)
+    }
+
+    /// As [`Self::send`], with the header `header`.
+    pub fn send_with_header(&mut self, header: &[u8; NET_HDR_LEN], frame: &[u8]) -> u16 {
         let hdr = self.alloc.alloc(NET_HDR_LEN as u64);
-        self.mem
-            .write_slice(&[0u8; NET_HDR_LEN], GuestAddress(hdr))
-            .unwrap();
+        self.mem.write_slice(header, GuestAddress(hdr)).unwrap();
         let data = self.alloc.alloc(frame.len().max(1) as u64);
         self.mem.write_slice(frame, GuestAddress(data)).unwrap();
         let head = self.send_raw(&[

@@ -8,8 +8,12 @@ use std::os::unix::net::UnixStream;
 
 use event_manager::EventSet;
 use virtio_bindings::virtio_mmio::*;
-use virtio_bindings::virtio_net::{VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU};
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
+};
 
+use super::device::OFFLOAD_FEATURES;
+use super::tap::tun_offloads;
 use super::testing::{NetDriver, TestBackend, MAC};
 use super::{MacAddr, NetBackend, StreamBackend, MAX_FRAME_LEN, NET_HDR_LEN};
 use crate::devices::bus::BusDevice;
@@ -308,4 +312,73 @@ fn stream_backend_bounds_output_and_input() {
         !be.interest().contains(EventSet::IN),
         "reading stops while four frames wait"
     );
+}
+
+/// A GSO header as Linux writes it for a TCPv4 segment with a partial
+/// checksum: NEEDS_CSUM, GSO_TCPV4, hdr_len 66, gso_size 1448, csum_start
+/// 34, csum_offset 16.
+fn gso_header() -> [u8; NET_HDR_LEN] {
+    let mut h = [0u8; NET_HDR_LEN];
+    h[0] = 1;
+    h[1] = 1;
+    h[2..4].copy_from_slice(&66u16.to_le_bytes());
+    h[4..6].copy_from_slice(&1448u16.to_le_bytes());
+    h[6..8].copy_from_slice(&34u16.to_le_bytes());
+    h[8..10].copy_from_slice(&16u16.to_le_bytes());
+    h
+}
+
+#[test]
+fn offloads_are_offered_only_with_a_header_carrying_backend() {
+    let plain = NetDriver::new(TestBackend::new(), MRG);
+    assert_eq!(plain.dev().avail_features() & OFFLOAD_FEATURES, 0);
+    let tap = NetDriver::new(TestBackend::with_headers(), MRG | OFFLOAD_FEATURES);
+    let mut dev = tap.dev();
+    assert_eq!(dev.avail_features() & OFFLOAD_FEATURES, OFFLOAD_FEATURES);
+    dev.on_activated();
+    let acked = dev.backend().offloads.expect("offloads set on activation");
+    assert_eq!(acked & OFFLOAD_FEATURES, OFFLOAD_FEATURES);
+    assert_eq!(
+        tun_offloads(acked),
+        libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6
+    );
+    // Segmentation offloads never go without checksum offload.
+    let no_csum = acked & !(1 << VIRTIO_NET_F_GUEST_CSUM);
+    assert_eq!(tun_offloads(no_csum), 0);
+}
+
+#[test]
+fn a_gso_header_is_refused_without_offloads_and_passed_through_with_them() {
+    let mut plain = NetDriver::new(TestBackend::new(), MRG);
+    plain.send_with_header(&gso_header(), &frame(9000, 1));
+    assert!(plain.dev().backend().sent.is_empty());
+    assert_eq!(plain.dev().stats().tx_dropped, 1);
+
+    let mut tap = NetDriver::new(TestBackend::with_headers(), MRG | OFFLOAD_FEATURES);
+    tap.send_with_header(&gso_header(), &frame(60_000, 2));
+    let sent = tap.dev().backend().sent.clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(&sent[0][..NET_HDR_LEN], &gso_header());
+    assert_eq!(&sent[0][NET_HDR_LEN..], &frame(60_000, 2)[..]);
+}
+
+#[test]
+fn the_backends_header_reaches_the_guest_with_num_buffers() {
+    let mut tap = NetDriver::new(TestBackend::with_headers(), MRG | OFFLOAD_FEATURES);
+    let mut wire = gso_header().to_vec();
+    wire.extend(frame(20_000, 3));
+    tap.dev().backend_mut().to_guest.push_back(wire);
+    tap.fill_rx(16, 4096);
+    tap.dev().handle_rx_event();
+    let bufs = tap.take_rx();
+    let first = &bufs[0];
+    assert_eq!(&first[..10], &gso_header()[..10], "offload fields kept");
+    let n = u16::from_le_bytes([first[10], first[11]]) as usize;
+    assert_eq!(n, bufs.len(), "num_buffers counts the buffers used");
+    let data: Vec<u8> = bufs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, b)| b[if i == 0 { NET_HDR_LEN } else { 0 }..].to_vec())
+        .collect();
+    assert_eq!(data, frame(20_000, 3));
 }

@@ -1,0 +1,111 @@
+//! The supervisor's part of a pod's network: before the VMM starts, the
+//! backend its virtio-net device uses (passt with its host-side filter, or
+//! a TAP network), each recorded in `status.json` before it exists; when
+//! the pod ends, their removal.
+
+use std::sync::Arc;
+
+use super::{PodError, Running};
+use crate::devices::virtio::net::MacAddr;
+use crate::net::guard::NetGuard;
+use crate::net::passt::PasstOptions;
+use crate::net::NetworkMode;
+use crate::vm_config::{DeviceSpec, NetBackendFd, NetSpec, SharedFd, VmConfig};
+
+impl Running<'_> {
+    /// Starts the pod's network and adds its device to `config`. Before the
+    /// fork: the VMM inherits the backend's fd and keeps it through the jail.
+    pub(super) fn start_network(&mut self, config: &mut VmConfig) -> Result<(), PodError> {
+        let mac = MacAddr::from_seed(self.pod.id.as_bytes());
+        let backend = match self.config.network.mode {
+            NetworkMode::None => return Ok(()),
+            NetworkMode::User => self.start_passt(mac)?,
+            NetworkMode::Tap => self.start_tap(mac)?,
+        };
+        let mtu = match self.config.network.mode {
+            NetworkMode::Tap => 1500,
+            _ => crate::net::MTU,
+        };
+        config
+            .devices
+            .push(DeviceSpec::Net(NetSpec { mac, mtu, backend }));
+        Ok(())
+    }
+
+    fn start_passt(&mut self, mac: MacAddr) -> Result<NetBackendFd, PodError> {
+        self.make_net_guard()?;
+        let log = self.pod.path.join("passt.log");
+        let (passt, socket) = crate::net::passt::start(&PasstOptions {
+            ports: &self.config.network.ports,
+            pod_mac: mac,
+            log: &log,
+            map_gw: self.config.network.host_loopback,
+            cgroup: self.net_guard.as_ref().map(NetGuard::procs),
+        })
+        .map_err(|e| PodError::Vmm(e.to_string()))?;
+        self.passt = Some(passt);
+        Ok(NetBackendFd::Stream(SharedFd(Arc::new(socket))))
+    }
+
+    fn start_tap(&mut self, mac: MacAddr) -> Result<NetBackendFd, PodError> {
+        let err = |e: crate::net::tap::TapError| PodError::Vmm(format!("network: {e}"));
+        let record = crate::net::tap::plan(&self.pod.id).map_err(err)?;
+        self.status.net_tap = Some(record.clone());
+        self.save()?;
+        let (tap, fd) = crate::net::tap::create(
+            &record,
+            mac,
+            &self.config.network.ports,
+            &crate::net::tap::host_resolvers(),
+        )
+        .map_err(err)?;
+        self.tap = Some(tap);
+        Ok(NetBackendFd::Tap(SharedFd(Arc::new(fd))))
+    }
+
+    /// Makes passt's host-side filter when this pod gets one: user-mode
+    /// networking, as root, with a host cgroup (`husk run` warned
+    /// otherwise). Recorded in `status.json` before it exists.
+    fn make_net_guard(&mut self) -> Result<(), PodError> {
+        let Some(cgroup) = &self.cgroup else {
+            return Ok(());
+        };
+        if !crate::net::guard::wanted(&self.config.network)
+            || crate::net::guard::unavailable(true).is_some()
+        {
+            return Ok(());
+        }
+        let guard_err = |e: crate::net::guard::GuardError| PodError::Vmm(e.to_string());
+        let mount = crate::pod::cgroup::mount()?;
+        let parent = cgroup.record.path.parent().unwrap_or(&mount).to_owned();
+        let record = NetGuard::plan(&mount, &parent, &self.pod.id).map_err(guard_err)?;
+        self.status.net_guard = Some(record.clone());
+        self.save()?;
+        let guard = NetGuard::create(record, &mount, self.config.network.host_loopback)
+            .map_err(guard_err)?;
+        self.net_guard = Some(guard);
+        Ok(())
+    }
+
+    /// Removes passt's filter (its cgroup's removal ends passt) and the TAP
+    /// network. A failure is logged: the records stay in `status.json`, so
+    /// `husk rm`/`gc` retry.
+    pub(super) fn stop_network(&mut self) {
+        if let Some(guard) = self.net_guard.take() {
+            if let Err(e) = guard.remove() {
+                log::warn!("{}", crate::report::error_line(&e));
+            }
+        }
+        if let Some(tap) = self.tap.take() {
+            let record = tap.record.clone();
+            drop(tap);
+            match crate::net::tap::release(&record, &self.pod.id) {
+                Ok(()) => {
+                    self.status.net_tap = None;
+                    let _ = self.save();
+                }
+                Err(e) => log::warn!("{}", crate::report::error_line(&e)),
+            }
+        }
+    }
+}
