@@ -467,6 +467,11 @@ mod tests {
         let mut out = Vec::new();
         print_raw(&path, None, &mut out).unwrap();
         assert_eq!(out, b"mixed\nout and err\n");
+        assert!(!has_records(&path), "raw output is told from records");
+        let (dir2, base) = sample("records", 1);
+        assert!(has_records(&base));
+        assert!(!has_records(&dir2.join("missing.log")));
+        std::fs::remove_dir_all(&dir2).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
