@@ -4,7 +4,8 @@
 # --since, --until, --timestamps, -f across a rotation), on real KVM in the testbed. Every case
 # prints `case NAME ok` or `case NAME FAILED: why` (tests/tests/logs_e2e.rs checks each line);
 # every husk step runs under `lim` (tests/guest/lib.sh). Waits are bounded loops on what the logs
-# say, never on time. The sizes it measures are printed as `figure NAME VALUE` lines.
+# say, never on time. The sizes it measures are printed as `figure NAME VALUE` lines. Its pods
+# run with `--network none`: logs need no network, and the suite stays clear of passt.
 # Usage: logs-e2e.sh HUSK SCRATCH_DIR
 set -u
 H=$1
@@ -46,7 +47,7 @@ APP
 mkdir -p "$D/appdir"; cp "$D/app.sh" "$D/appdir/app.sh"
 
 # 1. a 200 MB flood on stdout: the app's log stays within max-size x max-file
-id=$(lim $V $H run -d --name flood --log-opt max-size=1m --log-opt max-file=3 -v "$D/appdir:/app:ro" busybox sh /app/app.sh); rc=$?
+id=$(lim $V $H run -d --network none --name flood --log-opt max-size=1m --log-opt max-file=3 -v "$D/appdir:/app:ro" busybox sh /app/app.sh); rc=$?
 P="$HUSK_ROOT/pods/$id"
 until_out 1200 sh -c "$H logs --tail 1 flood 2>/dev/null | grep -qx phase1-done"
 logs_files=$(ls "$P/logs" | tr '\n' ' ')
@@ -54,7 +55,8 @@ app_bytes=$(bytes "$P"/logs/*)
 biggest=$(for f in "$P"/logs/*; do stat -c %s "$f"; done | sort -n | tail -1)
 echo "figure flood-log-files $logs_files"
 echo "figure flood-log-bytes $app_bytes (cap $((3 * MIB)))"
-du -sb "$P/logs" "$P" | sed 's/^/figure du /'
+echo "figure du $(du -sb "$P/logs")"
+echo "figure du $(du -sb "$P")"
 if [ $rc -eq 0 ] && [ "$app_bytes" -le $((3 * MIB)) ] && [ "$biggest" -le $MIB ] \
    && [ "$(ls "$P/logs" | wc -l)" -eq 3 ]; then
     ok flood-within-caps
@@ -114,12 +116,13 @@ lim $Q $H rm flood >/dev/null
 # console log stays within its cap. The agent prints a console line for every host connection
 # that fails its handshake; a Python client makes 200 of them (~20 KB of console output against
 # a bucket of 2 KiB refilled at 256 bytes/s).
-id=$(lim $V $H run -d --name noisy --log-opt console-rate=256 busybox sleep 1000); rc=$?
+id=$(lim $V $H run -d --network none --name noisy --log-opt console-rate=256 busybox sleep 1000); rc=$?
 P="$HUSK_ROOT/pods/$id"
 cat > "$D/knock.py" <<'PY'
 import socket, sys
 for i in range(int(sys.argv[2])):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
     s.connect(sys.argv[1])
     s.sendall(b"CONNECT 1024\n")
     s.recv(64)
@@ -129,7 +132,7 @@ PY
 lim $V python3 "$D/knock.py" "$P/vsock/vsock.sock" 200; krc=$?
 # The marker goes in front of the first output let through after the drops: knock once a second
 # until the bucket has refilled enough for one more line.
-until_out 120 sh -c "python3 '$D/knock.py' '$P/vsock/vsock.sock' 1; grep -q 'bytes of console output dropped' '$P/console.log'"
+until_out 60 sh -c "timeout 30 python3 '$D/knock.py' '$P/vsock/vsock.sock' 1; grep -q 'bytes of console output dropped' '$P/console.log'"
 lim $V $H stop noisy >/dev/null
 marker=$(grep -o '\[husk: [0-9]* bytes of console output dropped\]' "$P/console.log" | head -1)
 console_bytes=$(bytes "$P"/console.log*)

@@ -253,6 +253,57 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_at_a_time_flood_is_cut_to_the_burst_and_marked() {
+        // As the UART writes: one byte per write, into the non-blocking end.
+        let dir = std::env::temp_dir().join(format!("husk-console-uart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("console.log");
+        let (console, write) = PodConsole::open(&path, ConsoleLimit { rate: 256 }).unwrap();
+        let done = console.start();
+        let mut w = File::from(write);
+        let line =
+            b"husk-agent: connection 2: handshake failed: frame length 544501614 is outside\n";
+        let (mut sent, mut lost) = (0u64, 0u64);
+        for _ in 0..300 {
+            for b in line {
+                match std::io::Write::write(&mut w, &[*b]) {
+                    Ok(_) => sent += 1,
+                    Err(_) => lost += 1,
+                }
+            }
+        }
+        drop(w);
+        done.recv().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Split off the markers (each on a line of its own) and add up their counts.
+        let (mut kept, mut dropped) = (0u64, 0u64);
+        for (i, part) in text.split("\n[husk: ").enumerate() {
+            let rest = if i == 0 {
+                part
+            } else {
+                let (n, rest) = part
+                    .split_once(" bytes of console output dropped]\n")
+                    .unwrap();
+                dropped += n.parse::<u64>().unwrap();
+                rest
+            };
+            kept += rest.len() as u64;
+        }
+        assert!(dropped > 0, "a drop marker");
+        assert!(
+            (2048..4096).contains(&kept),
+            "kept {kept}, lost in the pipe {lost}"
+        );
+        assert_eq!(
+            kept + dropped,
+            sent,
+            "every byte the pipe took is kept or counted"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_pump_copies_until_the_writer_closes() {
         let dir = std::env::temp_dir().join(format!("husk-console-pump-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
