@@ -73,6 +73,11 @@ impl Bucket {
         self.tokens -= n;
         n
     }
+
+    /// Returns tokens taken but not used.
+    fn give_back(&mut self, n: u64) {
+        self.tokens = self.tokens.saturating_add(n).min(self.capacity);
+    }
 }
 
 /// Copies console output into a rotated log through a [`Bucket`].
@@ -100,24 +105,44 @@ impl ConsoleLog {
         })
     }
 
-    /// Logs what of `data` the bucket lets through at `now`.
+    /// Logs what of `data` the bucket lets through at `now`. After a drop,
+    /// output resumes only once the bucket holds the marker and a byte more:
+    /// the marker is charged like output, so many small drops cannot write
+    /// more than the rate between them.
     pub fn write_at(&mut self, data: &[u8], now: Instant) -> io::Result<()> {
+        if self.dropped > 0 {
+            let marker = self.marker();
+            let need = marker.len() as u64 + 1;
+            let got = self.bucket.take(need, now);
+            if got < need {
+                self.bucket.give_back(got);
+                self.dropped += data.len() as u64;
+                return Ok(());
+            }
+            self.bucket.give_back(1);
+            self.dropped = 0;
+            self.file.write(marker.as_bytes())?;
+        }
         let n = self.bucket.take(data.len() as u64, now) as usize;
         if n > 0 {
-            self.flush_dropped()?;
             self.file.write(&data[..n])?;
         }
         self.dropped += (data.len() - n) as u64;
         Ok(())
     }
 
-    /// Writes the marker for what was dropped, if anything was.
+    fn marker(&self) -> String {
+        format!(
+            "\n[husk: {} bytes of console output dropped]\n",
+            self.dropped
+        )
+    }
+
+    /// Writes the marker for what was dropped, if anything was (at the end,
+    /// whatever the bucket holds: one line).
     pub fn flush_dropped(&mut self) -> io::Result<()> {
         if self.dropped > 0 {
-            let marker = format!(
-                "\n[husk: {} bytes of console output dropped]\n",
-                self.dropped
-            );
+            let marker = self.marker();
             self.dropped = 0;
             self.file.write(marker.as_bytes())?;
         }
@@ -231,11 +256,14 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
-            format!(
-                "{}\n[husk: 24 bytes of console output dropped]\nlate\n",
-                "a".repeat(80)
-            )
+            "a".repeat(80),
+            "the marker waits for room in the bucket"
         );
+        // 10 bytes a second: the marker (44 bytes) and a byte more fit after 5 s.
+        c.write_at(b"later\n", t0 + Duration::from_secs(6)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let marker = "\n[husk: 29 bytes of console output dropped]\n";
+        assert_eq!(text, format!("{}{marker}later\n", "a".repeat(80)));
         // A flood: the files stay within their caps.
         let mut c = ConsoleLog::create(&path, ConsoleLimit { rate: 1 << 30 }).unwrap();
         let chunk = vec![b'z'; 16 << 10];
