@@ -42,7 +42,24 @@ pub enum ConsoleOutput {
     Stdio,
     /// A file, created or truncated (no console input).
     File(PathBuf),
+    /// A descriptor already open for writing (no console input): a pod's
+    /// console pipe, which its supervisor copies into the rotated, rate-limited
+    /// `console.log` ([`crate::pod::logs::console`]).
+    Fd(ConsoleFd),
 }
+
+/// An open console descriptor, shared so that a configuration stays cheap
+/// to clone; equal only to itself.
+#[derive(Debug, Clone)]
+pub struct ConsoleFd(pub std::sync::Arc<std::os::fd::OwnedFd>);
+
+impl PartialEq for ConsoleFd {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ConsoleFd {}
 
 /// A virtio-vsock device bridged to Unix sockets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -433,6 +450,12 @@ impl VmConfig {
         let console = match &self.console {
             ConsoleOutput::Stdio => None,
             ConsoleOutput::File(path) => Some(open_console(path)?),
+            ConsoleOutput::Fd(fd) => Some(File::from(fd.0.try_clone().map_err(|source| {
+                ConfigError::ConsoleOpen {
+                    path: "(console pipe)".into(),
+                    source,
+                }
+            })?)),
         };
         Ok(PreparedVm {
             config: self,

@@ -2,7 +2,7 @@
 //! `inspect`, `gc`. They work on the pod directories under
 //! `$HUSK_ROOT/pods` (see `pod::state`); `exec` talks to the pod's agent.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,15 +65,56 @@ pub struct PsArgs {
     pub json: bool,
 }
 
+/// `husk logs`: the app's stdout records go to stdout, its stderr records
+/// to stderr, as `docker logs` does.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// Keep printing output as it comes, until the pod ends.
+    /// Keep printing output as it comes (across log rotations), until the pod ends.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Put each line's time (RFC 3339, UTC, when the host received it) in front.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Only lines from this time: RFC 3339 (2026-12-06T17:05:08Z), a date,
+    /// Unix seconds, or a duration before now (10m, 1h30m).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only lines up to this time (as --since).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only the last N lines ("all": every line).
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<String>,
     /// Which app (default: the first).
     #[arg(long)]
     pub app: Option<String>,
     pub pod: String,
+}
+
+impl LogsArgs {
+    /// The query these flags ask for, times relative to `now`.
+    fn query(&self, now: u64) -> Result<crate::pod::logs::read::Query, PodError> {
+        use crate::pod::logs::time::parse_point;
+        let point = |flag: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|t| parse_point(t, now).map_err(|e| PodError::Usage(format!("{flag} {e}"))))
+                .transpose()
+        };
+        let tail = match self.tail.as_deref().map(str::trim) {
+            None | Some("all") => None,
+            Some(n) => Some(n.parse::<u64>().map_err(|_| {
+                PodError::Usage(format!(
+                    "--tail {n:?}: expected a number of lines or \"all\""
+                ))
+            })?),
+        };
+        Ok(crate::pod::logs::read::Query {
+            since: point("--since", &self.since)?,
+            until: point("--until", &self.until)?,
+            tail,
+            timestamps: self.timestamps,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +318,9 @@ fn ps(args: PsArgs) -> Result<i32, PodError> {
 }
 
 fn logs(args: LogsArgs) -> Result<i32, PodError> {
+    use crate::pod::logs::read;
+    // The flags first: a bad one is a usage error whatever the pod.
+    let query = args.query(crate::pod::logs::time::now())?;
     let pods = pod_store()?;
     let pod = pods.find(&args.pod)?;
     let config = pod.read_config()?;
@@ -284,33 +328,29 @@ fn logs(args: LogsArgs) -> Result<i32, PodError> {
         .app(args.app.as_deref())
         .ok_or_else(|| PodError::Usage(format!("pod {} has no app {:?}", pod.name, args.app)))?;
     let path = pod.log_path(&app.name);
-    let mut file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(PodError::io(&path, e)),
+    let active = || pod.read_status().is_ok_and(|s| s.state.is_active());
+    let follow: Option<&dyn Fn() -> bool> = if args.follow { Some(&active) } else { None };
+    let result = if config.logs.is_some() || read::has_records(&path) {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut err = std::io::BufWriter::new(std::io::stderr().lock());
+        read::print(&path, query, follow, &mut out, &mut err).and_then(|()| {
+            out.flush()?;
+            err.flush()
+        })
+    } else {
+        if args.since.is_some() || args.until.is_some() || args.tail.is_some() || args.timestamps {
+            return Err(PodError::Usage(format!(
+                "pod {} was made by an older husk: its log has no times or streams, so --since, --until, --tail and --timestamps do not apply (husk logs without them prints it)",
+                pod.name
+            )));
+        }
+        read::print_raw(&path, follow, &mut std::io::stdout().lock())
     };
-    let mut out = std::io::stdout().lock();
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| PodError::io(&path, e))?;
-        if n > 0 {
-            if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
-                return Ok(0);
-            }
-            continue;
-        }
-        if !args.follow || !pod.read_status()?.state.is_active() {
-            // One more read: output written just before the pod ended.
-            let pos = file.stream_position().map_err(|e| PodError::io(&path, e))?;
-            let len = file.metadata().map(|m| m.len()).unwrap_or(pos);
-            if len > pos {
-                file.seek(SeekFrom::Start(pos))
-                    .map_err(|e| PodError::io(&path, e))?;
-                continue;
-            }
-            return Ok(0);
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    match result {
+        // The reader went away (`husk logs | head`): not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(PodError::io(&path, e)),
+        Ok(()) => Ok(0),
     }
 }
 

@@ -46,6 +46,26 @@ pub struct LifetimeArgs {
     /// the pod's VMM gets its own (default /husk, made if missing).
     #[arg(long, value_name = "PATH")]
     pub cgroup_parent: Option<String>,
+    /// A log setting (repeatable): max-size=SIZE (each log file; default
+    /// 10m, at least 64k), max-file=N (files per app log, the live one
+    /// included; default 3, at most 100), console-rate=SIZE (the guest
+    /// console's bytes per second before output is dropped; default 32k).
+    /// Each app's stdout and stderr are kept in at most max-file files of
+    /// max-size (30 MiB by default); the console in 2 files of 1 MiB.
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opt: Vec<String>,
+}
+
+impl LifetimeArgs {
+    /// The log settings: `base` (the defaults, or a manifest's) with the
+    /// `--log-opt` flags applied.
+    fn logs(
+        &self,
+        mut base: crate::pod::logs::LogOpts,
+    ) -> Result<crate::pod::logs::LogOpts, PodError> {
+        base.apply_flags(&self.log_opt).map_err(PodError::Usage)?;
+        Ok(base)
+    }
 }
 
 /// The network flags of `husk run`.
@@ -303,6 +323,7 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
         no_seccomp: args.lifetime.no_seccomp,
         cgroup_parent: args.lifetime.cgroup_parent.clone(),
         network: args.net.to_config()?,
+        logs: args.lifetime.logs(crate::pod::logs::LogOpts::default())?,
     })
 }
 
@@ -326,6 +347,10 @@ pub fn run(args: RunArgs) -> i32 {
 pub fn pod_run(args: PodRunArgs) -> i32 {
     let request = manifest::load(&args.manifest)
         .map_err(PodError::Usage)
+        .and_then(|mut r| {
+            r.logs = args.lifetime.logs(r.logs)?;
+            Ok(r)
+        })
         .map(|mut r| {
             if args.name.is_some() {
                 r.name = args.name.clone();

@@ -28,7 +28,7 @@ use caps::Capability;
 use super::userns::IdRange;
 use super::{JailError, JailSpec};
 use crate::fs::budget::{FD_PER_POD, FD_RESERVE};
-use crate::vm_config::{PreparedDevice, PreparedVm};
+use crate::vm_config::{ConsoleOutput, PreparedDevice, PreparedVm};
 
 /// The capabilities a jailed VMM keeps.
 pub const VMM_CAPS: [Capability; 5] = [
@@ -55,6 +55,13 @@ pub fn spec_for(vm: &PreparedVm, kvm: RawFd, user_ns: Option<RawFd>) -> JailSpec
     let mut keep_fds = vec![kvm, vm.kernel.file.as_raw_fd()];
     keep_fds.extend(vm.initrd.as_ref().map(|(f, _)| f.as_raw_fd()));
     keep_fds.extend(vm.console.as_ref().map(AsRawFd::as_raw_fd));
+    // A console descriptor in the configuration (a pod's console pipe) is kept as well:
+    // the configuration owns it and closes it when dropped, so the jail must not close
+    // it first, or a descriptor opened later with the same number (a vsock socket, an
+    // eventfd) would be closed in its place.
+    if let ConsoleOutput::Fd(fd) = &vm.config.console {
+        keep_fds.push(fd.0.as_raw_fd());
+    }
     for device in &vm.devices {
         match device {
             PreparedDevice::Vsock(v) => {

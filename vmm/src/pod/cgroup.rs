@@ -670,6 +670,7 @@ mod tests {
             cgroup_parent: None,
             user_ns: None,
             network: Default::default(),
+            logs: None,
             created: 0,
         }
     }

@@ -227,6 +227,7 @@ fn config_of(pod: &PodDir, request: PodRequest, images: &[Image]) -> PodConfig {
         // Set by the caller once it has planned the cgroup (`cgroup::plan`).
         cgroup_parent: None,
         network: request.network,
+        logs: Some(request.logs),
         created: now_secs(),
     }
 }

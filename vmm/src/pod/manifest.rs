@@ -11,6 +11,7 @@
 //! grace_seconds = 10       # SIGTERM → SIGKILL grace when stopping
 //! jail = true              # false: the VMM runs without its jail (like --no-jail)
 //! cgroup_parent = "/husk"  # the host cgroup the VMM's own goes under (like --cgroup-parent)
+//! log_opts = { max-size = "10m", max-file = 3, console-rate = "32k" }   # like --log-opt
 //!
 //! [[volumes]]
 //! name = "shared"          # no `host`: an empty directory living with the pod
@@ -79,6 +80,17 @@ struct File {
     /// As `--hostname`.
     #[serde(default)]
     hostname: Option<String>,
+    /// As `--log-opt KEY=VALUE` (docker's `log-opts` in daemon.json).
+    #[serde(default)]
+    log_opts: std::collections::BTreeMap<String, OptValue>,
+}
+
+/// A `log_opts` value: a string, or a number (`max-file = 3`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OptValue {
+    Text(String),
+    Number(u64),
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,8 +277,18 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
         &file.add_hosts,
         file.hostname,
     )?;
+    let mut logs = super::logs::LogOpts::default();
+    for (key, value) in &file.log_opts {
+        let value = match value {
+            OptValue::Text(t) => t.clone(),
+            OptValue::Number(n) => n.to_string(),
+        };
+        logs.set(key, &value)
+            .map_err(|e| format!("log_opts.{key}: {e}"))?;
+    }
     Ok(PodRequest {
         network,
+        logs,
         name: file.name,
         apps,
         volumes,
@@ -368,6 +390,37 @@ mod tests {
             "[[volumes]]\nname = \"v\"\nhost = \"/\"\nsize = \"1m\"\n[[apps]]\nname = \"a\"\nimage = \"b\"",
             "empty-dir volumes only",
         );
+    }
+
+    #[test]
+    fn log_opts_map_to_the_flags_settings() {
+        let t = parse(
+            "log_opts = { max-size = \"1m\", max-file = 2, console-rate = \"4k\" }\n\
+             [[apps]]\nname = \"a\"\nimage = \"b\"",
+            Path::new("/"),
+        )
+        .unwrap();
+        let mut flags = super::super::logs::LogOpts::default();
+        flags
+            .apply_flags(&[
+                "max-size=1m".into(),
+                "max-file=2".into(),
+                "console-rate=4k".into(),
+            ])
+            .unwrap();
+        assert_eq!(t.logs, flags);
+        let j = parse(
+            r#"{"log_opts":{"max-file":"4"},"apps":[{"name":"a","image":"b"}]}"#,
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(j.logs.max_file, 4);
+        let e = parse(
+            "log_opts = { max-file = 0 }\n[[apps]]\nname = \"a\"\nimage = \"b\"",
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("log_opts.max-file: "), "{e}");
     }
 
     #[test]

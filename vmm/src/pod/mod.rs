@@ -12,13 +12,16 @@
 //! the pod's vsock socket. Multi-app pods come from manifests
 //! ([`manifest`]). Empty-dir volumes are size-limited tmpfs mounts on the
 //! host ([`volumes`]). Each pod's VMM runs in a host cgroup of its own
-//! ([`cgroup`]).
+//! ([`cgroup`]). What the apps and the guest console print is logged with
+//! size caps and rotation ([`logs`]).
 
 pub mod attach;
 pub mod cgroup;
 pub mod create;
 pub mod ids;
+pub mod logs;
 pub mod manifest;
+pub mod output;
 pub mod spec;
 pub mod state;
 pub mod supervisor;

@@ -164,6 +164,8 @@ pub struct PodRequest {
     pub cgroup_parent: Option<String>,
     /// The pod's network (`--network`, `-p`, `--dns`, `--add-host`, `--hostname`).
     pub network: crate::net::NetworkConfig,
+    /// Log caps and the console's rate (`--log-opt`, the manifest's `log_opts`).
+    pub logs: super::logs::LogOpts,
 }
 
 /// Whether a jailed pod's VMM runs in a user namespace ([`crate::jail::userns`]).
@@ -216,6 +218,10 @@ pub struct PodConfig {
     /// The pod's network. A config without it (an older husk's) has none.
     #[serde(default)]
     pub network: crate::net::NetworkConfig,
+    /// Log caps and the console's rate. A config without it (an older
+    /// husk's) has raw, unrotated logs ([`super::logs`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<super::logs::LogOpts>,
     /// Seconds since the epoch.
     pub created: u64,
 }

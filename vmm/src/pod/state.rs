@@ -5,9 +5,11 @@
 //! pods/<id>/name       the pod's name (written first, under the lock)
 //!          config.json what the pod is (`PodConfig`), written once
 //!          status.json where it is (`PodStatus`), rewritten atomically
-//!          console.log the guest's serial console (kernel and agent messages)
+//!          console.log the guest's serial console (kernel and agent messages),
+//!                      rotated to console.log.1 ([`super::logs::console`])
 //!          vsock.sock  the VMM's vsock socket (the agent on guest port 1024)
-//!          logs/<app>.log  the app's stdout and stderr, in arrival order
+//!          logs/<app>.log  the app's stdout and stderr as CRI records, rotated
+//!                      to <app>.log.1, ... ([`super::logs`])
 //!          blobs/sha256/<hex>  hard links to the pod's layer blobs (shared read-only)
 //!          volumes/<name>/  the pod's empty-dir volumes (a tmpfs each while it runs)
 //!          supervisor.log  stderr of a detached pod's supervisor

@@ -4,9 +4,9 @@
 //! has every app's image unpacked and its container created, then waits on
 //! one channel for what can happen next: an app exits, a signal arrives,
 //! the VMM dies. Each app's output is copied by a thread of its own to the
-//! app's log (and, attached, to the terminal); output credit is granted
-//! only as those writes complete, so a slow terminal slows the app instead
-//! of growing a buffer. Only this thread writes `status.json`.
+//! app's log (and, attached, to the terminal: [`super::output`]), the guest
+//! console by another to `console.log` ([`super::logs::console`]). Only this
+//! thread writes `status.json`.
 //!
 //! Signals: SIGTERM (`husk stop`) stops every app — SIGTERM, the grace
 //! period, SIGKILL — and then the pod. Attached to a one-app `husk run`,
@@ -14,13 +14,11 @@
 //! (Docker's sig-proxy) and SIGWINCH resizes its terminal; detached or for
 //! a multi-app pod, SIGINT and SIGHUP stop the pod like SIGTERM.
 
-use std::fs::File;
-use std::io::Write;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use husk_agent_client::{timeouts, ClientError, ProcEvent, Process, Session};
+use husk_agent_client::{timeouts, ClientError, Process, Session};
 use husk_proto::{
     ContainerSpec, ErrorKind, ExitStatus, MountSpec, ProcessSpec, Request, Resources, SpecialFiles,
     TtySize, UnpackSpec,
@@ -30,6 +28,10 @@ use signal_hook::iterator::Signals;
 
 use super::attach::{self, Attach};
 use super::cgroup::{CgroupRecord, Limits, PodCgroup};
+use super::logs::console::PodConsole;
+use super::logs::cri::AppLogWriter;
+use super::logs::rotate::RotatingFile;
+use super::output::Ended;
 use super::spec::{App, PodConfig, UserNsChoice};
 use super::state::{now_secs, AppStatus, PodDir, PodState, PodStatus};
 use super::vm::{self, GuestArtifacts};
@@ -41,7 +43,7 @@ use crate::builder::Jail;
 use crate::failure::Failure;
 use crate::jail::vmm::UserNs;
 use crate::net::guard::NetGuard;
-use crate::vm_config::HostLimits;
+use crate::vm_config::{ConsoleFd, ConsoleOutput, HostLimits};
 
 /// Where the pod's image blobs are mounted in the guest.
 const GUEST_BLOBS: &str = "/run/husk/blobs";
@@ -92,6 +94,10 @@ struct Running<'a> {
     passt: Option<crate::net::passt::Passt>,
     /// passt's host-side filter ([`crate::net::guard`]), until it is removed.
     net_guard: Option<NetGuard>,
+    /// Says when the console's copier has written everything (the VMM's
+    /// end of the pipe closed), so the last of it is on disk before the
+    /// pod's state says it ended.
+    console_done: Option<Receiver<()>>,
     /// The pod's TAP network (`--network tap`), until it is removed.
     tap: Option<crate::net::tap::TapNetwork>,
 }
@@ -120,6 +126,7 @@ pub fn supervise(
         cgroup: None,
         passt: None,
         net_guard: None,
+        console_done: None,
         tap: None,
     };
     run.status.apps = config
@@ -170,6 +177,7 @@ impl Running<'_> {
         }
         // The pod ends: its volumes' tmpfs and its cgroup go before anyone
         // can read so.
+        self.console_written();
         super::volumes::release(&self.pod.path);
         self.remove_cgroup();
         self.status.state = PodState::Failed;
@@ -293,6 +301,12 @@ impl Running<'_> {
         let mut config = vm::vm_config(self.pod, self.config, guest, shares);
         self.make_cgroup()?;
         self.start_network(&mut config)?;
+        // The console goes through a pipe to a thread of ours (rotation and
+        // rate limit), started once the VMM is forked.
+        let console_path = self.pod.console_path();
+        let (console, vmm_end) = PodConsole::open(&console_path, self.log_opts().console_limit())
+            .map_err(|e| PodError::io(&console_path, e))?;
+        config.console = ConsoleOutput::Fd(ConsoleFd(Arc::new(vmm_end)));
         let jail = match (&self.config.no_jail, &self.config.user_ns) {
             (true, _) => Jail::Off,
             (false, Some(UserNsChoice::Mapped(ids))) => Jail::On(Some(UserNs {
@@ -302,6 +316,7 @@ impl Running<'_> {
             (false, _) => Jail::On(None),
         };
         let child = vm::spawn_vmm(self.pod, config, host, jail, self.cgroup.as_ref())?;
+        self.console_done = Some(console.start());
         self.vmm_pid = Some(child.id() as i32);
         self.status.vmm_pid = self.vmm_pid;
         self.save()?;
@@ -416,6 +431,20 @@ impl Running<'_> {
         }
     }
 
+    /// Waits (briefly: the VMM is gone, so the pipe is at its end) until
+    /// the console's copier has written what the VMM sent last, with the
+    /// drop marker if one is due.
+    fn console_written(&mut self) {
+        if let Some(done) = self.console_done.take() {
+            let _ = done.recv_timeout(Duration::from_secs(2));
+        }
+    }
+
+    /// The pod's log settings (an older husk's pod: the defaults).
+    fn log_opts(&self) -> super::logs::LogOpts {
+        self.config.logs.unwrap_or_default()
+    }
+
     fn spawn_output_thread(
         &self,
         index: usize,
@@ -424,10 +453,9 @@ impl Running<'_> {
     ) -> Result<(), PodError> {
         let app = &self.config.apps[index];
         let log_path = self.pod.log_path(&app.name);
-        let log = crate::private::file_options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
+        let opts = self.log_opts();
+        let log = RotatingFile::open(&log_path, opts.max_size, opts.max_file)
+            .map(AppLogWriter::new)
             .map_err(|e| PodError::io(&log_path, e))?;
         let sinks = attach::sinks(
             self.attach.as_ref(),
@@ -435,7 +463,17 @@ impl Running<'_> {
             index,
             self.config.apps.len(),
         );
-        std::thread::spawn(move || copy_output(index, process, log, sinks, &tx));
+        std::thread::spawn(move || {
+            let event = match super::output::copy(&process, log, sinks) {
+                Ended::Exited { status, oom_killed } => Event::AppExited {
+                    index,
+                    status,
+                    oom_killed,
+                },
+                Ended::Lost(why) => Event::AppLost { index, why },
+            };
+            let _ = tx.send(event);
+        });
         Ok(())
     }
 
@@ -602,6 +640,7 @@ impl Running<'_> {
             }
         }
         self.vmm_pid = None;
+        self.console_written();
         super::volumes::release(&self.pod.path);
         self.remove_cgroup();
         self.status.state = PodState::Exited;
@@ -643,48 +682,6 @@ fn spawn_vmm_watcher(mut vmm: VmmProcess, tx: Sender<Event>) {
             let _ = tx.send(Event::VmmExited(status));
         }
     });
-}
-
-/// Copies one app's output to its log and sinks until it exits.
-fn copy_output(
-    index: usize,
-    process: Process,
-    mut log: File,
-    mut sinks: attach::Sinks,
-    tx: &Sender<Event>,
-) {
-    loop {
-        let event = match process.next_event() {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = tx.send(Event::AppLost {
-                    index,
-                    why: e.to_string(),
-                });
-                return;
-            }
-        };
-        match event {
-            ProcEvent::Stdout(b) => {
-                let _ = log.write_all(&b);
-                sinks.stdout(&b);
-            }
-            ProcEvent::Stderr(b) => {
-                let _ = log.write_all(&b);
-                sinks.stderr(&b);
-            }
-            ProcEvent::Eof(_) => {}
-            ProcEvent::Exited { status, oom_killed } => {
-                sinks.finish();
-                let _ = tx.send(Event::AppExited {
-                    index,
-                    status,
-                    oom_killed,
-                });
-                return;
-            }
-        }
-    }
 }
 
 /// The pod's hostname: `--hostname`, else its name.
