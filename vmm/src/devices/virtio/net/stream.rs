@@ -151,7 +151,9 @@ impl StreamBackend {
         }
     }
 
-    fn pending_out(&self) -> usize {
+    /// Bytes written by the guest and not yet taken by the socket (bounded:
+    /// at most [`OUT_HIGH_WATER`] plus one frame).
+    pub fn pending_out(&self) -> usize {
         self.out.len() - self.out_start
     }
 }
