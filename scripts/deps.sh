@@ -15,6 +15,7 @@ if [ ${#packages[@]} -eq 0 ]; then
     python3 time                            # initramfs packing, benchmarks
     docker-registry skopeo apache2-utils    # registry pull tests (registry, push, htpasswd)
     passt                                   # user-mode networking for pods (--network user)
+    iperf3                                  # bench-net.sh: TCP throughput, guest and host ends
     nftables                                # the host-side filter of a user pod's network
     dnsmasq-base                            # net e2e: the test's own DNS server
   )
