@@ -333,6 +333,14 @@ fn run<B: Host>(mut input: Input, backend: B, features: u64, mut peer: Peer) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The stream backend writes to a peer that may have hung up. husk's
+    // own main is Rust's, whose runtime ignores SIGPIPE (the write then
+    // fails with EPIPE and the backend closes); libFuzzer's main does not.
+    static SIGPIPE_IGNORED: std::sync::Once = std::sync::Once::new();
+    // SAFETY: sets a signal's disposition to SIG_IGN; no handler runs.
+    SIGPIPE_IGNORED.call_once(|| unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    });
     let mut input = Input(data);
     let Some(cfg) = input.byte() else { return };
     let mut features = 0;
