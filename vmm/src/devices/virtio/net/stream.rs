@@ -24,12 +24,15 @@
 //! of at most ~36 KiB (`unix_stream_sendmsg`: one page of head plus 32 KiB
 //! of fragments), each readable at once. Writes that ran frames together
 //! let such a piece end anywhere in a frame, or in a prefix, with the rest
-//! of the frame more than one piece away; with 64 KiB frames (MTU 65520)
-//! that happened within seconds of a bulk transfer and the guest's TCP
-//! stalled. One frame per write leaves at most two pieces per frame, the
-//! second written alone: this is also what qemu's `-netdev stream` does
-//! (`net_stream_receive`: one frame per `writev`, the rest of a partial one
-//! on its own), which passt was written against.
+//! of the frame more than one piece away, and the frames passt then misreads
+//! are lost (it finds its place again only when a read starts at a frame).
+//! With 64 KiB frames (MTU 65520) a guest → host iperf3 in the testbed ran
+//! at 33 Mbit/s with such writes and 181 Mbit/s with one frame per write
+//! (one run each; QEMU on the same passt: 98). One frame per write leaves
+//! at most two pieces per frame, the second written alone: this is what
+//! qemu's `-netdev stream` does (`net_stream_receive`: one frame per
+//! `writev`, the rest of a partial one on its own), which passt was
+//! written against.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
