@@ -120,7 +120,7 @@ def initramfs(build, out, secs):
 class Servers:
     """The host ends for one VM run: two one-off iperf3 servers and the echo pinger."""
 
-    def __init__(self, work, host="127.0.0.1"):
+    def __init__(self, host="127.0.0.1"):
         self.ports = (PORT_TX, PORT_RX)
         self.procs = [subprocess.Popen(["iperf3", "-s", "-1", "-B", host, "-p", str(port)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -189,7 +189,7 @@ def receiver_mbits(console, which):
 
 def run_vm(argv, work, name, pre=None):
     """Boots one VM with fresh servers; returns the three figures or None and the console."""
-    servers = Servers(work)
+    servers = Servers()
     helper = pre() if pre else None
     console = []
     try:
