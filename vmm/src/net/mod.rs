@@ -40,12 +40,18 @@ pub const GUEST_PREFIX: u8 = 24;
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 /// The DNS address the pod uses unless given `--dns`.
 pub const DNS_FORWARD: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
-/// The pod's MTU. passt's own default is 65520 (one TCP segment per
-/// frame, far fewer frames), and the device handles such frames (mergeable
-/// rx buffers, unit-tested), but with it TCP through Debian 12's passt
-/// stalled in the testbed (connections stop after the first segments; with
-/// 1500 the same transfers complete: see the README's Networking section).
-/// Until that is understood the pod uses Ethernet's 1500.
+/// The pod's MTU: Ethernet's 1500, not passt's own default of 65520 (one
+/// TCP segment per frame). Measured in the testbed with Debian 12's passt
+/// (`scripts/bench-net.sh`, README "Benchmarks"), 65520 was faster guest →
+/// host but slower host → guest, for QEMU's virtio-net on the same passt as
+/// much as for husk's, so it is not taken while one direction loses.
+///
+/// It once stalled TCP: the stream backend ran frames that had waited for the
+/// socket together in one write, and this passt loses its place in the
+/// stream when a frame reaches it in more than two of the kernel's pieces
+/// (see [`crate::devices::virtio::net::stream`]); with 64 KiB frames that
+/// was frequent. The backend now writes one frame per write, as qemu does,
+/// and bulk transfers at 65520 run (unit tests pin the write boundaries).
 pub const MTU: u16 = 1500;
 
 /// How a pod is connected.

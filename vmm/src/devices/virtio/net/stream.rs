@@ -11,6 +11,28 @@
 //! [`NetBackend::can_send`] false until the socket drains. A frame length over
 //! [`MAX_FRAME_LEN`] cannot be skipped in a stream: the backend closes then,
 //! as it does when the peer hangs up; the guest's link then carries nothing.
+//!
+//! # One frame per write
+//! Output goes out one frame per `write(2)`, and a frame the socket took only
+//! part of is finished by a write of its rest alone, before the next frame:
+//! the stream is the same either way, but its reader sees different pieces.
+//! Debian 12's passt (0.0~git20230309) reads what is queued with one
+//! non-blocking `recv`, completes a frame cut by its end with **one**
+//! blocking `recv` and gives up on the stream (silently, for good) if that
+//! returns less than the rest; a tail of four bytes or fewer (part of a
+//! length prefix) it drops. The kernel queues a Unix stream write in pieces
+//! of at most ~36 KiB (`unix_stream_sendmsg`: one page of head plus 32 KiB
+//! of fragments), each readable at once. Writes that ran frames together
+//! let such a piece end anywhere in a frame, or in a prefix, with the rest
+//! of the frame more than one piece away, and the frames passt then misreads
+//! are lost (it finds its place again only when a read starts at a frame).
+//! With 64 KiB frames (MTU 65520) a guest → host iperf3 in the testbed ran
+//! at 33 Mbit/s with such writes and 181 Mbit/s with one frame per write
+//! (one run each; QEMU on the same passt: 98). One frame per write leaves
+//! at most two pieces per frame, the second written alone: this is what
+//! qemu's `-netdev stream` does (`net_stream_receive`: one frame per
+//! `writev`, the rest of a partial one on its own), which passt was
+//! written against.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -35,6 +57,9 @@ pub struct StreamBackend {
     in_end: usize,
     out: Vec<u8>,
     out_start: usize,
+    /// Where in `out` the frame being written ends; equal to `out_start`
+    /// between frames. Writes never cross it (see the module doc).
+    out_frame_end: usize,
     closed: bool,
     /// Frames dropped because the peer was gone.
     pub dropped: u64,
@@ -51,6 +76,7 @@ impl StreamBackend {
             in_end: 0,
             out: Vec::new(),
             out_start: 0,
+            out_frame_end: 0,
             closed: false,
             dropped: 0,
         })
@@ -68,6 +94,7 @@ impl StreamBackend {
         self.closed = true;
         self.out.clear();
         self.out_start = 0;
+        self.out_frame_end = 0;
     }
 
     /// The length of the first buffered frame, if its prefix is complete.
@@ -118,10 +145,17 @@ impl StreamBackend {
         }
     }
 
-    /// Writes pending output until the socket would block.
+    /// Writes pending output, one frame or the rest of one per write,
+    /// until the socket would block.
     fn flush(&mut self) {
         while self.out_start < self.out.len() && !self.closed {
-            let pending = &self.out[self.out_start..];
+            if self.out_start == self.out_frame_end {
+                // `out` holds whole frames, each after its length prefix.
+                let prefix = &self.out[self.out_start..self.out_start + 4];
+                let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+                self.out_frame_end = self.out_start + 4 + len as usize;
+            }
+            let pending = &self.out[self.out_start..self.out_frame_end];
             // SAFETY: writes from our own buffer, with its length.
             let n =
                 unsafe { libc::write(self.fd.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
@@ -139,13 +173,17 @@ impl StreamBackend {
         if self.out_start == self.out.len() {
             self.out.clear();
             self.out_start = 0;
+            self.out_frame_end = 0;
         } else if self.out_start > OUT_HIGH_WATER {
             self.out.drain(..self.out_start);
+            self.out_frame_end -= self.out_start;
             self.out_start = 0;
         }
     }
 
-    fn pending_out(&self) -> usize {
+    /// Bytes written by the guest and not yet taken by the socket (bounded:
+    /// at most [`OUT_HIGH_WATER`] plus one frame).
+    pub fn pending_out(&self) -> usize {
         self.out.len() - self.out_start
     }
 }
