@@ -21,7 +21,7 @@ use std::os::unix::net::UnixStream;
 use husk_vmm::devices::virtio::net::stream::OUT_HIGH_WATER;
 use husk_vmm::devices::virtio::net::testing::{NetDriver, TestBackend, MEM_SIZE};
 use husk_vmm::devices::virtio::net::{
-    NetBackend, StreamBackend, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HDR_LEN,
+    NetBackend, StreamBackend, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HDR_LEN, OFFLOAD_FEATURES,
 };
 use husk_vmm::devices::virtio::testing::{
     mmio_setup, DriverQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
@@ -138,9 +138,12 @@ impl Peer {
 
 impl Host for TestBackend {
     fn inject(d: &mut NetDriver<Self>, _: &mut Peer, bytes: Vec<u8>, _: bool) {
+        // A header-carrying backend (TAP's kind) delivers a virtio-net
+        // header, with whatever offload fields, before each frame.
+        let hdr = if d.dev().backend().with_hdr { NET_HDR_LEN } else { 0 };
         let mut frame = bytes;
-        frame.truncate(MAX_FRAME_LEN);
-        frame.resize(frame.len().max(MIN_FRAME_LEN), 0);
+        frame.truncate(hdr + MAX_FRAME_LEN);
+        frame.resize(frame.len().max(hdr + MIN_FRAME_LEN), 0);
         d.dev().backend_mut().to_guest.push_back(frame);
         d.dev().handle_backend_event(EventSet::IN);
     }
@@ -151,8 +154,9 @@ impl Host for TestBackend {
     fn check(d: &NetDriver<Self>, _: &mut Peer) {
         let dev = d.dev();
         assert!(dev.backend().to_guest.len() <= 10_000);
+        let hdr = if dev.backend().with_hdr { NET_HDR_LEN } else { 0 };
         for f in &dev.backend().sent {
-            assert!((MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&f.len()));
+            assert!((hdr + MIN_FRAME_LEN..=hdr + MAX_FRAME_LEN).contains(&f.len()));
         }
     }
 }
@@ -352,7 +356,14 @@ fuzz_target!(|data: &[u8]| {
     }
     if cfg & 4 == 0 {
         let peer = Peer { sock: None, received: vec![] };
-        run(input, TestBackend::new(), features, peer);
+        let backend = if cfg & 8 != 0 {
+            // With offloads: guest headers pass through to the backend.
+            features |= OFFLOAD_FEATURES;
+            TestBackend::with_headers()
+        } else {
+            TestBackend::new()
+        };
+        run(input, backend, features, peer);
     } else {
         let (ours, theirs) = UnixStream::pair().unwrap();
         theirs.set_nonblocking(true).unwrap();

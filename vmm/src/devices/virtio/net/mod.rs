@@ -53,7 +53,7 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 
-pub use device::{Net, NET_QUEUE_SIZE};
+pub use device::{Net, NET_QUEUE_SIZE, OFFLOAD_FEATURES};
 pub use host_backend::HostBackend;
 pub use stream::StreamBackend;
 pub use tap::TapBackend;

@@ -12,10 +12,9 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU,
 };
 
-use super::device::OFFLOAD_FEATURES;
 use super::tap::tun_offloads;
 use super::testing::{NetDriver, TestBackend, MAC};
-use super::{MacAddr, NetBackend, StreamBackend, MAX_FRAME_LEN, NET_HDR_LEN};
+use super::{MacAddr, NetBackend, StreamBackend, MAX_FRAME_LEN, NET_HDR_LEN, OFFLOAD_FEATURES};
 use crate::devices::bus::BusDevice;
 use crate::devices::virtio::testing::{mmio_read, Buf, DESC_F_NEXT};
 use crate::devices::virtio::{VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
