@@ -15,6 +15,11 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 step() { printf '\n== %s\n' "$*" >&2; }
+# Once, on a shared machine, /dev/null turned into a regular file mid-suite and every later
+# container test failed on it; say which step did it, should it happen again.
+null_intact() {
+  [ -c /dev/null ] || { echo "test.sh: /dev/null is no longer a character device (after: $1)" >&2; exit 1; }
+}
 
 "$repo/scripts/deps.sh"
 
@@ -27,7 +32,9 @@ if [ "${HUSK_SKIP_LINT:-0}" != 1 ]; then
 fi
 
 step "unit and host-integration tests"
+null_intact "start"
 cargo test --workspace
+null_intact "unit and host-integration tests"
 
 step "build"
 "$repo/scripts/build.sh"
@@ -35,3 +42,4 @@ step "build"
 step "end-to-end tests (real KVM through scripts/testbed.sh)"
 # One at a time: each test boots a testbed VM, and the machine has 2 cores.
 cargo test -p husk-tests -- --ignored --test-threads=1
+null_intact "end-to-end tests"
