@@ -95,12 +95,14 @@ fi
 
 # 5. descriptors: nothing of the supervisor's (its lock, state and log files, pipes, the
 #    client's socket); only what the VMM opened on purpose: stdio, /dev/kvm, the kernel and
-#    initramfs, the console log, the shares, its own /proc/self, sockets, and KVM's and the
-#    event loop's anonymous inodes
+#    initramfs, the console's pipe (its write end only: the supervisor copies it into the
+#    capped console.log), the shares, its own /proc/self, sockets, and KVM's and the event
+#    loop's anonymous inodes
 #    A share's descriptors are in a private clone of its mount, which is in no mount table:
 #    their names are relative to the clone, and their mount is neither husk's nor the jail's.
 unexpected=
 clones=0
+pipes=0
 for fd in /proc/$pid/fd/*; do
     t=$(readlink "$fd") || continue
     mnt=$(awk '/^mnt_id:/ {print $2}' "/proc/$pid/fdinfo/${fd##*/}" 2>/dev/null)
@@ -113,6 +115,11 @@ for fd in /proc/$pid/fd/*; do
     # the passthrough's /proc/self/fd and mountinfo, named from outside the jail's mounts
     */proc/self/fd | */proc/self/mountinfo | "/proc/$pid/fd" | "/proc/$pid/mountinfo") ;;
     socket:* | anon_inode:*) ;;
+    pipe:*)
+        # One pipe, opened write-only (the access mode is the low digit of fdinfo's octal flags).
+        pipes=$((pipes + 1))
+        acc=$(awk '/^flags:/ {print substr($2, length($2))}' "/proc/$pid/fdinfo/${fd##*/}")
+        [ "$pipes" -eq 1 ] && [ "$acc" = 1 ] || unexpected="$unexpected ${fd##*/}=$t(access $acc)" ;;
     *) unexpected="$unexpected ${fd##*/}=$t" ;;
     esac
 done
