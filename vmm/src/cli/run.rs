@@ -418,7 +418,9 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
             if let Some(why) = crate::net::tap::unavailable() {
                 return Err(PodError::Usage(why));
             }
-            if request.network.dns.is_empty() && crate::net::tap::default_dns().is_empty() {
+            if request.network.dns.is_empty()
+                && crate::net::tap::default_dns(&crate::net::host_resolvers()).is_empty()
+            {
                 eprintln!("husk: warning: the pod has no name server: the host's resolv.conf names only loopback ones, which a TAP pod cannot reach (use --dns)");
             }
         }

@@ -38,10 +38,9 @@
 //! remove what a `kill -9`ed supervisor left ([`release`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
@@ -212,12 +211,12 @@ impl NetGuard {
             let level = dir
                 .strip_prefix(mount)
                 .map_or(0, |p| p.components().count());
-            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+
             let text = script(
                 &record.table,
                 below_root,
                 level,
-                &resolvers(&resolv),
+                &super::host_resolvers(),
                 host_loopback,
             );
             run_nft(&nft, &text)?;
@@ -246,29 +245,7 @@ impl NetGuard {
 
 /// Feeds `text` to `nft -f -`.
 fn run_nft(nft: &Path, text: &str) -> Result<(), GuardError> {
-    let mut child = Command::new(nft)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| GuardError::Nft(e.to_string()))?;
-    let written = child
-        .stdin
-        .take()
-        .map(|mut stdin| stdin.write_all(text.as_bytes()));
-    let out = child
-        .wait_with_output()
-        .map_err(|e| GuardError::Nft(e.to_string()))?;
-    if let Some(Err(e)) = written {
-        return Err(GuardError::Nft(e.to_string()));
-    }
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        return Err(GuardError::Nft(format!("{}: {first}", out.status)));
-    }
-    Ok(())
+    super::command::run(nft, &["-f", "-"], Some(text)).map_err(GuardError::Nft)
 }
 
 /// Deletes the table and passt's cgroup of `record`, whichever still exist.

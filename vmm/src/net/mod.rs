@@ -23,6 +23,7 @@
 //! in a descriptor the VMM's virtio-net device reads frames from
 //! ([`crate::vm_config::NetSpec`]); the device does not know which.
 
+mod command;
 pub mod guard;
 pub mod passt;
 pub mod tap;
@@ -357,19 +358,25 @@ pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The host's IPv4 name servers (`/etc/resolv.conf`; none if unreadable).
+pub fn host_resolvers() -> Vec<Ipv4Addr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .map(|t| guard::resolvers(&t))
+        .unwrap_or_default()
+}
+
 /// Where the agent keeps the files every container gets as its
 /// `/etc/resolv.conf` and `/etc/hosts` (the agent's `net::NET_DIR`).
 pub const GUEST_NET_DIR: &str = "/run/husk/net";
 
 /// What the agent applies for `net` (`ConfigureNetwork`): `eth0` on the
-/// user-mode network's fixed addresses, on the TAP pod's leased `tap_addr`,
-/// or loopback only; `hostname`; the name servers (`--dns`, else
-/// [`DNS_FORWARD`] in user mode and the host's non-loopback ones with TAP)
-/// and extra hosts.
+/// user-mode network's fixed addresses, on the TAP pod's leased address
+/// (`tap`), or loopback only; `hostname`; the name servers (`--dns`, else
+/// [`DNS_FORWARD`] in user mode and the TAP network's) and extra hosts.
 pub fn guest_spec(
     net: &NetworkConfig,
     hostname: &str,
-    tap_addr: Option<Ipv4Addr>,
+    tap: Option<&tap::TapNetwork>,
 ) -> husk_proto::NetworkSpec {
     let interface = |address: Ipv4Addr, prefix_len, gateway: Ipv4Addr, mtu: u16| {
         Some(husk_proto::InterfaceSpec {
@@ -380,14 +387,14 @@ pub fn guest_spec(
             mtu: u32::from(mtu),
         })
     };
-    let (interface, default_dns) = match (net.mode, tap_addr) {
+    let (interface, default_dns) = match (net.mode, tap) {
         (NetworkMode::User, _) => (
             interface(GUEST_ADDR, GUEST_PREFIX, GATEWAY, MTU),
             vec![DNS_FORWARD],
         ),
-        (NetworkMode::Tap, Some(addr)) => (
-            interface(addr, tap::PREFIX, tap::GATEWAY, 1500),
-            tap::default_dns(),
+        (NetworkMode::Tap, Some(t)) => (
+            interface(t.record.addr, tap::PREFIX, tap::GATEWAY, tap::MTU),
+            t.dns.clone(),
         ),
         _ => (None, Vec::new()),
     };

@@ -345,7 +345,7 @@ impl Running<'_> {
             .call(Request::ConfigureNetwork(Box::new(crate::net::guest_spec(
                 &self.config.network,
                 &hostname(self.config),
-                self.tap.as_ref().map(|t| t.record.addr),
+                self.tap.as_ref(),
             ))))
             .map_err(|e| match agent_error(e) {
                 PodError::Agent(m) => PodError::Agent(format!("network: {m}")),

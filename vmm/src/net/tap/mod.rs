@@ -39,7 +39,6 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +55,8 @@ pub const PREFIX: u8 = 16;
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 89, 0, 1);
 /// The TAP device's name inside a pod's namespace.
 pub const TAP_NAME: &str = "tap0";
+/// The pods' MTU: Ethernet's (offloads carry 64 KiB segments anyway).
+pub const MTU: u16 = 1500;
 /// The pod's side of its veth, inside its namespace.
 pub const UPLINK: &str = "eth0";
 /// Address leases and the host-wide lock (on tmpfs, like the bridge and
@@ -139,39 +140,11 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
-/// Runs `prog args`; a failure becomes one line with its first error line.
+/// Runs `prog args` (feeding it `stdin`); a failure is one line naming the command.
 fn run(prog: &str, args: &[&str], stdin: Option<&str>) -> Result<(), TapError> {
-    use std::io::Write;
     let path = find_program(prog).ok_or_else(|| TapError::Command(format!("{prog}: not found")))?;
-    let mut cmd = Command::new(path);
-    cmd.args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .stdin(if stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        });
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| TapError::Command(format!("{prog}: {e}")))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| TapError::Command(format!("{prog}: {e}")))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let err = String::from_utf8_lossy(&out.stderr);
-    let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let shown = if stdin.is_some() {
-        format!("{prog} -f -")
-    } else {
-        format!("{prog} {}", args.join(" "))
-    };
-    Err(TapError::Command(format!("{shown}: {first}")))
+    super::command::run(&path, args, stdin)
+        .map_err(|e| TapError::Command(format!("{prog} {}: {e}", args.join(" "))))
 }
 
 fn ip(args: &[&str]) -> Result<(), TapError> {
@@ -248,6 +221,8 @@ pub fn plan(id: &str) -> Result<TapRecord, TapError> {
 pub struct TapNetwork {
     /// What it consists of.
     pub record: TapRecord,
+    /// The name servers the pod uses without `--dns` ([`default_dns`]).
+    pub dns: Vec<Ipv4Addr>,
     /// The published host ports, held for the pod's life
     /// ([`reserve_ports`]).
     _ports: Vec<OwnedFd>,
@@ -255,18 +230,17 @@ pub struct TapNetwork {
 
 /// Makes everything `record` names for pod `id` with MAC `mac`: bridge and
 /// host table if this is the first TAP pod, namespace, veth, TAP, the
-/// port rules. `dns` are the host's own resolvers the pods may ask. Returns
-/// the network and the TAP device's fd, for the VMM. On an error, what was
-/// made stays recorded for [`release`].
+/// port rules. Returns the network and the TAP device's fd, for the VMM.
+/// On an error, what was made stays recorded for [`release`].
 pub fn create(
     record: &TapRecord,
     mac: MacAddr,
     ports: &[PortSpec],
-    dns: &[Ipv4Addr],
 ) -> Result<(TapNetwork, OwnedFd), TapError> {
     let reserved = reserve_ports(ports)?;
+    let resolvers = super::host_resolvers();
     let _lock = HostLock::take()?;
-    ensure_bridge(dns)?;
+    ensure_bridge(&resolvers)?;
     let ns = record.netns.as_str();
     ip(&["netns", "add", ns])?;
     ip(&[
@@ -300,11 +274,11 @@ pub fn create(
     let netns_path = Path::new("/run/netns").join(ns);
     let tap = attach::attach(&netns_path, ns, UPLINK)?;
     if !ports.is_empty() {
-        let id = record.table.trim_start_matches("husk_tap_");
-        nft(&rules::pod_table_script(id, record.addr, ports))?;
+        nft(&rules::pod_table_script(&record.table, record.addr, ports))?;
     }
     let net = TapNetwork {
         record: record.clone(),
+        dns: default_dns(&resolvers),
         _ports: reserved,
     };
     Ok((net, tap))
@@ -405,18 +379,12 @@ pub fn release(record: &TapRecord, id: &str) -> Result<(), TapError> {
     Ok(())
 }
 
-/// The name servers a TAP pod uses without `--dns`: the host's, except
-/// loopback ones (a pod cannot reach the host's loopback).
-pub fn default_dns() -> Vec<Ipv4Addr> {
-    host_resolvers()
-        .into_iter()
+/// The name servers a TAP pod uses without `--dns`: the host's
+/// `resolvers`, except loopback ones (a pod cannot reach the host's loopback).
+pub fn default_dns(resolvers: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+    resolvers
+        .iter()
+        .copied()
         .filter(|a| !a.is_loopback())
         .collect()
-}
-
-/// The host's IPv4 name servers.
-pub fn host_resolvers() -> Vec<Ipv4Addr> {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .map(|t| super::guard::resolvers(&t))
-        .unwrap_or_default()
 }

@@ -67,12 +67,11 @@ pub fn delete_host_table() -> String {
     format!("table inet {HOST_TABLE}\ndelete table inet {HOST_TABLE}\n")
 }
 
-/// Pod `id`'s table: each published port, on the host's own addresses (or
+/// A pod's table, named `name` ([`pod_table`]): each published port, on the host's own addresses (or
 /// the one it names), is forwarded to `addr` — from outside (`prerouting`)
 /// and from the host itself (`output`; priority -100 is `dstnat`, which
 /// nft 1.0.6 names only for `prerouting`).
-pub fn pod_table_script(id: &str, addr: Ipv4Addr, ports: &[PortSpec]) -> String {
-    let name = pod_table(id);
+pub fn pod_table_script(name: &str, addr: Ipv4Addr, ports: &[PortSpec]) -> String {
     let mut rules = String::new();
     for p in ports {
         let proto = match p.proto {
@@ -133,7 +132,11 @@ mod tests {
             "8080:80".parse().unwrap(),
             "127.0.0.1:5353:53/udp".parse().unwrap(),
         ];
-        let t = pod_table_script("0a1b2c3d4e5f", Ipv4Addr::new(10, 89, 0, 7), &ports);
+        let t = pod_table_script(
+            &pod_table("0a1b2c3d4e5f"),
+            Ipv4Addr::new(10, 89, 0, 7),
+            &ports,
+        );
         let tcp = "fib daddr type local tcp dport 8080 dnat to 10.89.0.7:80";
         let udp = "ip daddr 127.0.0.1 udp dport 5353 dnat to 10.89.0.7:53";
         assert_eq!(t.matches(tcp).count(), 2, "prerouting and output");

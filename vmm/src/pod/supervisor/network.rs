@@ -23,7 +23,7 @@ impl Running<'_> {
             NetworkMode::Tap => self.start_tap(mac)?,
         };
         let mtu = match self.config.network.mode {
-            NetworkMode::Tap => 1500,
+            NetworkMode::Tap => crate::net::tap::MTU,
             _ => crate::net::MTU,
         };
         config
@@ -52,13 +52,8 @@ impl Running<'_> {
         let record = crate::net::tap::plan(&self.pod.id).map_err(err)?;
         self.status.net_tap = Some(record.clone());
         self.save()?;
-        let (tap, fd) = crate::net::tap::create(
-            &record,
-            mac,
-            &self.config.network.ports,
-            &crate::net::tap::host_resolvers(),
-        )
-        .map_err(err)?;
+        let (tap, fd) =
+            crate::net::tap::create(&record, mac, &self.config.network.ports).map_err(err)?;
         self.tap = Some(tap);
         Ok(NetBackendFd::Tap(SharedFd(Arc::new(fd))))
     }
@@ -97,9 +92,7 @@ impl Running<'_> {
             }
         }
         if let Some(tap) = self.tap.take() {
-            let record = tap.record.clone();
-            drop(tap);
-            match crate::net::tap::release(&record, &self.pod.id) {
+            match crate::net::tap::release(&tap.record, &self.pod.id) {
                 Ok(()) => {
                     self.status.net_tap = None;
                     let _ = self.save();

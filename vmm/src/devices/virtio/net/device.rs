@@ -330,7 +330,9 @@ fn split_header(frame: &[u8], with_hdr: bool) -> ([u8; NET_HDR_LEN], &[u8]) {
         return (hdr, frame);
     }
     let (h, rest) = frame.split_at(NET_HDR_LEN.min(frame.len()));
-    hdr[..10].copy_from_slice(&h[..10.min(h.len())]);
+    // The first 10 bytes: `num_buffers` is the device's to fill.
+    let n = h.len().min(10);
+    hdr[..n].copy_from_slice(&h[..n]);
     (hdr, rest)
 }
 
