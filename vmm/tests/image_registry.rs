@@ -6,10 +6,12 @@
 //! docker-registry, skopeo, htpasswd, openssl or busybox are missing;
 //! `scripts/deps.sh` installs them.
 
+#[path = "common/registry_process.rs"]
+mod registry_process;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 fn have_tools(extra: &[&str]) -> bool {
     let mut need = vec![
@@ -102,21 +104,7 @@ impl Registry {
         cfg += extra;
         let config = dir.join("config.yml");
         std::fs::write(&config, cfg).unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "registry did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = registry_process::serve(&config, port);
         Registry {
             child,
             port,

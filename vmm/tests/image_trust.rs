@@ -97,29 +97,9 @@ fn world(name: &str) -> World {
 /// The policy trusting `key` for every test repository (but `open`,
 /// `rejected` and, through the default, `nowhere`).
 fn policy_for(w: &World, key: &Path, file: &str) -> PathBuf {
-    let host = w.reg.host();
-    let signed = serde_json::json!([{"type": "sigstoreSigned", "keyPath": key}]);
-    let mut scopes = serde_json::Map::new();
-    for repo in [
-        "signed",
-        "unsigned",
-        "otherkey",
-        "otherrepo",
-        "otherdigest",
-        "corrupt",
-    ] {
-        scopes.insert(format!("{host}/{repo}"), signed.clone());
-    }
-    scopes.insert(
-        format!("{host}/open"),
-        serde_json::json!([{"type": "insecureAcceptAnything"}]),
-    );
-    scopes.insert(
-        format!("{host}/rejected"),
-        serde_json::json!([{"type": "reject"}]),
-    );
     let path = w.dir.join(file);
-    write_policy(&path, serde_json::Value::Object(scopes));
+    let signed = serde_json::json!([{"type": "sigstoreSigned", "keyPath": key}]);
+    write_case_policy(&path, &w.reg.host(), signed);
     path
 }
 

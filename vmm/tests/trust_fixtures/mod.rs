@@ -8,11 +8,14 @@
 
 #![allow(dead_code)]
 
+#[path = "../common/registry_process.rs"]
+mod registry_process;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
 
 use base64::Engine as _;
 
@@ -159,21 +162,7 @@ impl Registry {
         );
         let config = dir.join("config.yml");
         std::fs::write(&config, cfg).unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "registry did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = registry_process::serve(&config, port);
         Registry { child, port }
     }
 
@@ -341,6 +330,16 @@ pub struct Skopeo {
 }
 
 impl Skopeo {
+    /// skopeo with the registries.d directory `registries_d` as it is.
+    pub fn with_registries_d(registries_d: PathBuf, dir: &Path) -> Skopeo {
+        let passphrase = dir.join("passphrase");
+        std::fs::write(&passphrase, format!("{PASSPHRASE}\n")).unwrap();
+        Skopeo {
+            registries_d,
+            passphrase,
+        }
+    }
+
     pub fn new(dir: &Path) -> Skopeo {
         let registries_d = dir.join("registries.d");
         std::fs::create_dir_all(&registries_d).unwrap();
@@ -349,12 +348,7 @@ impl Skopeo {
             "default-docker:\n  use-sigstore-attachments: true\n",
         )
         .unwrap();
-        let passphrase = dir.join("passphrase");
-        std::fs::write(&passphrase, format!("{PASSPHRASE}\n")).unwrap();
-        Skopeo {
-            registries_d,
-            passphrase,
-        }
+        Skopeo::with_registries_d(registries_d, dir)
     }
 
     pub fn cmd(&self) -> Command {
@@ -533,6 +527,36 @@ impl Husk {
             .map(|d| std::fs::read_dir(self.root.join(d)).map_or(0, |r| r.count()))
             .sum()
     }
+}
+
+/// The repositories of the interoperability cases, each signed one way
+/// (see the two trust tests' case tables).
+pub const CASE_REPOS: [&str; 6] = [
+    "signed",
+    "unsigned",
+    "otherkey",
+    "otherrepo",
+    "otherdigest",
+    "corrupt",
+];
+
+/// The policy of the interoperability cases, written to `path`: `signed`
+/// (a requirement list) for every case repository on `host`, `open` accepting
+/// anything, `rejected` rejecting, and the default rejecting the rest.
+pub fn write_case_policy(path: &Path, host: &str, signed: serde_json::Value) {
+    let mut scopes = serde_json::Map::new();
+    for repo in CASE_REPOS {
+        scopes.insert(format!("{host}/{repo}"), signed.clone());
+    }
+    scopes.insert(
+        format!("{host}/open"),
+        serde_json::json!([{"type": "insecureAcceptAnything"}]),
+    );
+    scopes.insert(
+        format!("{host}/rejected"),
+        serde_json::json!([{"type": "reject"}]),
+    );
+    write_policy(path, serde_json::Value::Object(scopes));
 }
 
 /// `{"default": reject, "transports": {"docker": scopes}}`.
