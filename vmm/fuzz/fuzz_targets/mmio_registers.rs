@@ -41,5 +41,9 @@ fuzz_target!(|data: &[u8]| {
         .map(|i| DriverQueue::new(&mem, 0x1000 + i * step, VSOCK_QUEUE_SIZE))
         .collect();
     let status = mmio_setup(&mut t, &[&qs[0], &qs[1], &qs[2]], VIRTIO_F_VERSION_1);
-    assert_ne!(status & STATUS_DRIVER_OK, 0, "clean probe failed: {status:#x}");
+    assert_ne!(
+        status & STATUS_DRIVER_OK,
+        0,
+        "clean probe failed: {status:#x}"
+    );
 });

@@ -18,6 +18,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
+use event_manager::EventSet;
 use husk_vmm::devices::virtio::net::stream::OUT_HIGH_WATER;
 use husk_vmm::devices::virtio::net::testing::{NetDriver, TestBackend, MEM_SIZE};
 use husk_vmm::devices::virtio::net::{
@@ -27,7 +28,6 @@ use husk_vmm::devices::virtio::testing::{
     mmio_setup, DriverQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
 };
 use husk_vmm::devices::virtio::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
-use event_manager::EventSet;
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -40,53 +40,25 @@ const BUF_SPAN: u64 = 0x40_0000;
 const RX_BASE: u64 = BUF_BASE + BUF_SPAN;
 const RX_SLOT: u64 = 0x1_0000;
 
-struct Input<'a>(&'a [u8]);
+#[path = "common/input.rs"]
+mod input;
+use input::{Input, Layout};
 
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from(self.u16()?) | u32::from(self.u16()?) << 16)
-    }
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        a
-    }
-    /// An address: usually a buffer slot, sometimes anywhere.
-    fn addr(&mut self) -> Option<u64> {
-        let sel = self.byte()?;
-        Some(match sel & 7 {
-            0 => u64::from(self.u32()?) << (sel >> 3 & 31),
-            1 => MEM_SIZE as u64 - u64::from(self.u16()?),
-            _ => BUF_BASE + (u64::from(self.u16()?) * 16) % BUF_SPAN,
-        })
-    }
-    /// A length: usually small or header-sized, sometimes huge.
-    fn len(&mut self) -> Option<u32> {
-        let sel = self.byte()?;
-        Some(match sel & 3 {
-            0 => self.u32()?,
-            1 => NET_HDR_LEN as u32,
-            _ => u32::from(self.u16()?),
-        })
-    }
-    /// A frame length: mostly valid, sometimes at or past the edges.
-    fn frame_len(&mut self) -> Option<usize> {
-        let sel = self.byte()?;
-        Some(match sel & 3 {
-            0 => MAX_FRAME_LEN - usize::from(sel >> 2),
-            1 => MIN_FRAME_LEN + usize::from(sel >> 2) - 8,
-            _ => MIN_FRAME_LEN + usize::from(self.u16()?) % 9000,
-        })
-    }
+const LAYOUT: Layout = Layout {
+    mem_size: MEM_SIZE as u64,
+    buf_base: BUF_BASE,
+    buf_span: BUF_SPAN,
+    header_len: NET_HDR_LEN as u32,
+};
+
+/// A frame length: mostly valid, sometimes at or past the edges.
+fn frame_len(input: &mut Input) -> Option<usize> {
+    let sel = input.byte()?;
+    Some(match sel & 3 {
+        0 => MAX_FRAME_LEN - usize::from(sel >> 2),
+        1 => MIN_FRAME_LEN + usize::from(sel >> 2) - 8,
+        _ => MIN_FRAME_LEN + usize::from(input.u16()?) % 9000,
+    })
 }
 
 /// Frame contents from the input, repeated to `len` bytes.
@@ -140,7 +112,11 @@ impl Host for TestBackend {
     fn inject(d: &mut NetDriver<Self>, _: &mut Peer, bytes: Vec<u8>, _: bool) {
         // A header-carrying backend (TAP's kind) delivers a virtio-net
         // header, with whatever offload fields, before each frame.
-        let hdr = if d.dev().backend().with_hdr { NET_HDR_LEN } else { 0 };
+        let hdr = if d.dev().backend().with_hdr {
+            NET_HDR_LEN
+        } else {
+            0
+        };
         let mut frame = bytes;
         frame.truncate(hdr + MAX_FRAME_LEN);
         frame.resize(frame.len().max(hdr + MIN_FRAME_LEN), 0);
@@ -154,7 +130,11 @@ impl Host for TestBackend {
     fn check(d: &NetDriver<Self>, _: &mut Peer) {
         let dev = d.dev();
         assert!(dev.backend().to_guest.len() <= 10_000);
-        let hdr = if dev.backend().with_hdr { NET_HDR_LEN } else { 0 };
+        let hdr = if dev.backend().with_hdr {
+            NET_HDR_LEN
+        } else {
+            0
+        };
         for f in &dev.backend().sent {
             assert!((hdr + MIN_FRAME_LEN..=hdr + MAX_FRAME_LEN).contains(&f.len()));
         }
@@ -177,7 +157,8 @@ impl Host for StreamBackend {
             1 => {
                 peer.drain();
                 peer.sock = None;
-                d.dev().handle_backend_event(EventSet::IN | EventSet::HANG_UP);
+                d.dev()
+                    .handle_backend_event(EventSet::IN | EventSet::HANG_UP);
                 return;
             }
             2 => d.dev().handle_backend_event(EventSet::HANG_UP),
@@ -188,7 +169,10 @@ impl Host for StreamBackend {
     fn check(d: &NetDriver<Self>, peer: &mut Peer) {
         let dev = d.dev();
         let pending = dev.backend().pending_out();
-        assert!(pending <= OUT_HIGH_WATER + 4 + MAX_FRAME_LEN, "{pending} bytes pending");
+        assert!(
+            pending <= OUT_HIGH_WATER + 4 + MAX_FRAME_LEN,
+            "{pending} bytes pending"
+        );
         drop(dev);
         if peer.received.len() > 1 << 20 {
             peer.drain();
@@ -218,7 +202,9 @@ fn run<B: Host>(mut input: Input, backend: B, features: u64, mut peer: Peer) {
             // A well-formed tx chain: a fuzzed header (offload bits mostly
             // clear) and frame, in one to three descriptors.
             0..=2 => {
-                let Some(len) = input.frame_len() else { break };
+                let Some(len) = frame_len(&mut input) else {
+                    break;
+                };
                 let mut hdr = [0u8; NET_HDR_LEN];
                 hdr.copy_from_slice(&{
                     let mut h = input.bytes(NET_HDR_LEN).to_vec();
@@ -241,14 +227,24 @@ fn run<B: Host>(mut input: Input, backend: B, features: u64, mut peer: Peer) {
                 match op >> 5 & 3 {
                     0 => d.txq.write_desc(&d.mem, i, at, total, 0, 0),
                     1 => {
-                        d.txq.write_desc(&d.mem, i, at, NET_HDR_LEN as u32, DESC_F_NEXT, i + 1);
-                        d.txq.write_desc(&d.mem, i + 1, at + NET_HDR_LEN as u64, len as u32, 0, 0);
+                        d.txq
+                            .write_desc(&d.mem, i, at, NET_HDR_LEN as u32, DESC_F_NEXT, i + 1);
+                        d.txq
+                            .write_desc(&d.mem, i + 1, at + NET_HDR_LEN as u64, len as u32, 0, 0);
                     }
                     _ => {
                         let cut = (u32::from(op) * 97) % total;
                         d.txq.write_desc(&d.mem, i, at, cut, DESC_F_NEXT, i + 1);
-                        d.txq.write_desc(&d.mem, i + 1, at + u64::from(cut), 1, DESC_F_NEXT, i + 2);
-                        d.txq.write_desc(&d.mem, i + 2, at + u64::from(cut) + 1, total - cut - 1, 0, 0);
+                        d.txq
+                            .write_desc(&d.mem, i + 1, at + u64::from(cut), 1, DESC_F_NEXT, i + 2);
+                        d.txq.write_desc(
+                            &d.mem,
+                            i + 2,
+                            at + u64::from(cut) + 1,
+                            total - cut - 1,
+                            0,
+                            0,
+                        );
                     }
                 }
                 d.txq.push_avail(&d.mem, i);
@@ -258,11 +254,19 @@ fn run<B: Host>(mut input: Input, backend: B, features: u64, mut peer: Peer) {
             // Raw descriptors on either queue.
             3 | 4 => {
                 let Some(count) = input.byte() else { break };
-                let q = if op & 0x10 == 0 { &mut d.txq } else { &mut d.rxq };
+                let q = if op & 0x10 == 0 {
+                    &mut d.txq
+                } else {
+                    &mut d.rxq
+                };
                 for _ in 0..count % 5 {
-                    let (Some(i), Some(addr), Some(len), Some(flags), Some(next)) =
-                        (input.u16(), input.addr(), input.len(), input.byte(), input.u16())
-                    else {
+                    let (Some(i), Some(addr), Some(len), Some(flags), Some(next)) = (
+                        input.u16(),
+                        input.addr(),
+                        input.len(),
+                        input.byte(),
+                        input.u16(),
+                    ) else {
                         break;
                     };
                     let flags = u16::from(flags) & (DESC_F_NEXT | DESC_F_WRITE | DESC_F_INDIRECT);
@@ -295,7 +299,9 @@ fn run<B: Host>(mut input: Input, backend: B, features: u64, mut peer: Peer) {
             }
             // Frames from the host side.
             7 | 8 => {
-                let Some(len) = input.frame_len() else { break };
+                let Some(len) = frame_len(&mut input) else {
+                    break;
+                };
                 let raw = op & 0x10 != 0;
                 let len = if raw { len % 300 } else { len };
                 let bytes = frame(&mut input, len);
@@ -308,7 +314,11 @@ fn run<B: Host>(mut input: Input, backend: B, features: u64, mut peer: Peer) {
             // Bogus ring indexes and used-event indexes.
             10 => {
                 let Some(idx) = input.u16() else { break };
-                let q = if op & 0x10 == 0 { &mut d.txq } else { &mut d.rxq };
+                let q = if op & 0x10 == 0 {
+                    &mut d.txq
+                } else {
+                    &mut d.rxq
+                };
                 if op & 0x20 == 0 {
                     q.set_avail_idx(idx);
                     q.publish(&d.mem);
@@ -326,7 +336,11 @@ fn run<B: Host>(mut input: Input, backend: B, features: u64, mut peer: Peer) {
                 let (rx_base, tx_base, size) = (d.rxq.desc, d.txq.desc, d.rxq.size);
                 d.rxq = DriverQueue::new(&d.mem, rx_base, size);
                 d.txq = DriverQueue::new(&d.mem, tx_base, size);
-                mmio_setup(&mut d.transport, &[&d.rxq, &d.txq], features | VIRTIO_F_VERSION_1);
+                mmio_setup(
+                    &mut d.transport,
+                    &[&d.rxq, &d.txq],
+                    features | VIRTIO_F_VERSION_1,
+                );
                 d.dev().handle_tx_event();
             }
         }
@@ -345,7 +359,7 @@ fuzz_target!(|data: &[u8]| {
     SIGPIPE_IGNORED.call_once(|| unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     });
-    let mut input = Input(data);
+    let mut input = Input::new(data, LAYOUT);
     let Some(cfg) = input.byte() else { return };
     let mut features = 0;
     if cfg & 1 != 0 {
@@ -355,7 +369,10 @@ fuzz_target!(|data: &[u8]| {
         features |= MRG_RXBUF;
     }
     if cfg & 4 == 0 {
-        let peer = Peer { sock: None, received: vec![] };
+        let peer = Peer {
+            sock: None,
+            received: vec![],
+        };
         let backend = if cfg & 8 != 0 {
             // With offloads: guest headers pass through to the backend.
             features |= OFFLOAD_FEATURES;
@@ -368,7 +385,10 @@ fuzz_target!(|data: &[u8]| {
         let (ours, theirs) = UnixStream::pair().unwrap();
         theirs.set_nonblocking(true).unwrap();
         let backend = StreamBackend::new(OwnedFd::from(ours)).unwrap();
-        let peer = Peer { sock: Some(theirs), received: vec![] };
+        let peer = Peer {
+            sock: Some(theirs),
+            received: vec![],
+        };
         run(input, backend, features, peer);
     }
 });

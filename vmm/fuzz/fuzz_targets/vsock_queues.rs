@@ -26,45 +26,16 @@ const CID: u64 = 3;
 const BUF_BASE: u64 = 0x20_0000;
 const BUF_SPAN: u64 = 0x20_0000;
 
-struct Input<'a>(&'a [u8]);
+#[path = "common/input.rs"]
+mod input;
+use input::{Input, Layout};
 
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(b)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from(self.u16()?) | u32::from(self.u16()?) << 16)
-    }
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        a
-    }
-    /// An address: usually a buffer slot, sometimes anywhere.
-    fn addr(&mut self) -> Option<u64> {
-        let sel = self.byte()?;
-        Some(match sel & 7 {
-            0 => u64::from(self.u32()?) << (sel >> 3 & 31),
-            1 => MEM_SIZE as u64 - u64::from(self.u16()?),
-            _ => BUF_BASE + (u64::from(self.u16()?) * 16) % BUF_SPAN,
-        })
-    }
-    /// A length: usually small or header-sized, sometimes huge.
-    fn len(&mut self) -> Option<u32> {
-        let sel = self.byte()?;
-        Some(match sel & 3 {
-            0 => self.u32()?,
-            1 => 44,
-            _ => u32::from(self.u16()?),
-        })
-    }
-}
+const LAYOUT: Layout = Layout {
+    mem_size: MEM_SIZE as u64,
+    buf_base: BUF_BASE,
+    buf_span: BUF_SPAN,
+    header_len: 44,
+};
 
 fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -79,14 +50,20 @@ fn check_used(d: &mut VsockDriver<VsockMuxer>) {
     for q in [&mut d.rxq, &mut d.txq] {
         while let Some((head, len)) = q.pop_used(&d.mem) {
             assert!(head < q.size, "used head {head} out of range");
-            assert!(len == 0 || len >= 44, "used length {len} shorter than a header");
-            assert!(len <= 44 + 64 * 1024, "used length {len} past the packet limit");
+            assert!(
+                len == 0 || len >= 44,
+                "used length {len} shorter than a header"
+            );
+            assert!(
+                len <= 44 + 64 * 1024,
+                "used length {len} past the packet limit"
+            );
         }
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut input = Input(data);
+    let mut input = Input::new(data, LAYOUT);
     let Some(cfg) = input.byte() else { return };
     let sock = dir().join("v.sock");
     let lpath = PathBuf::from(format!("{}_1", sock.display()));
@@ -94,7 +71,11 @@ fuzz_target!(|data: &[u8]| {
     let listener = UnixListener::bind(&lpath).unwrap();
     listener.set_nonblocking(true).unwrap();
     let muxer = VsockMuxer::new(CID, &sock).unwrap();
-    let features = if cfg & 1 != 0 { VIRTIO_RING_F_EVENT_IDX } else { 0 };
+    let features = if cfg & 1 != 0 {
+        VIRTIO_RING_F_EVENT_IDX
+    } else {
+        0
+    };
     let mut d = VsockDriver::new(CID, muxer, features);
     let mut hosts: Vec<UnixStream> = vec![];
     let mut clients: Vec<UnixStream> = vec![];
@@ -104,7 +85,9 @@ fuzz_target!(|data: &[u8]| {
         match op % 12 {
             // A well-formed chain carrying a fuzzed header and payload.
             0..=3 => {
-                let Some(hdr_bytes) = input.bytes(44).try_into().ok() else { break };
+                let Some(hdr_bytes) = input.bytes(44).try_into().ok() else {
+                    break;
+                };
                 let mut h = Hdr::from_bytes(hdr_bytes);
                 // Keep most packets plausible so they reach deep states.
                 if op & 0x10 == 0 {
@@ -129,7 +112,8 @@ fuzz_target!(|data: &[u8]| {
                     d.txq.write_desc(&d.mem, i, at, 44, 0, 0);
                 } else {
                     d.txq.write_desc(&d.mem, i, at, 44, DESC_F_NEXT, i + 1);
-                    d.txq.write_desc(&d.mem, i + 1, at + 44, payload.len() as u32, 0, 0);
+                    d.txq
+                        .write_desc(&d.mem, i + 1, at + 44, payload.len() as u32, 0, 0);
                 }
                 d.txq.push_avail(&d.mem, i);
                 d.txq.publish(&d.mem);
@@ -138,11 +122,19 @@ fuzz_target!(|data: &[u8]| {
             // Raw descriptors on either queue.
             4 | 5 => {
                 let Some(count) = input.byte() else { break };
-                let q = if op & 0x10 == 0 { &mut d.txq } else { &mut d.rxq };
+                let q = if op & 0x10 == 0 {
+                    &mut d.txq
+                } else {
+                    &mut d.rxq
+                };
                 for _ in 0..count % 5 {
-                    let (Some(i), Some(addr), Some(len), Some(flags), Some(next)) =
-                        (input.u16(), input.addr(), input.len(), input.byte(), input.u16())
-                    else {
+                    let (Some(i), Some(addr), Some(len), Some(flags), Some(next)) = (
+                        input.u16(),
+                        input.addr(),
+                        input.len(),
+                        input.byte(),
+                        input.u16(),
+                    ) else {
                         break;
                     };
                     let flags = u16::from(flags) & (DESC_F_NEXT | DESC_F_WRITE | DESC_F_INDIRECT);
@@ -178,7 +170,11 @@ fuzz_target!(|data: &[u8]| {
                         let n = usize::from(input.byte().unwrap_or(0) % 40);
                         let line = input.bytes(n).to_vec();
                         let _ = c.set_nonblocking(true);
-                        let _ = c.write_all(if op & 0x10 == 0 { b"CONNECT 1\n" } else { &line });
+                        let _ = c.write_all(if op & 0x10 == 0 {
+                            b"CONNECT 1\n"
+                        } else {
+                            &line
+                        });
                         clients.push(c);
                     }
                 }
@@ -188,7 +184,11 @@ fuzz_target!(|data: &[u8]| {
                 let which = usize::from(input.byte().unwrap_or(0));
                 let n = usize::from(input.u16().unwrap_or(0));
                 let payload = input.bytes(n).to_vec();
-                let pool = if which & 1 == 0 { &mut clients } else { &mut hosts };
+                let pool = if which & 1 == 0 {
+                    &mut clients
+                } else {
+                    &mut hosts
+                };
                 if !pool.is_empty() {
                     let k = which / 2 % pool.len();
                     let _ = pool[k].write(&payload);
@@ -197,7 +197,11 @@ fuzz_target!(|data: &[u8]| {
             }
             9 => {
                 let which = usize::from(input.byte().unwrap_or(0));
-                let pool = if which & 1 == 0 { &mut clients } else { &mut hosts };
+                let pool = if which & 1 == 0 {
+                    &mut clients
+                } else {
+                    &mut hosts
+                };
                 if !pool.is_empty() {
                     let k = which / 2 % pool.len();
                     if which & 2 == 0 {
