@@ -43,6 +43,35 @@ pub fn create_dir(path: &Path) -> io::Result<()> {
     DirBuilder::new().mode(DIR_MODE).create(path)
 }
 
+/// A held `flock`, released when it is dropped (the file closes).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+/// Opens `path` (created with [`FILE_MODE`] if missing) and takes
+/// `flock(op)` on it (`LOCK_EX` or `LOCK_SH`), waiting for it. The one
+/// lock primitive of the image store, the pod store, the trust policy and
+/// the TAP network.
+pub fn lock_file(path: &Path, op: libc::c_int) -> io::Result<FileLock> {
+    use std::os::fd::AsRawFd;
+    let file = file_options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(FileLock { _file: file });
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// Options that create files with [`FILE_MODE`].
 pub fn file_options() -> OpenOptions {
     let mut o = OpenOptions::new();

@@ -6,7 +6,6 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,33 +33,14 @@ pub struct Blobs {
     ingest_lock: PathBuf,
 }
 
-/// A held `flock`, released on drop (when the file closes).
-#[derive(Debug)]
-pub struct FileLock(#[allow(dead_code)] File);
+pub use crate::private::FileLock;
 
 /// Takes `flock(op)` on `path` (created if missing), waiting for it.
 pub fn flock(path: &Path, op: libc::c_int) -> Result<FileLock, ImageError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(crate::private::FILE_MODE)
-        .open(path)
-        .map_err(ImageError::io(format!("cannot open {}", path.display())))?;
-    loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(FileLock(file));
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(ImageError::Io {
-                what: format!("cannot lock {}", path.display()),
-                source: err,
-            });
-        }
-    }
+    crate::private::lock_file(path, op).map_err(|source| ImageError::Io {
+        what: format!("cannot lock {}", path.display()),
+        source,
+    })
 }
 
 impl Blobs {

@@ -27,7 +27,6 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -217,21 +216,14 @@ pub struct PodDir {
 
 /// An exclusive flock on `pods/.lock`, released on drop.
 struct StoreLock {
-    _file: File,
+    _lock: crate::private::FileLock,
 }
 
 impl StoreLock {
     fn take(dir: &Path) -> io::Result<StoreLock> {
-        let f = crate::private::file_options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(".lock"))?;
-        // SAFETY: flock on a descriptor we own; no memory is passed.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(StoreLock { _file: f })
+        Ok(StoreLock {
+            _lock: crate::private::lock_file(&dir.join(".lock"), libc::LOCK_EX)?,
+        })
     }
 }
 

@@ -22,7 +22,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -243,27 +242,9 @@ pub fn list(policy: &Policy) -> String {
     out
 }
 
-/// A held `flock`, released when the file closes.
-struct Lock(#[allow(dead_code)] File);
-
-fn lock(path: &Path) -> Result<Lock, TrustError> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(crate::private::FILE_MODE)
-        .open(path)
-        .map_err(TrustError::io(format!("cannot open {}", path.display())))?;
-    loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(Lock(f));
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(TrustError::io(format!("cannot lock {}", path.display()))(e));
-        }
-    }
+fn lock(path: &Path) -> Result<crate::private::FileLock, TrustError> {
+    crate::private::lock_file(path, libc::LOCK_EX)
+        .map_err(TrustError::io(format!("cannot lock {}", path.display())))
 }
 
 fn write_atomically(path: &Path, text: &[u8]) -> Result<(), TrustError> {

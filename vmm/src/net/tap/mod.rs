@@ -34,10 +34,10 @@
 pub mod attach;
 pub mod rules;
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -159,28 +159,12 @@ fn nft(script: &str) -> Result<(), TapError> {
     run("nft", &["-f", "-"], Some(script))
 }
 
-/// The host-wide lock, held while it lives.
-struct HostLock {
-    _file: File,
-}
-
-impl HostLock {
-    fn take() -> Result<HostLock, TapError> {
-        let dir = Path::new(STATE_DIR);
-        std::fs::create_dir_all(dir.join("leases")).map_err(|e| TapError::io("create", dir, e))?;
-        let path = dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| TapError::io("open", &path, e))?;
-        // SAFETY: flock on a descriptor we own; released when it closes.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(TapError::io("lock", &path, io::Error::last_os_error()));
-        }
-        Ok(HostLock { _file: file })
-    }
+/// Takes the host-wide lock, held while the result lives.
+fn host_lock() -> Result<crate::private::FileLock, TapError> {
+    let dir = Path::new(STATE_DIR);
+    std::fs::create_dir_all(dir.join("leases")).map_err(|e| TapError::io("create", dir, e))?;
+    let path = dir.join("lock");
+    crate::private::lock_file(&path, libc::LOCK_EX).map_err(|e| TapError::io("lock", &path, e))
 }
 
 fn lease_path(addr: Ipv4Addr) -> PathBuf {
@@ -191,7 +175,7 @@ fn lease_path(addr: Ipv4Addr) -> PathBuf {
 /// (nothing else exists yet; the caller saves the record, then calls
 /// [`create`]).
 pub fn plan(id: &str) -> Result<TapRecord, TapError> {
-    let _lock = HostLock::take()?;
+    let _lock = host_lock()?;
     let base = u32::from(SUBNET);
     let hosts = (1u32 << (32 - u32::from(PREFIX))) - 1;
     for n in 2..hosts {
@@ -239,7 +223,7 @@ pub fn create(
 ) -> Result<(TapNetwork, OwnedFd), TapError> {
     let reserved = reserve_ports(ports)?;
     let resolvers = super::host_resolvers();
-    let _lock = HostLock::take()?;
+    let _lock = host_lock()?;
     ensure_bridge(&resolvers)?;
     let ns = record.netns.as_str();
     ip(&["netns", "add", ns])?;
@@ -342,7 +326,7 @@ pub fn release(record: &TapRecord, id: &str) -> Result<(), TapError> {
     {
         return Err(TapError::NotThisPod);
     }
-    let _lock = HostLock::take()?;
+    let _lock = host_lock()?;
     if find_program("nft").is_some() {
         nft(&rules::delete_pod_table(id))?;
     }
