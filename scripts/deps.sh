@@ -18,6 +18,7 @@ if [ ${#packages[@]} -eq 0 ]; then
     passt                                   # user-mode networking for pods (--network user)
     nftables                                # the host-side filter of a user pod's network, TAP NAT
     iproute2                                # --network tap: ip, tc (bridge, veth, mirred)
+    ethtool                                 # net e2e: the TAP offloads the guest took
     iperf3                                  # bench-net.sh: TCP throughput, guest and host ends
     dnsmasq-base                            # net e2e: the test's own DNS server
   )

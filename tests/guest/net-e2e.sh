@@ -208,9 +208,14 @@ id=$(lim $V $H run -d --name tapweb --network tap -p 8081:80 --dns 10.99.0.2 -m 
   dd if=/dev/urandom of=/www/big bs=1M count=64 2>/dev/null; sha256sum /www/big | cut -d" " -f1 > /www/sum
   exec httpd -f -p 80 -h /www'); rc=$?
 page=$(fetch http://127.0.0.1:8081/ 60)
+# The guest took the offloads: the kernel's TAP then segments and checksums for it.
+tapns=$(ip netns list 2>/dev/null | grep -o -E '^husk-[0-9a-f]{12}' | head -1)
+offloads=$(ip netns exec "$tapns" ethtool -k tap0 2>&1)
+tso=$(echo "$offloads" | grep -c -E '^(tcp-segmentation-offload|tx-checksumming): on')
 far_page=$(ip netns exec husk-far timeout 10 "$BB" wget -q -O - http://10.99.0.1:8081/ 2>&1)
 [ $rc -eq 0 ] && [ "$page" = hello-from-tap-pod ] && [ "$far_page" = hello-from-tap-pod ] \
-    && ok tap-publish-http || bad tap-publish-http "rc=$rc page=$page far=$far_page id=$id state: $(tap_state)"
+    && [ "$tso" -eq 2 ] \
+    && ok tap-publish-http || bad tap-publish-http "rc=$rc page=$page far=$far_page offloads: $(echo "$offloads" | grep -E '^(tcp-seg|tx-check)' | tr '\n' ' ') id=$id state: $(tap_state)"
 sum=$(fetch http://127.0.0.1:8081/sum 20)
 t0=$(date +%s)
 got=$(timeout $BULK "$BB" wget -q -O - http://127.0.0.1:8081/big | sha256sum | cut -d' ' -f1)

@@ -90,14 +90,17 @@ EOT
 chmod a+r "$D/empty.toml"
 lim $V as_user $H pod run --rm "$D/empty.toml" >/dev/null 2>"$D/empty.err"; rc1=$?
 lim $V as_user $H run --rm --cgroup-parent /husk busybox true >/dev/null 2>"$D/cg.err"; rc2=$?
+lim $V as_user $H run --rm --network tap busybox true >/dev/null 2>"$D/tap.err"; rc3=$?
 left=$(ls -A "$STORE/pods" 2>/dev/null | grep -v '^\.' | tr '\n' ' ')
 # (besides the warning that the pod would have had no host cgroup, as in case 1)
 errs=$(grep -v 'warning: .*host cgroup' "$D/empty.err" | grep -c .)
 if [ $rc1 -ne 0 ] && [ "$errs" = 1 ] && grep -q 'need root' "$D/empty.err" \
-   && [ $rc2 -eq 125 ] && [ "$(grep -c . "$D/cg.err")" = 1 ] && [ -z "$left" ]; then
+   && [ $rc2 -eq 125 ] && [ "$(grep -c . "$D/cg.err")" = 1 ] \
+   && [ $rc3 -eq 125 ] && [ "$(grep -c . "$D/tap.err")" = 1 ] && grep -q 'tap needs root' "$D/tap.err" \
+   && [ -z "$left" ]; then
     ok rootless-refusals
 else
-    bad rootless-refusals "empty-dir rc=$rc1 [$(cat "$D/empty.err")]; cgroup-parent rc=$rc2 [$(cat "$D/cg.err")]; left [$left]"
+    bad rootless-refusals "empty-dir rc=$rc1 [$(cat "$D/empty.err")]; cgroup-parent rc=$rc2 [$(cat "$D/cg.err")]; tap rc=$rc3 [$(cat "$D/tap.err")]; left [$left]"
 fi
 
 echo "rootless-e2e: $fails failed"
