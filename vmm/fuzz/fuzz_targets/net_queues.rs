@@ -24,9 +24,7 @@ use husk_vmm::devices::virtio::net::testing::{NetDriver, TestBackend, MEM_SIZE};
 use husk_vmm::devices::virtio::net::{
     NetBackend, StreamBackend, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HDR_LEN, OFFLOAD_FEATURES,
 };
-use husk_vmm::devices::virtio::testing::{
-    mmio_setup, DriverQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE,
-};
+use husk_vmm::devices::virtio::testing::{mmio_setup, DriverQueue, DESC_F_NEXT, DESC_F_WRITE};
 use husk_vmm::devices::virtio::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress};
@@ -253,29 +251,12 @@ fn run<B: Host>(mut input: Input, backend: B, features: u64, mut peer: Peer) {
             }
             // Raw descriptors on either queue.
             3 | 4 => {
-                let Some(count) = input.byte() else { break };
                 let q = if op & 0x10 == 0 {
                     &mut d.txq
                 } else {
                     &mut d.rxq
                 };
-                for _ in 0..count % 5 {
-                    let (Some(i), Some(addr), Some(len), Some(flags), Some(next)) = (
-                        input.u16(),
-                        input.addr(),
-                        input.len(),
-                        input.byte(),
-                        input.u16(),
-                    ) else {
-                        break;
-                    };
-                    let flags = u16::from(flags) & (DESC_F_NEXT | DESC_F_WRITE | DESC_F_INDIRECT);
-                    q.write_desc(&d.mem, i % q.size, addr, len, flags, next % 300);
-                }
-                if let Some(head) = input.u16() {
-                    q.push_avail(&d.mem, head % 300);
-                }
-                q.publish(&d.mem);
+                input.raw_descriptors(q, &d.mem);
                 if op & 0x10 == 0 {
                     d.dev().handle_tx_event();
                 } else {

@@ -13,7 +13,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use husk_vmm::devices::virtio::testing::{DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
+use husk_vmm::devices::virtio::testing::{DESC_F_NEXT, DESC_F_WRITE};
 use husk_vmm::devices::virtio::vsock::testing::{Hdr, VsockDriver, MEM_SIZE};
 use husk_vmm::devices::virtio::vsock::unix::{CONN_TX_BUF_SIZE, MAX_CONNECTIONS};
 use husk_vmm::devices::virtio::vsock::VsockMuxer;
@@ -121,29 +121,12 @@ fuzz_target!(|data: &[u8]| {
             }
             // Raw descriptors on either queue.
             4 | 5 => {
-                let Some(count) = input.byte() else { break };
                 let q = if op & 0x10 == 0 {
                     &mut d.txq
                 } else {
                     &mut d.rxq
                 };
-                for _ in 0..count % 5 {
-                    let (Some(i), Some(addr), Some(len), Some(flags), Some(next)) = (
-                        input.u16(),
-                        input.addr(),
-                        input.len(),
-                        input.byte(),
-                        input.u16(),
-                    ) else {
-                        break;
-                    };
-                    let flags = u16::from(flags) & (DESC_F_NEXT | DESC_F_WRITE | DESC_F_INDIRECT);
-                    q.write_desc(&d.mem, i % q.size, addr, len, flags, next % 300);
-                }
-                if let Some(head) = input.u16() {
-                    q.push_avail(&d.mem, head % 300);
-                }
-                q.publish(&d.mem);
+                input.raw_descriptors(q, &d.mem);
                 if op & 0x10 == 0 {
                     d.dev().handle_tx_event();
                 } else {

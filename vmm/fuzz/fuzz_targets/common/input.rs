@@ -1,7 +1,11 @@
 //! Reading a fuzz input as a queue driver's choices: numbers, byte runs,
 //! guest addresses (mostly inside the target's buffer area, sometimes
 //! anywhere) and descriptor lengths (mostly small or a device header's
-//! size, sometimes huge). Shared by the queue targets through `#[path]`.
+//! size, sometimes huge), and raw descriptors written from them. Shared by
+//! the queue targets through `#[path]`.
+
+use husk_vmm::devices::virtio::testing::{DriverQueue, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
+use husk_vmm::devices::virtio::GuestMemory;
 
 /// Where a target's buffers are and its device's header size.
 pub struct Layout {
@@ -60,5 +64,25 @@ impl<'a> Input<'a> {
             1 => self.layout.header_len,
             _ => u32::from(self.u16()?),
         })
+    }
+
+    /// Writes up to four raw descriptors (any index, address, length,
+    /// flags and `next`) into `q`, offers a fuzzed head and publishes it.
+    /// The caller then runs the device.
+    pub fn raw_descriptors(&mut self, q: &mut DriverQueue, mem: &GuestMemory) {
+        let Some(count) = self.byte() else { return };
+        for _ in 0..count % 5 {
+            let (Some(i), Some(addr), Some(len), Some(flags), Some(next)) =
+                (self.u16(), self.addr(), self.len(), self.byte(), self.u16())
+            else {
+                break;
+            };
+            let flags = u16::from(flags) & (DESC_F_NEXT | DESC_F_WRITE | DESC_F_INDIRECT);
+            q.write_desc(mem, i % q.size, addr, len, flags, next % 300);
+        }
+        if let Some(head) = self.u16() {
+            q.push_avail(mem, head % 300);
+        }
+        q.publish(mem);
     }
 }
