@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Network benchmark: husk's user-mode networking (virtio-net, stream backend, passt) against
-# QEMU microvm's virtio-net-device on `-netdev stream` connected to the same passt, both
+# QEMU microvm's virtio-net-device on `-netdev stream` connected to the same passt, and husk's
+# TAP backend (`husk vm --net tap:DEV`) against QEMU's `-netdev tap` on the same TAP device, all
 # measured in one testbed session (real KVM) with the same kernel and guest userspace
 # (busybox and Debian's iperf3 in one initramfs). Prints medians of interleaved runs:
 # TCP throughput guest -> host and host -> guest (iperf3), a 1-byte TCP round trip, their
@@ -19,5 +20,5 @@ trap 'rm -rf "$work"' EXIT
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 "$repo/scripts/bench/net.py" initramfs "$repo/build" "$work/net.cpio" "$secs"
 mkdir -p "$work/testbed"
-"$repo/scripts/testbed.sh" --timeout $((600 + runs * (4 * secs + 60))) -- \
+"$repo/scripts/testbed.sh" --timeout $((600 + runs * (8 * secs + 120))) -- \
   python3 "$repo/scripts/bench/net.py" testbed "$repo/build" "$work/net.cpio" "$work/testbed" "$runs"

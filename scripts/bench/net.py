@@ -29,8 +29,12 @@
       Prints medians and ratios: throughput husk/QEMU, latency QEMU/husk (so > 1.0 means
       husk is faster on every figure), pod start user/none (target <= 1.10).
 
-Structure for more backends: PAIRS lists (label, husk side, QEMU side); a TAP pair (husk
-`--network tap` against QEMU `-netdev tap`) adds one entry and its columns.
+      Then the same for TAP: `husk vm --net tap:hbench0` against QEMU's `-netdev
+      tap,ifname=hbench0,vhost=off` on one persistent TAP device that this harness makes,
+      holding the gateway's address 10.0.2.2/24 on the testbed's side (the servers listen
+      there), so the guest talks to the testbed's own kernel stack with offloads both ways.
+
+PAIRS lists (label, husk side, QEMU side); a new backend adds one entry.
 """
 
 import os
@@ -187,9 +191,9 @@ def receiver_mbits(console, which):
     return None
 
 
-def run_vm(argv, work, name, pre=None):
-    """Boots one VM with fresh servers; returns the three figures or None and the console."""
-    servers = Servers()
+def run_vm(argv, work, name, pre=None, host="127.0.0.1"):
+    """Boots one VM with fresh servers on `host`; returns the three figures or None."""
+    servers = Servers(host)
     helper = pre() if pre else None
     console = []
     try:
@@ -217,7 +221,7 @@ def run_vm(argv, work, name, pre=None):
 def husk_user(build, cpio, work, mtu):
     argv = [os.path.join(build, "husk"), "vm", "--kernel", os.path.join(build, "vmlinux"),
             "--initrd", cpio, "--mem", str(MEM_MIB), "--net", "user", "--cmdline", "quiet"]
-    return argv, None
+    return argv, None, "127.0.0.1"
 
 
 def qemu_stream(build, cpio, work, mtu):
@@ -246,13 +250,44 @@ def qemu_stream(build, cpio, work, mtu):
             "-append", "console=ttyS0 reboot=t panic=-1 quiet",
             "-netdev", f"stream,id=n0,server=off,addr.type=unix,addr.path={sock}",
             "-device", f"virtio-net-device,netdev=n0,mac={GUEST_MAC},host_mtu={mtu}"]
-    return argv, passt
+    return argv, passt, "127.0.0.1"
 
 
-# (label, (husk name, builder), (QEMU name, builder)). A TAP pair goes here once husk has
-# `--network tap`.
+def make_tap():
+    """The persistent TAP device both VMMs of the TAP pair attach to, one VM at a time, with the
+    gateway's address on the testbed's side: the guest's 10.0.2.2 is the testbed's own stack."""
+    run = lambda *a: subprocess.run(["ip", *a], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["ip", "link", "del", TAP_DEV], stderr=subprocess.DEVNULL, check=False)
+    run("tuntap", "add", TAP_DEV, "mode", "tap")
+    run("addr", "add", "10.0.2.2/24", "dev", TAP_DEV)
+    run("link", "set", TAP_DEV, "up")
+
+
+def husk_tap(build, cpio, work, mtu):
+    argv = [os.path.join(build, "husk"), "vm", "--kernel", os.path.join(build, "vmlinux"),
+            "--initrd", cpio, "--mem", str(MEM_MIB), "--net", f"tap:{TAP_DEV}",
+            "--cmdline", "quiet"]
+    return argv, None, "10.0.2.2"
+
+
+def qemu_tap(build, cpio, work, mtu):
+    # vhost=off: QEMU's own virtio-net emulation in its process, as husk's is (vhost-net would
+    # move the data path into the host kernel, which no VMM of this kind does).
+    argv = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host",
+            "-m", str(MEM_MIB), "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+            "-serial", "stdio", "-global", "virtio-mmio.force-legacy=false",
+            "-kernel", os.path.join(build, "vmlinux"), "-initrd", cpio,
+            "-append", "console=ttyS0 reboot=t panic=-1 quiet",
+            "-netdev", f"tap,id=n0,ifname={TAP_DEV},script=no,downscript=no,vhost=off",
+            "-device", f"virtio-net-device,netdev=n0,mac={GUEST_MAC},host_mtu={mtu}"]
+    return argv, None, "10.0.2.2"
+
+
+# (label, (husk name, builder), (QEMU name, builder)).
 PAIRS = [("user-mode (passt)", ("husk --net user", husk_user),
-          ("QEMU stream+passt", qemu_stream))]
+          ("QEMU stream+passt", qemu_stream)),
+         ("TAP", ("husk --net tap", husk_tap), ("QEMU tap", qemu_tap))]
+TAP_DEV = "hbench0"
 
 
 def husk_mtu():
@@ -285,6 +320,7 @@ def pod_start(build, work, runs):
 def testbed(build, cpio, work, runs):
     mtu = husk_mtu()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
+    make_tap()
     results = {}
     for label, *sides in PAIRS:
         vmms = {}
@@ -292,8 +328,8 @@ def testbed(build, cpio, work, runs):
             vmms[name] = builder(build, cpio, work, mtu)
         samples = {name: [] for name in vmms}
         for i in range(runs):
-            for name, (argv, pre) in rotated(vmms.items(), i):
-                figures = run_vm(argv, work, name, pre)
+            for name, (argv, pre, host) in rotated(vmms.items(), i):
+                figures = run_vm(argv, work, name, pre, host)
                 if figures:
                     samples[name].append(figures)
         results[label] = samples

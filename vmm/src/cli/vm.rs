@@ -62,10 +62,13 @@ pub struct VmArgs {
     /// "mount -t virtiofs TAG DIR"; :ro refuses every write with EROFS.
     #[arg(long = "share", value_name = "TAG=HOSTDIR[:ro][:cache=MODE]")]
     pub shares: Vec<String>,
-    /// Network: "none" (no interface) or "user" (a virtio-net interface on
+    /// Network: "none" (no interface), "user" (a virtio-net interface on
     /// user-mode networking through passt; the guest configures 10.0.2.15/24
-    /// via 10.0.2.2 itself).
-    #[arg(long, value_name = "none|user", default_value = "none")]
+    /// via 10.0.2.2 itself) or "tap:NAME" (a virtio-net interface on the
+    /// host's TAP device NAME, with offloads; as Firecracker's host_dev_name
+    /// and QEMU's `-netdev tap,ifname=`, the device and its addresses are the
+    /// caller's to make, e.g. `ip tuntap add NAME mode tap`; root only).
+    #[arg(long, value_name = "none|user|tap:NAME", default_value = "none")]
     pub net: String,
     /// Run the VMM without its jail (as root in the host's namespaces,
     /// with every capability): for debugging only.
@@ -160,10 +163,57 @@ fn add_user_net(config: &mut VmConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// `husk vm --net`: what the VM's interface is connected to.
+#[derive(Debug, PartialEq, Eq)]
+enum VmNet {
+    None,
+    User,
+    /// The host's TAP device of this name.
+    Tap(String),
+}
+
+impl VmNet {
+    fn parse(s: &str) -> Result<VmNet, String> {
+        if let Some(name) = s.strip_prefix("tap:") {
+            // IFNAMSIZ is 16 with the NUL; the kernel refuses '/', ':' and
+            // whitespace in interface names.
+            let bad = |c: char| c == '/' || c == ':' || c.is_whitespace() || c.is_control();
+            if name.is_empty()
+                || name.len() > 15
+                || name.contains(bad)
+                || name == "."
+                || name == ".."
+            {
+                return Err(format!(
+                    "{s:?}: tap:NAME needs an interface name of 1 to 15 bytes"
+                ));
+            }
+            return Ok(VmNet::Tap(name.to_owned()));
+        }
+        match s.parse::<NetworkMode>() {
+            Ok(NetworkMode::None) => Ok(VmNet::None),
+            Ok(NetworkMode::User) => Ok(VmNet::User),
+            _ => Err(format!("{s:?}: use none, user or tap:NAME")),
+        }
+    }
+}
+
+/// Opens the host's TAP device `name` and adds the interface to `config`.
+fn add_tap_net(config: &mut VmConfig, name: &str) -> Result<(), String> {
+    let fd = crate::net::tap::attach::open_tap(name).map_err(|e| e.to_string())?;
+    let mac = MacAddr::from_seed(format!("vm-tap-{name}").as_bytes());
+    config.devices.push(DeviceSpec::Net(NetSpec {
+        mac,
+        mtu: crate::net::tap::MTU,
+        backend: NetBackendFd::Tap(SharedFd(std::sync::Arc::new(fd))),
+    }));
+    Ok(())
+}
+
 /// Runs `husk vm`; returns the exit status.
 pub fn run(args: VmArgs) -> i32 {
-    let mode = match args.net.parse::<NetworkMode>() {
-        Ok(m) => m,
+    let net = match VmNet::parse(&args.net) {
+        Ok(n) => n,
         Err(e) => {
             eprintln!("husk: --net {e}");
             return Failure::Usage.exit_status();
@@ -181,11 +231,14 @@ pub fn run(args: VmArgs) -> i32 {
         eprintln!("husk: {}", describe(&e));
         return Failure::Usage.exit_status();
     }
-    if mode == NetworkMode::User {
-        if let Err(e) = add_user_net(&mut config) {
-            eprintln!("husk: --net user: {e}");
-            return Failure::Runtime.exit_status();
-        }
+    let added = match &net {
+        VmNet::None => Ok(()),
+        VmNet::User => add_user_net(&mut config),
+        VmNet::Tap(name) => add_tap_net(&mut config, name),
+    };
+    if let Err(e) = added {
+        eprintln!("husk: --net {}: {e}", args.net);
+        return Failure::Runtime.exit_status();
     }
     let prepared = config.prepare(&host);
     let jail = if args.no_jail {
@@ -292,5 +345,23 @@ mod tests {
     #[test]
     fn host_memory_is_read() {
         assert!(crate::vm_config::host_mem_bytes().unwrap() > 0);
+    }
+
+    #[test]
+    fn net_values_are_parsed_or_refused_in_one_line() {
+        assert_eq!(VmNet::parse("none"), Ok(VmNet::None));
+        assert_eq!(VmNet::parse("user"), Ok(VmNet::User));
+        assert_eq!(VmNet::parse("tap:hb0"), Ok(VmNet::Tap("hb0".into())));
+        for bad in [
+            "tap",
+            "tap:",
+            "tap:a/b",
+            "tap:a b",
+            "tap:0123456789abcdef",
+            "bridge",
+        ] {
+            let e = VmNet::parse(bad).unwrap_err();
+            assert!(!e.contains('\n') && e.contains(bad), "{bad}: {e}");
+        }
     }
 }

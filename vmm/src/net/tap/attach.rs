@@ -68,8 +68,10 @@ pub fn attach(netns: &Path, ns_name: &str, uplink: &str) -> Result<OwnedFd, TapE
 }
 
 /// Opens `/dev/net/tun` as TAP device `name` with virtio-net headers, in
-/// the calling thread's network namespace.
-fn open_tap(name: &str) -> Result<OwnedFd, TapError> {
+/// the calling thread's network namespace: an existing device of that name
+/// (a persistent one, `ip tuntap add NAME mode tap`) is attached to,
+/// otherwise a new one is made that lasts as long as the fd.
+pub fn open_tap(name: &str) -> Result<OwnedFd, TapError> {
     let dev = Path::new("/dev/net/tun");
     let file = OpenOptions::new()
         .read(true)
