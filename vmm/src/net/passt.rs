@@ -1,4 +1,5 @@
-//! One `passt` per pod: started before the VMM, reaped by whoever started it.
+//! One `passt` per pod: started by the pod's supervisor while the VMM boots, reaped by
+//! whoever started it.
 //!
 //! The VMM and passt are joined by a `socketpair(AF_UNIX, SOCK_STREAM)`:
 //! passt gets one end with `--fd` (which also makes it quit once the other
@@ -10,13 +11,17 @@
 //! passt runs in the foreground (`-f`) as the supervisor's child, so the
 //! supervisor reaps it; it sandboxes itself (as root it drops to `nobody`,
 //! then enters namespaces of its own with a seccomp filter). Its options:
-//! the fixed addressing of [`super`] (`-a -n -g`, `-4`: IPv4 only for now,
-//! `--dns-forward`), a MAC for its own side (`-M`), one `-t`/`-u` per
+//! the fixed addressing of [`super`] (`-a -n -g` for IPv4, `-a -g` for IPv6,
+//! `--dns-forward`; no DHCP, DHCPv6 or router advertisements: the agent sets
+//! the addresses), a MAC for its own side (`-M`), one `-t`/`-u` per
 //! published port (passt then fails if it cannot bind it rather than
 //! forwarding a subset), `--no-map-gw` unless the pod may reach the host's
 //! loopback (`user:host-loopback`), and `-i lo` when the host has no IPv4 default
 //! route (passt otherwise refuses to start: "External interface not
-//! usable", as in the testbed, which has no network card).
+//! usable", as in the testbed, which has no network card). IPv6 (`-a -g`
+//! with the fixed IPv6 addresses) only when the host has both default
+//! routes ([`HostRoutes::ipv6`]); otherwise `-4`, and the guest gets no IPv6
+//! address, so its programs fall back to IPv4 at once.
 //!
 //! Readiness: with `--fd` passt announces nothing; it has started once its
 //! published ports are listening (read from `/proc/net/tcp` and `udp`), or
@@ -31,7 +36,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{PortSpec, Proto, DNS_FORWARD, GATEWAY, GUEST_ADDR, GUEST_PREFIX};
+use super::{
+    PortSpec, Proto, DNS_FORWARD, GATEWAY, GATEWAY6, GUEST_ADDR, GUEST_ADDR6, GUEST_PREFIX,
+};
 use crate::devices::virtio::net::MacAddr;
 
 /// The program, found on `PATH` unless `HUSK_PASST` names it.
@@ -60,6 +67,9 @@ pub enum PasstError {
 #[derive(Debug)]
 pub struct Passt {
     child: Child,
+    /// Whether it carries IPv6 (see [`HostRoutes::ipv6`]): the guest gets
+    /// IPv6 addresses only then.
+    pub ipv6: bool,
 }
 
 impl Passt {
@@ -104,28 +114,73 @@ pub fn find_passt() -> Result<PathBuf, PasstError> {
         .ok_or(PasstError::Missing)
 }
 
-/// Whether the host has an IPv4 default route (`/proc/net/route`).
-fn has_default_route() -> bool {
-    std::fs::read_to_string("/proc/net/route").is_ok_and(|t| {
-        t.lines()
-            .skip(1)
-            .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+/// Which default routes the host has: what passt can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostRoutes {
+    /// An IPv4 default route (`/proc/net/route`).
+    pub v4: bool,
+    /// An IPv6 default route that is not a reject route (`/proc/net/ipv6_route`).
+    pub v6: bool,
+}
+
+impl HostRoutes {
+    /// Reads the host's routing tables.
+    pub fn read() -> HostRoutes {
+        let read = |p| std::fs::read_to_string(p).unwrap_or_default();
+        HostRoutes {
+            v4: has_default_route4(&read("/proc/net/route")),
+            v6: has_default_route6(&read("/proc/net/ipv6_route")),
+        }
+    }
+
+    /// Whether the pod gets IPv6: passt carries it only from an interface
+    /// with an IPv6 default route, and a host without an IPv4 one makes
+    /// husk name `lo` as passt's interface (see the module doc), which has
+    /// none. A guest with an IPv6 address and no IPv6 behind it would wait
+    /// out every AAAA-first connection instead of failing at once.
+    pub fn ipv6(self) -> bool {
+        self.v4 && self.v6
+    }
+}
+
+/// Whether `/proc/net/route`'s text has a default route.
+fn has_default_route4(table: &str) -> bool {
+    table
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+}
+
+/// Whether `/proc/net/ipv6_route`'s text has a usable default route:
+/// destination `::/0`, up, not a reject route, not on `lo` (where the
+/// kernel keeps its own unreachable default).
+fn has_default_route6(table: &str) -> bool {
+    const RTF_UP: u32 = 0x1;
+    const RTF_REJECT: u32 = 0x200;
+    table.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let flags = f.get(8).and_then(|x| u32::from_str_radix(x, 16).ok());
+        f.len() == 10
+            && f[0].bytes().all(|b| b == b'0')
+            && f[1] == "00"
+            && f[9] != "lo"
+            && flags.is_some_and(|x| x & RTF_UP != 0 && x & RTF_REJECT == 0)
     })
 }
 
-/// The arguments for `ports`, `mac` (passt's own side), passing `fd`;
-/// `map_gw`: the gateway address reaches the host's loopback.
+/// The arguments for `ports`, `mac` (passt's own side), passing `fd`, for
+/// a host with `routes`; `map_gw`: the gateway address reaches the host's
+/// loopback.
 pub fn args(
     ports: &[PortSpec],
     mac: MacAddr,
     fd: i32,
-    default_route: bool,
+    routes: HostRoutes,
     map_gw: bool,
 ) -> Vec<String> {
     let mut a: Vec<String> = [
         "-f",
         "-q",
-        "-4",
         "--fd",
         &fd.to_string(),
         "-a",
@@ -143,7 +198,13 @@ pub fn args(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    if !default_route {
+    if routes.ipv6() {
+        a.extend(["-a", &GUEST_ADDR6.to_string(), "-g", &GATEWAY6.to_string()].map(String::from));
+        a.extend(["--no-dhcpv6", "--no-ra"].map(String::from));
+    } else {
+        a.push("-4".into());
+    }
+    if !routes.v4 {
         a.extend(["-i".into(), "lo".into()]);
     }
     if !map_gw {
@@ -180,6 +241,22 @@ pub struct PasstOptions<'a> {
 /// Starts passt as `opts` say, and returns it with the VMM's end of the
 /// connection.
 pub fn start(opts: &PasstOptions) -> Result<(Passt, OwnedFd), PasstError> {
+    let (vmm_end, passt_end) = socket_pair()?;
+    Ok((spawn(opts, passt_end)?, vmm_end))
+}
+
+/// The two ends of a VMM–passt connection: `(VMM's, passt's)`, both
+/// close-on-exec. A pod's supervisor gives the VMM its end at the fork and
+/// starts passt on the other while the guest boots ([`spawn`]): frames the
+/// guest sends before then wait in the socket.
+pub fn socket_pair() -> Result<(OwnedFd, OwnedFd), PasstError> {
+    let (vmm_end, passt_end) = std::os::unix::net::UnixStream::pair().map_err(PasstError::Spawn)?;
+    Ok((OwnedFd::from(vmm_end), OwnedFd::from(passt_end)))
+}
+
+/// Starts passt as `opts` say on `passt_end`, the second end of
+/// [`socket_pair`], and waits until it is ready.
+pub fn spawn(opts: &PasstOptions, passt_end: OwnedFd) -> Result<Passt, PasstError> {
     let PasstOptions {
         ports,
         pod_mac,
@@ -188,7 +265,6 @@ pub fn start(opts: &PasstOptions) -> Result<(Passt, OwnedFd), PasstError> {
         cgroup,
     } = *opts;
     let program = find_passt()?;
-    let (vmm_end, passt_end) = std::os::unix::net::UnixStream::pair().map_err(PasstError::Spawn)?;
     let mut host_mac = pod_mac;
     host_mac.0[5] ^= 0x01;
     let fd = passt_end.as_raw_fd();
@@ -199,7 +275,8 @@ pub fn start(opts: &PasstOptions) -> Result<(Passt, OwnedFd), PasstError> {
         .open(log)
         .map_err(PasstError::Spawn)?;
     let mut cmd = Command::new(&program);
-    cmd.args(args(ports, host_mac, fd, has_default_route(), map_gw))
+    let routes = HostRoutes::read();
+    cmd.args(args(ports, host_mac, fd, routes, map_gw))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
@@ -224,9 +301,12 @@ pub fn start(opts: &PasstOptions) -> Result<(Passt, OwnedFd), PasstError> {
     unsafe { cmd.pre_exec(keep_passt_end) };
     let child = cmd.spawn().map_err(PasstError::Spawn)?;
     drop(passt_end);
-    let mut passt = Passt { child };
+    let mut passt = Passt {
+        child,
+        ipv6: routes.ipv6(),
+    };
     wait_ready(&mut passt, ports, log)?;
-    Ok((passt, OwnedFd::from(vmm_end)))
+    Ok(passt)
 }
 
 /// Waits until every published port is listening, or passt has exited.
@@ -280,15 +360,40 @@ mod tests {
             "8080:80".parse().unwrap(),
             "127.0.0.1:5353:53/udp".parse().unwrap(),
         ];
-        let a = args(&ports, MacAddr([2, 0, 0, 0, 0, 1]), 7, false, false).join(" ");
+        let none = HostRoutes {
+            v4: false,
+            v6: true,
+        };
+        let a = args(&ports, MacAddr([2, 0, 0, 0, 0, 1]), 7, none, false).join(" ");
         assert!(a.contains("--no-map-gw"), "{a}");
         assert!(a.contains("--fd 7"), "{a}");
         assert!(a.contains("-a 10.0.2.15 -n 24 -g 10.0.2.2"), "{a}");
         assert!(a.contains("-t 8080:80"), "{a}");
         assert!(a.contains("-u 127.0.0.1/5353:53"), "{a}");
-        assert!(a.contains("-i lo"), "{a}");
-        let open = args(&[], MacAddr([2; 6]), 7, true, true).join(" ");
+        assert!(a.contains("-i lo") && a.contains("-4"), "{a}");
+        let both = HostRoutes { v4: true, v6: true };
+        let open = args(&[], MacAddr([2; 6]), 7, both, true).join(" ");
         assert!(!open.contains("-i lo"), "{open}");
         assert!(!open.contains("--no-map-gw"), "{open}");
+        assert!(!open.contains("-4"), "{open}");
+        assert!(
+            open.contains("-a fd00::15 -g fd00::2 --no-dhcpv6 --no-ra"),
+            "{open}"
+        );
+    }
+
+    #[test]
+    fn default_routes_are_read_from_the_kernels_tables() {
+        let v4 = "Iface\tDestination\tGateway\nhfar0\t00000000\t0200630A\n";
+        assert!(has_default_route4(v4));
+        assert!(!has_default_route4("Iface\tDestination\nlo\t0000007F\n"));
+        let zeros = "00000000000000000000000000000000";
+        let via = format!("{zeros} 00 {zeros} 00 fd990000000000000000000000000002 00000400 00000001 00000000 00000003 hfar0\n");
+        let reject =
+            format!("{zeros} 00 {zeros} 00 {zeros} ffffffff 00000001 00000000 00200200 lo\n");
+        let onlink = format!("fd990000000000000000000000000000 40 {zeros} 00 {zeros} 00000100 00000001 00000000 00000001 hfar0\n");
+        assert!(has_default_route6(&via));
+        assert!(!has_default_route6(&reject));
+        assert!(!has_default_route6(&onlink));
     }
 }

@@ -92,6 +92,9 @@ struct Running<'a> {
     /// supervisor is done with the pod (it quits on its own once the VMM's
     /// end of their socket closes).
     passt: Option<crate::net::passt::Passt>,
+    /// passt's end of its socket pair with the VMM, from the VMM's fork
+    /// until passt starts on it.
+    passt_end: Option<std::os::fd::OwnedFd>,
     /// passt's host-side filter ([`crate::net::guard`]), until it is removed.
     net_guard: Option<NetGuard>,
     /// Says when the console's copier has written everything (the VMM's
@@ -125,6 +128,7 @@ pub fn supervise(
         vmm_pid: None,
         cgroup: None,
         passt: None,
+        passt_end: None,
         net_guard: None,
         console_done: None,
         tap: None,
@@ -205,6 +209,10 @@ impl Running<'_> {
         spawn_signal_thread(signals, tx.clone());
         let mut vmm = started?;
         self.phase("VMM started");
+        if let Err(e) = self.start_passt() {
+            return Err(self.explain(&mut vmm, e, false));
+        }
+        self.phase("network started");
         if let Err(e) = populate() {
             return Err(self.explain(&mut vmm, e, false));
         }
@@ -346,6 +354,7 @@ impl Running<'_> {
                 &self.config.network,
                 &hostname(self.config),
                 self.tap.as_ref(),
+                self.passt.as_ref().is_some_and(|p| p.ipv6),
             ))))
             .map_err(|e| match agent_error(e) {
                 PodError::Agent(m) => PodError::Agent(format!("network: {m}")),

@@ -1,7 +1,16 @@
-//! The supervisor's part of a pod's network: before the VMM starts, the
-//! backend its virtio-net device uses (passt with its host-side filter, or
-//! a TAP network), each recorded in `status.json` before it exists; when
-//! the pod ends, their removal.
+//! The supervisor's part of a pod's network: the backend its virtio-net
+//! device uses (passt with its host-side filter, or a TAP network), each
+//! recorded in `status.json` before it exists; when the pod ends, their
+//! removal.
+//!
+//! A TAP network is made before the VMM is forked (the VMM inherits the
+//! TAP's fd). passt's filter and passt itself are made after the fork,
+//! while the guest boots, which keeps their cost (an `nft` run, passt's
+//! start) off the pod's start time: the VMM gets its end of a socket pair
+//! at the fork, and passt, which alone turns the guest's frames into host
+//! connections, starts reading the other end only once the filter exists,
+//! so nothing the guest sends leaves unfiltered. Frames sent before then
+//! wait in the socket.
 
 use std::sync::Arc;
 
@@ -13,13 +22,23 @@ use crate::net::NetworkMode;
 use crate::vm_config::{DeviceSpec, NetBackendFd, NetSpec, SharedFd, VmConfig};
 
 impl Running<'_> {
-    /// Starts the pod's network and adds its device to `config`. Before the
-    /// fork: the VMM inherits the backend's fd and keeps it through the jail.
+    /// Adds the pod's network device to `config`, with its backend's fd.
+    /// Before the fork: the VMM inherits that fd and keeps it through the
+    /// jail. For user-mode networking, [`Self::start_passt`] follows the
+    /// fork.
     pub(super) fn start_network(&mut self, config: &mut VmConfig) -> Result<(), PodError> {
         let mac = MacAddr::from_seed(self.pod.id.as_bytes());
         let backend = match self.config.network.mode {
             NetworkMode::None => return Ok(()),
-            NetworkMode::User => self.start_passt(mac)?,
+            NetworkMode::User => {
+                let (vmm_end, passt_end) =
+                    crate::net::passt::socket_pair().map_err(|e| PodError::Vmm(e.to_string()))?;
+                // Without the jail the VMM keeps a copy of this end too
+                // (nothing closes it in the fork): passt's exit then goes
+                // unnoticed by the VMM, which matters only when debugging.
+                self.passt_end = Some(passt_end);
+                NetBackendFd::Stream(SharedFd(Arc::new(vmm_end)))
+            }
             NetworkMode::Tap => self.start_tap(mac)?,
         };
         let mtu = match self.config.network.mode {
@@ -32,19 +51,27 @@ impl Running<'_> {
         Ok(())
     }
 
-    fn start_passt(&mut self, mac: MacAddr) -> Result<NetBackendFd, PodError> {
+    /// After the fork, for user-mode networking: makes passt's filter, then
+    /// starts passt on its end of the VMM's socket pair.
+    pub(super) fn start_passt(&mut self) -> Result<(), PodError> {
+        let Some(passt_end) = self.passt_end.take() else {
+            return Ok(());
+        };
         self.make_net_guard()?;
         let log = self.pod.path.join("passt.log");
-        let (passt, socket) = crate::net::passt::start(&PasstOptions {
-            ports: &self.config.network.ports,
-            pod_mac: mac,
-            log: &log,
-            map_gw: self.config.network.host_loopback,
-            cgroup: self.net_guard.as_ref().map(NetGuard::procs),
-        })
+        let passt = crate::net::passt::spawn(
+            &PasstOptions {
+                ports: &self.config.network.ports,
+                pod_mac: MacAddr::from_seed(self.pod.id.as_bytes()),
+                log: &log,
+                map_gw: self.config.network.host_loopback,
+                cgroup: self.net_guard.as_ref().map(NetGuard::procs),
+            },
+            passt_end,
+        )
         .map_err(|e| PodError::Vmm(e.to_string()))?;
         self.passt = Some(passt);
-        Ok(NetBackendFd::Stream(SharedFd(Arc::new(socket))))
+        Ok(())
     }
 
     fn start_tap(&mut self, mac: MacAddr) -> Result<NetBackendFd, PodError> {
