@@ -192,6 +192,42 @@ cg_left=$(find /sys/fs/cgroup -maxdepth 3 -name 'husk-net-*' 2>/dev/null | wc -l
 [ -n "$sup" ] && [ "$(husk_tables)" -eq 0 ] && [ "$(passts)" -eq 0 ] && [ "$cg_left" -eq 0 ] && [ "$(pods_left)" -eq 0 ] \
     && ok filter-removed-after-kill || bad filter-removed-after-kill "sup=$sup tables=$(husk_tables) passts=$(passts) cgroups=$cg_left pods=$(pods_left)"
 
+# 9b. IPv6, user mode. Every case above ran without default routes, so passt had no IPv6 and the
+# pods no IPv6 address. With default routes for IPv4 and IPv6 (both via the far side, which
+# forwards nothing), passt carries IPv6 and a pod gets fd00::15/64 via fd00::2: it reaches the far
+# side's IPv6 address but not the host's own (the filter covers IPv6) nor, by default, its
+# loopback at the gateway fd00::2 (with user:host-loopback it does), and a published port
+# answers on the host's ::1. Then, with the IPv6 route gone again, a pod has no IPv6 address.
+v6_ok=1
+{ ip -6 addr add fd99::1/64 dev hfar0 nodad &&
+  ip netns exec husk-far ip -6 addr add fd99::2/64 dev far0 nodad &&
+  ip route add default via 10.99.0.2 && ip -6 route add default via fd99::2; } || v6_ok=0
+ip netns exec husk-far "$BB" httpd -f -p 8086 -h "$D/far" & far6_pid=$!
+"$BB" httpd -f -p 18086 -h "$D/own" & own6_pid=$!
+sleep 0.5
+host_sees6=$(timeout 10 "$BB" wget -q -O - "http://[fd99::2]:8086/")$(timeout 10 "$BB" wget -q -O - "http://[fd99::1]:18086/")
+id=$(lim $V $H run -d --name v6 -p 8087:80 busybox sh -c 'mkdir /w; echo hello-v6 > /w/index.html; exec httpd -f -p 80 -h /w'); rc=$?
+page=$(fetch "http://[::1]:8087/" 60)
+out=$(lim $Q $H exec v6 sh -c '
+  grep -c "^fd000000000000000000000000000015 .* eth0$" /proc/net/if_inet6
+  timeout 10 wget -q -O - "http://[fd99::2]:8086/"
+  timeout 10 wget -q -O - "http://[fd99::1]:18086/" && echo reached-host-address6
+  timeout 10 wget -q -O - "http://[fd00::2]:18086/" && echo reached-gateway6
+  true'); erc=$?
+lo6=$(lim $V $H run --rm --network user:host-loopback busybox wget -q -O - "http://[fd00::2]:18086/"); lrc=$?
+[ $v6_ok -eq 1 ] && [ "$host_sees6" = from-farhost-own-address ] && [ $rc -eq 0 ] && [ "$page" = hello-v6 ] \
+    && [ "$out" = "1
+from-far" ] && [ $lrc -eq 0 ] && [ "$lo6" = host-own-address ] && ok user-ipv6 \
+    || bad user-ipv6 "setup=$v6_ok host=$host_sees6 rc=$rc page=$page erc=$erc out=$out lrc=$lrc lo6=$lo6 $(cat "$HUSK_ROOT"/pods/*/passt.log 2>/dev/null)"
+lim $V $H stop v6 >/dev/null
+lim $Q $H rm v6 >/dev/null
+ip -6 route del default via fd99::2
+out=$(lim $V $H run --rm busybox sh -c 'grep -c "^fd00" /proc/net/if_inet6; wget -q -O - http://10.99.0.2/'); rc=$?
+[ $rc -eq 0 ] && [ "$out" = "0
+from-far" ] && ok user-no-ipv6-without-route || bad user-no-ipv6-without-route "rc=$rc out=$out"
+ip route del default via 10.99.0.2
+kill $far6_pid $own6_pid 2>/dev/null
+
 # 10. --network tap: a TAP device in the pod's own network namespace, mirrored to a veth on the
 # bridge husk0 (10.89.0.0/16) with NAT. A published port answers from the testbed's loopback and
 # from the far side (through the testbed's address); the pod reaches the world and a name by

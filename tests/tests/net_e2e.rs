@@ -14,6 +14,9 @@
 //! gone after a `kill -9` of the supervisor and `husk gc`; a taken host
 //! port, a malformed `-p`, an unknown `--network` and a missing passt are
 //! one line each with nothing left behind; passt is reaped with its pod.
+//! IPv6 once the testbed has default routes: the pod has fd00::15, reaches
+//! the far side's IPv6 address but not the host's, and a published port
+//! answers on `[::1]`; without an IPv6 route the pod has no IPv6 address.
 //! `--network tap` (the real kernel TAP, bridge, tc and nftables): a
 //! published port answers from the testbed and from the far side, 64 MiB
 //! each way, world and DNS reached, host addresses, link-local and another
@@ -39,6 +42,8 @@ const CASES: &[&str] = &[
     "filter-host-and-link-local",
     "filter-host-loopback-opt-in",
     "filter-removed-after-kill",
+    "user-ipv6",
+    "user-no-ipv6-without-route",
     "tap-publish-http",
     "tap-bulk-pod-to-host",
     "tap-bulk-world-to-pod",

@@ -126,7 +126,7 @@ pub struct NetworkSpec {
     pub hosts: Vec<(String, String)>,
 }
 
-/// One interface's IPv4 settings.
+/// One interface's settings: IPv4, and IPv6 when the pod has it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct InterfaceSpec {
     /// Interface name in the guest (`eth0`).
@@ -141,6 +141,22 @@ pub struct InterfaceSpec {
     /// MTU (0: leave the driver's).
     #[serde(default)]
     pub mtu: u32,
+    /// The interface's IPv6 address and default route (`None`: no IPv6
+    /// address beyond the kernel's link-local one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Spec>,
+}
+
+/// One interface's static IPv6 settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Ipv6Spec {
+    /// The address, in RFC 5952 text form.
+    pub address: String,
+    /// Prefix length (0 to 128).
+    pub prefix_len: u8,
+    /// Default gateway.
+    #[serde(default)]
+    pub gateway: Option<String>,
 }
 
 impl Request {

@@ -6,8 +6,8 @@
 //! knows the addresses before boot: see the host's `net` module), and the
 //! classic `SIOCSIF*`/`SIOCADDRT` requests on an `AF_INET` socket set one
 //! IPv4 address, its netmask, the MTU, the link flags and a default route
-//! with a handful of calls and no netlink message building. IPv6 would
-//! need rtnetlink; the pod's network is IPv4 only for now.
+//! with a handful of calls and no netlink message building. IPv6 works
+//! the same way on an `AF_INET6` socket ([`ipv6`]).
 //!
 //! Containers share the guest's network namespace (all apps of a pod
 //! reach each other on localhost, as in a Kubernetes pod); they get the
@@ -18,6 +18,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use husk_proto::{InterfaceSpec, NetworkSpec};
+
+mod ipv6;
 
 /// Where the agent writes the pod's `resolv.conf`, `hosts` and `hostname`.
 pub const NET_DIR: &str = "/run/husk/net";
@@ -35,7 +37,7 @@ pub enum NetError {
     },
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> NetError {
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> NetError {
     let what = what.into();
     move |source| NetError::Io { what, source }
 }
@@ -67,7 +69,8 @@ pub fn configure(spec: &NetworkSpec) -> Result<(), NetError> {
         .iter()
         .map(|d| ip("DNS server", d))
         .collect::<Result<_, _>>()?;
-    let mut hosts = String::from("127.0.0.1\tlocalhost\n");
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     hosts.push_str(&format!("127.0.1.1\t{}\n", spec.hostname));
     for (name, addr) in &spec.hosts {
         if !valid_name(name) {
@@ -122,6 +125,9 @@ fn check_interface(i: &InterfaceSpec) -> Result<(), NetError> {
     if let Some(g) = &i.gateway {
         ip("gateway", g)?;
     }
+    if let Some(v6) = &i.ipv6 {
+        ipv6::check(v6)?;
+    }
     if i.mtu != 0 && !(68..=65535).contains(&i.mtu) {
         return Err(NetError::Invalid {
             what: "MTU",
@@ -165,7 +171,12 @@ fn sockaddr(a: Ipv4Addr) -> libc::sockaddr {
 }
 
 /// `ioctl(sock, req, arg)`; `T` must be the structure `req` takes.
-fn ioctl<T>(sock: &OwnedFd, req: libc::c_ulong, arg: &mut T, what: String) -> Result<(), NetError> {
+pub(crate) fn ioctl<T>(
+    sock: &OwnedFd,
+    req: libc::c_ulong,
+    arg: &mut T,
+    what: String,
+) -> Result<(), NetError> {
     let arg: *mut T = arg;
     // SAFETY: `arg` is a live, exclusive pointer to the structure `req`
     // expects (each caller passes the ifreq or rtentry of its request).
@@ -227,7 +238,14 @@ fn apply_interface(sock: &OwnedFd, i: &InterfaceSpec) -> Result<(), NetError> {
             format!("cannot set {name}'s MTU"),
         )?;
     }
+    match &i.ipv6 {
+        Some(_) => ipv6::prepare(name)?,
+        None => ipv6::disable(name),
+    }
     set_up(sock, name)?;
+    if let Some(v6) = &i.ipv6 {
+        ipv6::apply(name, v6)?;
+    }
     if let Some(gw) = &i.gateway {
         let gw: Ipv4Addr = gw.parse().expect("checked");
         // SAFETY: rtentry is plain data; all-zero is a valid value.
@@ -293,6 +311,7 @@ mod tests {
             prefix_len: 33,
             gateway: None,
             mtu: 0,
+            ipv6: None,
         };
         assert!(check_interface(&i).is_err());
         i.prefix_len = 24;

@@ -17,7 +17,13 @@
 //!   host-side filter of [`guard`] also keeps it from the host's other
 //!   addresses and from link-local ones (as root);
 //! - [`DNS_FORWARD`] answers DNS by forwarding to the host's first resolver
-//!   (`--dns-forward`), unless the pod was given `--dns` servers.
+//!   (`--dns-forward`), unless the pod was given `--dns` servers;
+//! - IPv6 the same way, [`GUEST_ADDR6`]/[`GUEST_PREFIX6`] via [`GATEWAY6`],
+//!   when the host has default routes for both IPv4 and IPv6
+//!   ([`passt::HostRoutes::ipv6`]); otherwise the pod has no IPv6 address
+//!   (as on an IPv4-only LAN), so its programs use IPv4 at once. Name
+//!   servers stay IPv4 ([`DNS_FORWARD`] answers AAAA queries too).
+//!   `--network tap` pods have no IPv6 ([`tap`]).
 //!
 //! The seam for TAP and CNI: [`NetworkMode`] grows variants, and each ends
 //! in a descriptor the VMM's virtio-net device reads frames from
@@ -28,7 +34,7 @@ pub mod guard;
 pub mod passt;
 pub mod tap;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +47,14 @@ pub const GUEST_PREFIX: u8 = 24;
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 /// The DNS address the pod uses unless given `--dns`.
 pub const DNS_FORWARD: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
+/// The pod's IPv6 address on the user-mode network: in the unique-local
+/// `fd00::/64` that slirp4netns also uses, with the same last digits as
+/// [`GUEST_ADDR`].
+pub const GUEST_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x15);
+/// Its prefix length.
+pub const GUEST_PREFIX6: u8 = 64;
+/// The IPv6 gateway, the host's side of the link like [`GATEWAY`].
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
 /// The pod's MTU: Ethernet's 1500, not passt's own default of 65520 (one
 /// TCP segment per frame). Measured in the testbed with Debian 12's passt
 /// (`scripts/bench-net.sh`, README "Benchmarks"), 65520 was faster guest →
@@ -370,13 +384,15 @@ pub fn host_resolvers() -> Vec<Ipv4Addr> {
 pub const GUEST_NET_DIR: &str = "/run/husk/net";
 
 /// What the agent applies for `net` (`ConfigureNetwork`): `eth0` on the
-/// user-mode network's fixed addresses, on the TAP pod's leased address
+/// user-mode network's fixed addresses (IPv6 too when `ipv6`: passt
+/// carries it), on the TAP pod's leased address
 /// (`tap`), or loopback only; `hostname`; the name servers (`--dns`, else
 /// [`DNS_FORWARD`] in user mode and the TAP network's) and extra hosts.
 pub fn guest_spec(
     net: &NetworkConfig,
     hostname: &str,
     tap: Option<&tap::TapNetwork>,
+    ipv6: bool,
 ) -> husk_proto::NetworkSpec {
     let interface = |address: Ipv4Addr, prefix_len, gateway: Ipv4Addr, mtu: u16| {
         Some(husk_proto::InterfaceSpec {
@@ -385,13 +401,21 @@ pub fn guest_spec(
             prefix_len,
             gateway: Some(gateway.to_string()),
             mtu: u32::from(mtu),
+            ipv6: None,
         })
     };
     let (interface, default_dns) = match (net.mode, tap) {
-        (NetworkMode::User, _) => (
-            interface(GUEST_ADDR, GUEST_PREFIX, GATEWAY, MTU),
-            vec![DNS_FORWARD],
-        ),
+        (NetworkMode::User, _) => {
+            let mut i = interface(GUEST_ADDR, GUEST_PREFIX, GATEWAY, MTU);
+            if let Some(i) = i.as_mut().filter(|_| ipv6) {
+                i.ipv6 = Some(husk_proto::Ipv6Spec {
+                    address: GUEST_ADDR6.to_string(),
+                    prefix_len: GUEST_PREFIX6,
+                    gateway: Some(GATEWAY6.to_string()),
+                });
+            }
+            (i, vec![DNS_FORWARD])
+        }
         (NetworkMode::Tap, Some(t)) => (
             interface(t.record.addr, tap::PREFIX, tap::GATEWAY, tap::MTU),
             t.dns.clone(),
