@@ -39,6 +39,8 @@
 #   HUSK_TESTBED_KEEP=1         keep the run's temp dir (console.log, qemu.log, virtiofsd.log)
 #   HUSK_TESTBED_APPEND=...     extra testbed kernel command-line arguments (debugging)
 #   HUSK_TESTBED_FREEZE_SECS=N  seconds without a heartbeat that count as a frozen testbed (60)
+#   HUSK_TESTBED_LOCK=PATH|none nested runs wait for each other on this lock file
+#                               (default /run/lock/husk-testbed.lock); none: do not wait
 #   HUSK_CACHE_DIR              cache root (default ${XDG_CACHE_HOME:-$HOME/.cache}/husk); the
 #                               kernel, its modules and the initramfs live under testbed/
 #
@@ -156,6 +158,21 @@ if [ "$mode" = direct ]; then
 fi
 
 [ "$(id -u)" = 0 ] || die "the nested testbed needs root (virtiofsd); run as root"
+
+# One nested testbed at a time per host. Each is a multi-threaded TCG QEMU that wants the host's
+# cores to itself: two at once on a small machine starve each other's guests into soft lockups and
+# time-outs that look like husk bugs. The wait happens before --timeout starts counting. The lock
+# is held by this script and everything it starts (QEMU, virtiofsd), so it is released only when
+# the whole testbed is gone. HUSK_TESTBED_LOCK names another lock file; =none skips the lock.
+lock=${HUSK_TESTBED_LOCK:-/run/lock/husk-testbed.lock}
+if [ "$lock" != none ]; then
+    mkdir -p "$(dirname "$lock")"
+    exec {lock_fd}>>"$lock"
+    if ! flock -n "$lock_fd"; then
+        echo "testbed: waiting for another testbed run to end ($lock)" >&2
+        flock "$lock_fd"
+    fi
+fi
 for d in "${shares[@]}"; do
     case "$d" in *$'\n'* | *' '*) die "--share $d: paths with spaces or newlines are not supported" ;; esac
 done
