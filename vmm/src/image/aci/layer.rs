@@ -246,16 +246,10 @@ pub fn convert(input: impl Read, layer: BlobWriter) -> Result<Converted, ImageEr
         let mut h = Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(header.mode().map_err(|e| bad(format!("{shown}: {e}")))?);
-        h.set_uid(
-            ext.uid
-                .map_or_else(|| header.uid(), Ok)
-                .map_err(|e| bad(format!("{shown}: {e}")))?,
-        );
-        h.set_gid(
-            ext.gid
-                .map_or_else(|| header.gid(), Ok)
-                .map_err(|e| bad(format!("{shown}: {e}")))?,
-        );
+        // An empty owner field (the tar crate's own writer leaves it so)
+        // reads as root, as GNU tar reads it.
+        h.set_uid(ext.uid.unwrap_or_else(|| header.uid().unwrap_or(0)));
+        h.set_gid(ext.gid.unwrap_or_else(|| header.gid().unwrap_or(0)));
         h.set_mtime(header.mtime().unwrap_or(0));
         let written = match kind {
             EntryType::Regular | EntryType::Continuous => {
