@@ -8,7 +8,11 @@
 
 use husk_tests::run_guest_script;
 
-const CASES: &[&str] = &["aci-import-run", "aci-recheck-at-run", "aci-hostile-refused"];
+const CASES: &[&str] = &[
+    "aci-import-run",
+    "aci-recheck-at-run",
+    "aci-hostile-refused",
+];
 
 #[test]
 #[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
