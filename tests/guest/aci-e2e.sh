@@ -2,7 +2,7 @@
 # End to end for App Container Images (issue 14, item 3): an ACI built here (tests/images/mkaci.py,
 # the busybox userland as rootfs/, xz-compressed) is imported with `husk import FILE.aci` and run
 # by `husk run` on real KVM in the testbed: its exec, environment, working directory and
-# user/group reach the app, and arguments after `--` are appended to its exec. A policy
+# user/group reach the app, and arguments after the image are appended to its exec. A policy
 # tightened after the import refuses it at `husk run` (the record is re-checked), and a hostile
 # ACI (a path climbing out of rootfs/) is one line, status 122, and stores nothing. Every case
 # prints `case NAME ok` or `case NAME FAILED: why` (tests/tests/aci_e2e.rs checks each line).
@@ -28,7 +28,7 @@ python3 "$repo/tests/images/mkaci.py" "$D/img" "$D/hello.aci" --compress xz \
 # 1. import, then run: exec, environment, working directory, user:group (from the image's
 #    /etc/passwd and /etc/group: user is 1000:1000) and appended arguments.
 name=$(lim $Q $H import "$D/hello.aci" 2>"$D/import.err"); irc=$?
-out=$(lim $V $H run --rm --network none example.com/hello:1.0 -- one two 2>"$D/run.err"); rc=$?
+out=$(lim $V $H run --rm --network none example.com/hello:1.0 one two 2>"$D/run.err"); rc=$?
 want="marker=from-aci cwd=/srv uid=1000 gid=1000 data=aci-data args=one two"
 if [ $irc -eq 0 ] && [ "$name" = example.com/hello:1.0 ] && [ $rc -eq 0 ] && [ "$out" = "$want" ]; then
     ok aci-import-run

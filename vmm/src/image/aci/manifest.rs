@@ -6,7 +6,7 @@
 //!   (`name:latest` without a version label), which must be a
 //!   registry-style reference (`host/path`), since the trust policy's
 //!   `docker` scopes are looked up by it;
-//! - `app.exec` → `Entrypoint` (so `husk run IMAGE -- ARGS` appends ARGS,
+//! - `app.exec` → `Entrypoint` (so `husk run IMAGE ARGS` appends ARGS,
 //!   as an ACE may), `app.environment` → `Env`, `app.workingDirectory` →
 //!   `WorkingDir`, `app.user`/`app.group` → `User` `user:group`,
 //!   `app.ports` → `ExposedPorts` (`port/protocol`, each port of a range),
