@@ -42,13 +42,12 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
 use serde_json::json;
 
 use super::manifest::OCI_MANIFEST;
 use super::{digest, reference, Image, ImageError, Store};
 use crate::trust::admission::{self, AcceptedSignature, Subject};
-use crate::trust::policy::{self, Policy, Requirement, Source};
+use crate::trust::policy::{Policy, Requirement};
 use crate::trust::simple_signing::GpgVerifier;
 use manifest::AciManifest;
 
@@ -161,31 +160,14 @@ pub fn import_here(
         &[(r.name.clone(), manifest_digest.clone())],
         Some(&admitted),
     )?;
-    if policy.source == Source::BuiltIn && admitted.signatures.is_empty() {
-        eprintln!(
-            "husk: warning: no trust policy ({} or {}): {} ({manifest_digest}) accepted unsigned",
-            policy::own_path(root).display(),
-            policy::SYSTEM_POLICY,
-            r.name
-        );
-    }
+    policy.warn_if_unsigned_by_default(root, &r.name, &manifest_digest, &admitted);
     store.load(&r.name, &manifest_digest)
 }
 
 /// Opens `path` for reading if it is a regular file (a FIFO or a device
 /// opens at once, without blocking, and is refused).
 fn open_regular(path: &Path) -> Result<File, ImageError> {
-    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
-        rustix::io::Errno::NOENT => {
-            ImageError::Usage(format!("{}: no such file or directory", path.display()))
-        }
-        e => ImageError::io(format!("cannot open {}", path.display()))(e.into()),
-    })?;
-    let file = File::from(fd);
-    let meta = file
-        .metadata()
-        .map_err(ImageError::io(format!("cannot stat {}", path.display())))?;
+    let (file, meta) = super::import::open_input(path)?;
     if !meta.is_file() {
         return Err(ImageError::Usage(format!(
             "{}: not a regular file",
