@@ -439,14 +439,12 @@ fn unreadable_keys_huge_signatures_and_many_tags() {
     }
     let (status, _, list) = w.reg.http("GET", "/v2/signed/tags/list", b"");
     assert_eq!(status, 200);
-    let listed: serde_json::Value = serde_json::from_slice(&list).unwrap();
-    let sig_tags = listed["tags"].as_array().unwrap().iter();
+    let sig_tags = list.windows(5).filter(|w| w == b".sig\"").count();
     assert!(
-        sig_tags
-            .filter(|t| t.as_str().unwrap().ends_with(".sig"))
-            .count()
-            > 100_000
+        sig_tags > 100_000,
+        "the registry lists {sig_tags} signature tags"
     );
+    drop(list);
     let many = husk("many");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_husk"));
     cmd.args(["pull", "-q", "--policy", trust1.to_str().unwrap(), &signed])

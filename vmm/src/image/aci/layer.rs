@@ -3,7 +3,8 @@
 //! path, and anything else refuses the whole image.
 //!
 //! The archive is read as a stream (gzip, bzip2 and xz by their magic
-//! numbers, through flate2, bzip2 and liblzma) with the tar crate in raw
+//! numbers, through flate2, bzip2 and liblzma, the xz decoder's memory
+//! capped at [`MAX_XZ_MEMORY`]) with the tar crate in raw
 //! mode: GNU long names and pax headers are read here, each bounded
 //! ([`MAX_EXTENSION`]), because the crate's own handling reads them whole
 //! whatever their size. Entry data is copied through, never held. Nothing
@@ -33,6 +34,9 @@ use crate::image::{digest, ImageError};
 
 /// The largest GNU long name or pax header read.
 pub const MAX_EXTENSION: u64 = 64 << 10;
+/// The most memory the xz decoder may take (`xz -9` needs 65 MiB; a
+/// hostile header could ask for gigabytes).
+pub const MAX_XZ_MEMORY: u64 = 128 << 20;
 
 /// What one pass found.
 pub struct Converted {
@@ -57,7 +61,13 @@ pub fn decompress<'a>(mut input: impl io::BufRead + 'a) -> io::Result<Box<dyn Re
         [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
         [b'B', b'Z', b'h', ..] => Box::new(bzip2::bufread::MultiBzDecoder::new(input)),
         [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => {
-            Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(input))
+            // An xz header names the dictionary the decoder allocates: cap it.
+            let stream = liblzma::stream::Stream::new_stream_decoder(
+                MAX_XZ_MEMORY,
+                liblzma::stream::CONCATENATED,
+            )
+            .map_err(io::Error::other)?;
+            Box::new(liblzma::bufread::XzDecoder::new_stream(input, stream))
         }
         _ => Box::new(input),
     })

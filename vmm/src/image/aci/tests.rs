@@ -264,6 +264,22 @@ fn hostile_archives_leave_nothing() {
         assert_eq!(err.kind(), Failure::Integrity, "{line}");
         e.assert_empty();
     }
+    // An xz stream whose block header asks for a 1 GiB dictionary (made
+    // small, then its LZMA2 dictionary byte set to 36 and the header's
+    // CRC32 redone).
+    let mut xz = compress("xz", &tar_of(&good()));
+    assert_eq!(
+        &xz[12..16],
+        &[0x02, 0x00, 0x21, 0x01],
+        "an unexpected block header"
+    );
+    xz[16] = 36;
+    let mut crc = flate2::Crc::new();
+    crc.update(&xz[12..20]);
+    xz[20..24].copy_from_slice(&crc.sum().to_le_bytes());
+    let err = e.import(&xz, None).unwrap_err();
+    assert!(err.to_string().contains("memory limit reached"), "{err}");
+    e.assert_empty();
     // Not a tar at all, and a truncated compressed stream.
     for bytes in [
         b"garbage that is no tar".to_vec(),
