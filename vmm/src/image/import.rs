@@ -60,7 +60,7 @@ pub fn import(store: &Store, path: &Path, tag: Option<&str>) -> Result<Vec<Image
         import_docker(store, src.as_mut())?
     } else {
         return Err(ImageError::Malformed(format!(
-            "{}: neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)",
+            "{}: neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json); an ACI must be named *.aci",
             path.display()
         )));
     };
