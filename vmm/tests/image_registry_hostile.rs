@@ -11,10 +11,13 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+#[path = "common/peak_rss.rs"]
+mod peak_rss;
 
 /// What the hostile server sends at most.
 const HUGE: u64 = 256 << 20;
@@ -153,48 +156,15 @@ fn huge(mut out: &TcpStream, status: &str, length: Option<u64>, start: &[u8], se
 }
 
 /// Runs `husk pull` of the hostile registry's image; returns (exit status,
-/// stderr, peak RSS in KiB of husk and its reaped helper). The child is
-/// reaped by `wait4` (for its rusage), not by `Child::wait`.
-#[allow(clippy::zombie_processes)]
+/// stderr, peak RSS in KiB of husk and its reaped helper).
 fn pull(root: &PathBuf, port: u16) -> (i32, String, i64) {
-    let child = Command::new(env!("CARGO_BIN_EXE_husk"))
-        .args(["pull", "-q", &format!("127.0.0.1:{port}/evil/img:1")])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_husk"));
+    cmd.args(["pull", "-q", &format!("127.0.0.1:{port}/evil/img:1")])
         .env("HUSK_ROOT", root)
         .env("HOME", root)
         .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("HUSK_REGISTRY_CA")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let start = Instant::now();
-    let (status, rss) = loop {
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: wait4 on our own child, writing into the two locals.
-        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        assert!(rc >= 0, "wait4: {}", std::io::Error::last_os_error());
-        if rc == pid {
-            break (status, usage.ru_maxrss);
-        }
-        if start.elapsed() > Duration::from_secs(300) {
-            // SAFETY: signals our own child, not yet reaped.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("husk pull did not end within 300 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.unwrap(), &mut err).unwrap();
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    (code, err, rss)
+        .env_remove("HUSK_REGISTRY_CA");
+    peak_rss::run(&mut cmd, Duration::from_secs(300))
 }
 
 /// Runs the case and checks what every case must hold; returns stderr.

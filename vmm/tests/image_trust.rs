@@ -28,6 +28,9 @@
 
 mod trust_fixtures;
 
+#[path = "common/peak_rss.rs"]
+mod peak_rss;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -380,4 +383,104 @@ fn bad_input_is_one_line_and_admits_nothing() {
     one_line(rc, 119, &err, "more than the 64");
     assert!(husk.images().is_empty());
     assert_eq!(husk.stored_files(), 0);
+}
+
+#[test]
+fn unreadable_keys_huge_signatures_and_many_tags() {
+    if !have_tools() {
+        return;
+    }
+    let w = world("bounds");
+    let host = w.reg.host();
+    let signed = format!("{host}/signed:1");
+    let husk = |name: &str| Husk {
+        root: w.dir.join(name),
+    };
+    let refused = |husk: &Husk, policy: &Path, want: i32, says: &str| {
+        let (rc, _, err) = husk.run(&["pull", "-q", "--policy", policy.to_str().unwrap(), &signed]);
+        assert_eq!(rc, want, "{says}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(says), "{says}: {err}");
+        assert!(husk.images().is_empty());
+        assert_eq!(husk.stored_files(), 0);
+    };
+    // Keys that cannot be read: missing, a directory; sigstore and GPG alike.
+    let keys = husk("keys");
+    for (ty, path) in [
+        ("sigstoreSigned", w.dir.join("no-such.pub")),
+        ("sigstoreSigned", w.dir.clone()),
+        ("signedBy", w.dir.join("no-such.gpg")),
+        ("signedBy", w.dir.clone()),
+    ] {
+        let policy = w.dir.join("unreadable.json");
+        let mut req = serde_json::json!({"type": ty, "keyPath": path});
+        if ty == "signedBy" {
+            req["keyType"] = "GPGKeys".into();
+        }
+        write_case_policy(&policy, &host, serde_json::json!([req]));
+        refused(&keys, &policy, 125, &format!("key {}", path.display()));
+    }
+
+    // 10^5 other signature tags in the repository (written straight into the
+    // registry's storage, each pointing at the real signature manifest):
+    // husk asks for its one tag only, so the pull is admitted as before,
+    // with the same small memory.
+    let trust1 = policy_for(&w, &w.pub1, "policy-key1.json");
+    let sig_a = format!("sha256-{}.sig", &w.digest_a[7..]);
+    let real = w.reg.get_manifest("signed", &sig_a);
+    let link = sha256(&real);
+    let tags = w
+        .dir
+        .join("data/docker/registry/v2/repositories/signed/_manifests/tags");
+    for n in 0..100_000u32 {
+        let d = tags.join(format!("sha256-{:064x}.sig", n)).join("current");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("link"), &link).unwrap();
+    }
+    let (status, _, list) = w.reg.http("GET", "/v2/signed/tags/list", b"");
+    assert_eq!(status, 200);
+    let sig_tags = list.windows(5).filter(|w| w == b".sig\"").count();
+    assert!(
+        sig_tags > 100_000,
+        "the registry lists {sig_tags} signature tags"
+    );
+    drop(list);
+    let many = husk("many");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_husk"));
+    cmd.args(["pull", "-q", "--policy", trust1.to_str().unwrap(), &signed])
+        .env("HUSK_ROOT", &many.root)
+        .env("HOME", &many.root);
+    let start = std::time::Instant::now();
+    let (rc, err, rss) = peak_rss::run(&mut cmd, std::time::Duration::from_secs(120));
+    eprintln!(
+        "figure pull-with-100000-signature-tags {:?}, peak RSS {rss} KiB",
+        start.elapsed()
+    );
+    assert_eq!(rc, 0, "{err}");
+    assert!(rss < 64 << 10, "peak RSS {rss} KiB");
+
+    // A signature payload larger than the limit, by its descriptor and by
+    // a blob longer than its descriptor says.
+    let big = vec![b'{'; 10 << 20];
+    let big_digest = w.reg.put_blob("signed", &big);
+    let mut m: serde_json::Value = serde_json::from_slice(&real).unwrap();
+    m["layers"][0]["size"] = (10u64 << 20).into();
+    m["layers"][0]["digest"] = big_digest.clone().into();
+    w.reg
+        .put_manifest("signed", &sig_a, &serde_json::to_vec(&m).unwrap());
+    refused(
+        &husk("huge"),
+        &trust1,
+        119,
+        "larger than the limit of 65536",
+    );
+    m["layers"][0]["size"] = 300.into();
+    w.reg
+        .put_manifest("signed", &sig_a, &serde_json::to_vec(&m).unwrap());
+    refused(
+        &husk("lying"),
+        &trust1,
+        119,
+        "larger than its descriptor says",
+    );
 }

@@ -9,55 +9,11 @@
 
 mod trust_fixtures;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::path::Path;
+
 use trust_fixtures::*;
-
-fn have_gpg() -> bool {
-    if !Path::new("/usr/bin/gpg").exists() {
-        eprintln!("skipping: /usr/bin/gpg is missing (scripts/deps.sh installs it)");
-        return false;
-    }
-    have_tools()
-}
-
-/// A GnuPG home with two signing keys; returns (home, [(fingerprint, exported keyring)]).
-fn gpg_keys(dir: &Path) -> (PathBuf, Vec<(String, PathBuf)>) {
-    let home = dir.join("gnupg");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let gpg = |args: &[&str]| {
-        let out = Command::new("gpg")
-            .arg("--homedir")
-            .arg(&home)
-            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
-            .args(args)
-            .output()
-            .unwrap();
-        ok(&out, &format!("gpg {args:?}"));
-        out
-    };
-    let mut keys = Vec::new();
-    for (n, algo) in [(1, "ed25519"), (2, "rsa2048")] {
-        let uid = format!("husk test {n} <key{n}@husk.test>");
-        gpg(&["--quick-gen-key", &uid, algo, "sign", "never"]);
-        let listing =
-            String::from_utf8(gpg(&["--with-colons", "--list-keys", &uid]).stdout).unwrap();
-        let fpr = listing
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("fpr:")
-                    .map(|r| r.trim_matches(':').to_string())
-            })
-            .unwrap();
-        let ring = dir.join(format!("key{n}.gpg"));
-        let out = gpg(&["--export", &fpr]);
-        std::fs::write(&ring, out.stdout).unwrap();
-        keys.push((fpr, ring));
-    }
-    (home, keys)
-}
 
 #[test]
 fn husk_and_skopeo_agree_on_gpg_signatures() {

@@ -16,7 +16,8 @@ use crate::image::{self, reference, Image, ImageError, PullOptions, Store};
 pub enum ImageCommand {
     /// Pull an image from a registry into the local store.
     Pull(PullArgs),
-    /// Import a `docker save` archive or an OCI image layout (directory or tar).
+    /// Import a `docker save` archive, an OCI image layout (directory or
+    /// tar), or an App Container Image (FILE.aci, with FILE.aci.asc).
     Import(ImportArgs),
     /// List the stored images.
     Images(ImagesArgs),
@@ -46,10 +47,15 @@ pub struct PullArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// Store the image under this name instead of the archive's own.
+    /// Store the image under this name instead of the archive's own (for
+    /// an ACI: the name it must have).
     #[arg(long, value_name = "NAME")]
     pub tag: Option<String>,
-    /// A docker save archive, an OCI layout directory, or a tar of one.
+    /// Decide on an ACI with this trust policy instead of the one in force.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// A docker save archive, an OCI layout directory, a tar of one, or
+    /// an ACI (named *.aci).
     pub path: PathBuf,
 }
 
@@ -91,6 +97,15 @@ fn execute(cmd: ImageCommand) -> Result<i32, ImageError> {
             };
             let img = image::pull(&store, &a.reference, &opts)?;
             out(&format!("{}\n", escape(&img.name)));
+        }
+        ImageCommand::Import(a) if a.path.extension().is_some_and(|e| e == "aci") => {
+            let img = image::import_aci(&store, &a.path, a.tag.as_deref(), a.policy.as_deref())?;
+            out(&format!("{}\n", escape(&img.name)));
+        }
+        ImageCommand::Import(a) if a.policy.is_some() => {
+            return Err(ImageError::Usage(
+                "--policy applies to an ACI (FILE.aci) only: other imports are not verified".into(),
+            ))
         }
         ImageCommand::Import(a) => {
             let names: String = image::import(&store, &a.path, a.tag.as_deref())?

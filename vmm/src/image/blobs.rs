@@ -130,6 +130,16 @@ impl Blobs {
         })
     }
 
+    /// Starts writing a blob whose digest is not known beforehand (one made
+    /// here, like a converted ACI layer): [`BlobWriter::commit_made`] names it
+    /// by the digest of what was written.
+    pub fn made_writer(&self, what: &str) -> Result<BlobWriter, ImageError> {
+        let placeholder = format!("sha256:{}", "0".repeat(64));
+        let mut w = self.writer(what, &placeholder, None)?;
+        w.digest.clear();
+        Ok(w)
+    }
+
     /// Copies `src` in as blob `digest` (verified); skips it if present.
     pub fn put(
         &self,
@@ -275,6 +285,17 @@ impl BlobWriter {
             "cannot write {}",
             self.tmp.display()
         )))
+    }
+
+    /// Stores a blob begun by [`Blobs::made_writer`] under the digest of
+    /// its bytes; returns that digest and the size.
+    pub fn commit_made(mut self) -> Result<(String, u64), ImageError> {
+        let actual = format!("sha256:{}", digest::hex(&self.hasher.clone().finalize()));
+        self.dest = self.dir.join(digest::hex_of(&actual)?);
+        self.digest.clone_from(&actual);
+        let size = self.written;
+        self.commit()?;
+        Ok((actual, size))
     }
 
     /// Verifies size and digest, fsyncs, and renames the blob into place.

@@ -60,7 +60,7 @@ pub fn import(store: &Store, path: &Path, tag: Option<&str>) -> Result<Vec<Image
         import_docker(store, src.as_mut())?
     } else {
         return Err(ImageError::Malformed(format!(
-            "{}: neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)",
+            "{}: neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json); an ACI must be named *.aci",
             path.display()
         )));
     };
@@ -243,10 +243,10 @@ impl Source for TarSource {
     }
 }
 
-/// A directory, a tar, or a gzip-compressed tar (inflated into the store's
-/// tmp/ first, since a tar is read by seeking).
-fn open_source(store: &Store, path: &Path) -> Result<Box<dyn Source>, ImageError> {
-    // O_NONBLOCK: a FIFO (or a device) opens at once, and is refused below.
+/// Opens the input `path` for reading, without blocking (a FIFO or a
+/// device opens at once, for the caller to refuse), and stats it; a
+/// missing file is bad usage.
+pub(super) fn open_input(path: &Path) -> Result<(File, std::fs::Metadata), ImageError> {
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
     let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| match e {
         rustix::io::Errno::NOENT => {
@@ -258,6 +258,13 @@ fn open_source(store: &Store, path: &Path) -> Result<Box<dyn Source>, ImageError
     let meta = file
         .metadata()
         .map_err(ImageError::io(format!("cannot stat {}", path.display())))?;
+    Ok((file, meta))
+}
+
+/// A directory, a tar, or a gzip-compressed tar (inflated into the store's
+/// tmp/ first, since a tar is read by seeking).
+fn open_source(store: &Store, path: &Path) -> Result<Box<dyn Source>, ImageError> {
+    let (file, meta) = open_input(path)?;
     if meta.is_dir() {
         return Ok(Box::new(DirSource(file.into())));
     }

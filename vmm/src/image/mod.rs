@@ -22,6 +22,7 @@
 //! bytes); layer tarballs are copied and hashed, never opened: they are
 //! unpacked inside the guest.
 
+pub mod aci;
 mod auth;
 mod blobs;
 mod digest;
@@ -39,10 +40,11 @@ use std::path::{Path, PathBuf};
 
 use husk_proto::{ImageConfig, LayerSpec};
 
+pub use aci::import_here as import_aci_here;
 pub use blobs::GcReport;
 pub use import::import;
 pub use index::Entry as IndexEntry;
-pub use pull::{answer_line as pull_answer_line, pull, PullOptions};
+pub use pull::{answer_line as pull_answer_line, import_aci, pull, PullOptions};
 pub use registry::pull_here;
 
 use crate::failure::Failure;

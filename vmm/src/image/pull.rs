@@ -12,9 +12,12 @@
 //! (`src/bin/husk-pull.rs`) runs [`super::registry::pull_here`].
 //!
 //! Protocol: `husk-pull --root ROOT [--insecure] [--creds FILE]
-//! [--policy FILE] [--progress] REF`; stderr is the caller's (progress bars); stdout is one
+//! [--policy FILE] [--progress] -- REF`, or `husk-pull --root ROOT
+//! [--policy FILE] [--tag NAME] --aci FILE` to import an App Container
+//! Image (parsed there too: [`super::aci`]); stderr is the caller's (progress bars); stdout is one
 //! line: `ok <name> <manifest digest>`, or `error <exit status> <message>`.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -55,24 +58,56 @@ fn helper() -> PathBuf {
 pub fn pull(store: &Store, reference: &str, opts: &PullOptions) -> Result<Image, ImageError> {
     // A malformed reference needs no helper to say so.
     super::reference::parse(reference)?;
-    let root = store.dir().parent().unwrap_or(store.dir());
-    let helper = helper();
-    let mut cmd = Command::new(&helper);
-    cmd.arg("--root").arg(root);
+    let mut args: Vec<OsString> = Vec::new();
     if opts.insecure {
-        cmd.arg("--insecure");
+        args.push("--insecure".into());
     }
     if let Some(c) = &opts.credentials_file {
-        cmd.arg("--creds").arg(c);
+        args.extend(["--creds".into(), c.into()]);
     }
     if let Some(p) = &opts.policy_file {
-        cmd.arg("--policy").arg(p);
+        args.extend(["--policy".into(), p.into()]);
     }
     if opts.progress {
-        cmd.arg("--progress");
+        args.push("--progress".into());
     }
-    cmd.arg("--").arg(reference);
-    let out = cmd
+    args.extend(["--".into(), reference.into()]);
+    run_helper(store, args)
+}
+
+/// Imports the App Container Image `path` (through the helper, which
+/// parses it: see [`super::aci`]); `tag` is the name the caller expects.
+pub fn import_aci(
+    store: &Store,
+    path: &Path,
+    tag: Option<&str>,
+    policy_file: Option<&Path>,
+) -> Result<Image, ImageError> {
+    if let Some(t) = tag {
+        super::reference::parse(t)?;
+    }
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(p) = policy_file {
+        args.extend(["--policy".into(), p.into()]);
+    }
+    if let Some(t) = tag {
+        args.extend(["--tag".into(), t.into()]);
+    }
+    // Absolute: the helper's working directory is ours, but say it plainly.
+    let path = std::path::absolute(path)
+        .map_err(ImageError::io(format!("cannot resolve {}", path.display())))?;
+    args.extend(["--aci".into(), path.into()]);
+    run_helper(store, args)
+}
+
+/// Runs the helper with `--root` and `args`; reads its answer.
+fn run_helper(store: &Store, args: Vec<OsString>) -> Result<Image, ImageError> {
+    let root = store.dir().parent().unwrap_or(store.dir());
+    let helper = helper();
+    let out = Command::new(&helper)
+        .arg("--root")
+        .arg(root)
+        .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()

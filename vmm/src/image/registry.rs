@@ -36,8 +36,8 @@ use super::manifest::{self, ConfigFile, Descriptor, Document, Manifest, MAX_JSON
 use super::reference::{self, Ref};
 use super::{auth, digest, lookaside, signatures, Image, ImageError, PullOptions, Store};
 use crate::trust::admission::{self, AcceptedSignature, Subject};
+use crate::trust::policy::Policy;
 use crate::trust::policy::Requirement;
-use crate::trust::policy::{self, Policy, Source};
 use crate::trust::sigstore::{Claims, Verifier};
 use crate::trust::simple_signing::GpgVerifier;
 use crate::trust::Admission;
@@ -94,14 +94,7 @@ pub fn pull_here(store: &Store, reference: &str, opts: &PullOptions) -> Result<I
     };
     let (digest, admitted) = rt.block_on(puller.run(&cfg))?;
     store.tag(&[(r.name.clone(), digest.clone())], Some(&admitted))?;
-    if policy.source == Source::BuiltIn && admitted.signatures.is_empty() {
-        eprintln!(
-            "husk: warning: no trust policy ({} or {}): {} ({digest}) accepted unsigned",
-            policy::own_path(root).display(),
-            policy::SYSTEM_POLICY,
-            r.name
-        );
-    }
+    policy.warn_if_unsigned_by_default(root, &r.name, &digest, &admitted);
     store.load(&r.name, &digest)
 }
 

@@ -213,6 +213,23 @@ impl Policy {
         })
     }
 
+    /// The built-in default's one-line warning, when it admitted the image
+    /// `name` (manifest `digest`) unsigned: said once per pull or import.
+    pub fn warn_if_unsigned_by_default(
+        &self,
+        root: &Path,
+        name: &str,
+        digest: &str,
+        admitted: &super::Admission,
+    ) {
+        if self.source == Source::BuiltIn && admitted.signatures.is_empty() {
+            eprintln!(
+                "husk: warning: no trust policy ({} or {SYSTEM_POLICY}): {name} ({digest}) accepted unsigned",
+                own_path(root).display(),
+            );
+        }
+    }
+
     /// The requirements for the image `r` pulled from a registry, and the
     /// scope they were found under (`default` when none matched).
     pub fn requirements_for(&self, r: &Ref) -> (String, &[Requirement]) {

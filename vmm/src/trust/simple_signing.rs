@@ -17,7 +17,15 @@
 
 use std::io::Read;
 
-use pgp::composed::{Deserializable, Message, SignedPublicKey};
+use pgp::composed::{Deserializable, Message, SignedPublicKey, StandaloneSignature};
+use pgp::packet::{PublicKey, PublicSubkey};
+use pgp::types::{Fingerprint, KeyDetails, KeyId};
+
+/// A key a detached signature may be checked with.
+enum Attempt<'a> {
+    Primary(&'a PublicKey),
+    Sub(&'a PublicSubkey),
+}
 
 use super::policy::KeySource;
 use super::sigstore::{parse_payload, Claims};
@@ -71,6 +79,56 @@ impl GpgVerifier {
             rings.push((source.keyring_id()?, keys));
         }
         Ok(GpgVerifier { rings })
+    }
+
+    /// Verifies a detached, ASCII-armored signature (an ACI's `.aci.asc`,
+    /// as `gpg --armor --detach-sign` writes it) over the bytes `data`
+    /// gives, read once per key the signature names (normally once).
+    /// Returns the id of the keyring that verified it; the error is why
+    /// it does not count.
+    pub fn verify_detached(
+        &self,
+        signature: &[u8],
+        mut data: impl FnMut() -> std::io::Result<Box<dyn Read>>,
+    ) -> Result<String, String> {
+        let not_signature = || "the .asc file is not an armored OpenPGP signature".to_string();
+        let (sig, _) =
+            StandaloneSignature::from_armor_single(signature).map_err(|_| not_signature())?;
+        let issuers: Vec<KeyId> = sig.signature.issuer().into_iter().cloned().collect();
+        let fingerprints: Vec<Fingerprint> = sig
+            .signature
+            .issuer_fingerprint()
+            .into_iter()
+            .cloned()
+            .collect();
+        let named = |k: &dyn KeyDetails| {
+            issuers.contains(&k.key_id()) || fingerprints.contains(&k.fingerprint())
+        };
+        for (id, keys) in &self.rings {
+            for key in keys {
+                let mut attempts = Vec::new();
+                if named(&key.primary_key) {
+                    attempts.push(Attempt::Primary(&key.primary_key));
+                }
+                attempts.extend(
+                    key.public_subkeys
+                        .iter()
+                        .filter(|s| named(&s.key))
+                        .map(|s| Attempt::Sub(&s.key)),
+                );
+                for k in attempts {
+                    let reader = data().map_err(|e| format!("cannot read the signed file: {e}"))?;
+                    let ok = match k {
+                        Attempt::Primary(p) => sig.signature.verify(p, reader).is_ok(),
+                        Attempt::Sub(s) => sig.signature.verify(s, reader).is_ok(),
+                    };
+                    if ok {
+                        return Ok(id.clone());
+                    }
+                }
+            }
+        }
+        Err("the signature does not verify with the policy's GPG keys".into())
     }
 
     /// Verifies one signature file; the error is why it does not count.
