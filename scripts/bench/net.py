@@ -218,10 +218,25 @@ def run_vm(argv, work, name, pre=None, host="127.0.0.1"):
     return figures
 
 
+def husk_argv(build, cpio, net):
+    """`husk vm` with the benchmark's guest on network `net`."""
+    return [os.path.join(build, "husk"), "vm", "--kernel", os.path.join(build, "vmlinux"),
+            "--initrd", cpio, "--mem", str(MEM_MIB), "--net", net, "--cmdline", "quiet"]
+
+
+def qemu_argv(build, cpio, netdev, mtu):
+    """QEMU microvm with the benchmark's guest on a virtio-net-device over `netdev`."""
+    return ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host",
+            "-m", str(MEM_MIB), "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+            "-serial", "stdio", "-global", "virtio-mmio.force-legacy=false",
+            "-kernel", os.path.join(build, "vmlinux"), "-initrd", cpio,
+            "-append", "console=ttyS0 reboot=t panic=-1 quiet",
+            "-netdev", f"{netdev},id=n0",
+            "-device", f"virtio-net-device,netdev=n0,mac={GUEST_MAC},host_mtu={mtu}"]
+
+
 def husk_user(build, cpio, work, mtu):
-    argv = [os.path.join(build, "husk"), "vm", "--kernel", os.path.join(build, "vmlinux"),
-            "--initrd", cpio, "--mem", str(MEM_MIB), "--net", "user", "--cmdline", "quiet"]
-    return argv, None, "127.0.0.1"
+    return husk_argv(build, cpio, "user"), None, "127.0.0.1"
 
 
 def qemu_stream(build, cpio, work, mtu):
@@ -243,13 +258,7 @@ def qemu_stream(build, cpio, work, mtu):
             time.sleep(0.02)
         return p
 
-    argv = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host",
-            "-m", str(MEM_MIB), "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-            "-serial", "stdio", "-global", "virtio-mmio.force-legacy=false",
-            "-kernel", os.path.join(build, "vmlinux"), "-initrd", cpio,
-            "-append", "console=ttyS0 reboot=t panic=-1 quiet",
-            "-netdev", f"stream,id=n0,server=off,addr.type=unix,addr.path={sock}",
-            "-device", f"virtio-net-device,netdev=n0,mac={GUEST_MAC},host_mtu={mtu}"]
+    argv = qemu_argv(build, cpio, f"stream,server=off,addr.type=unix,addr.path={sock}", mtu)
     return argv, passt, "127.0.0.1"
 
 
@@ -264,23 +273,14 @@ def make_tap():
 
 
 def husk_tap(build, cpio, work, mtu):
-    argv = [os.path.join(build, "husk"), "vm", "--kernel", os.path.join(build, "vmlinux"),
-            "--initrd", cpio, "--mem", str(MEM_MIB), "--net", f"tap:{TAP_DEV}",
-            "--cmdline", "quiet"]
-    return argv, None, "10.0.2.2"
+    return husk_argv(build, cpio, f"tap:{TAP_DEV}"), None, "10.0.2.2"
 
 
 def qemu_tap(build, cpio, work, mtu):
     # vhost=off: QEMU's own virtio-net emulation in its process, as husk's is (vhost-net would
     # move the data path into the host kernel, which no VMM of this kind does).
-    argv = ["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host",
-            "-m", str(MEM_MIB), "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-            "-serial", "stdio", "-global", "virtio-mmio.force-legacy=false",
-            "-kernel", os.path.join(build, "vmlinux"), "-initrd", cpio,
-            "-append", "console=ttyS0 reboot=t panic=-1 quiet",
-            "-netdev", f"tap,id=n0,ifname={TAP_DEV},script=no,downscript=no,vhost=off",
-            "-device", f"virtio-net-device,netdev=n0,mac={GUEST_MAC},host_mtu={mtu}"]
-    return argv, None, "10.0.2.2"
+    netdev = f"tap,ifname={TAP_DEV},script=no,downscript=no,vhost=off"
+    return qemu_argv(build, cpio, netdev, mtu), None, "10.0.2.2"
 
 
 # (label, (husk name, builder), (QEMU name, builder)).

@@ -13,11 +13,11 @@
 //!   the host's back.
 
 use std::net::Ipv6Addr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use husk_proto::Ipv6Spec;
 
-use super::{io_err, ioctl, NetError};
+use super::{dgram_socket, io_err, ioctl, NetError};
 
 fn addr(what: &'static str, s: &str) -> Result<Ipv6Addr, NetError> {
     s.parse().map_err(|_| NetError::Invalid {
@@ -144,13 +144,7 @@ fn if_index(name: &str) -> Result<libc::c_int, NetError> {
 }
 
 fn inet6_socket() -> Result<OwnedFd, NetError> {
-    // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io_err("socket(AF_INET6)")(std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    dgram_socket(libc::AF_INET6, "socket(AF_INET6)")
 }
 
 #[cfg(test)]

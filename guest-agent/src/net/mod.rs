@@ -138,10 +138,15 @@ fn check_interface(i: &InterfaceSpec) -> Result<(), NetError> {
 }
 
 fn inet_socket() -> Result<OwnedFd, NetError> {
-    // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    dgram_socket(libc::AF_INET, "socket(AF_INET)")
+}
+
+/// A datagram socket of `family`, for the configuration ioctls.
+pub(crate) fn dgram_socket(family: libc::c_int, what: &str) -> Result<OwnedFd, NetError> {
+    // SAFETY: socket(2) with integer arguments; the result is checked.
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(io_err("socket(AF_INET)")(io::Error::last_os_error()));
+        return Err(io_err(what)(io::Error::last_os_error()));
     }
     // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
