@@ -21,6 +21,7 @@ use virtio_bindings::virtio_net::{
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT, Reader, Writer};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::used_ring::{add_used_together, RxSignal};
 use super::{MacAddr, NetBackend, NetError, MAX_FRAME_LEN, MIN_FRAME_LEN, NET_HDR_LEN, RXQ, TXQ};
 use crate::devices::virtio::{
     ActivateError, ActiveQueue, GuestMemory, InterruptKind, VirtioDevice, VirtioInterrupt,
@@ -51,6 +52,8 @@ pub(super) struct Active {
     pub(super) mem: GuestMemory,
     pub(super) interrupt: Arc<dyn VirtioInterrupt>,
     pub(super) queues: Vec<Queue>,
+    /// The rx queue's interrupt decisions ([`super::used_ring`]).
+    pub(super) rx_signal: RxSignal,
 }
 
 /// Counters, for tests and the log.
@@ -276,7 +279,12 @@ impl<B: NetBackend> Net<B> {
             return;
         };
         let q = &mut active.queues[queue];
-        match q.needs_notification(&active.mem) {
+        let needed = if queue == RXQ {
+            Ok(active.rx_signal.needs_interrupt(q, &active.mem))
+        } else {
+            q.needs_notification(&active.mem)
+        };
+        match needed {
             Ok(false) => {}
             Ok(true) | Err(_) => {
                 if let Err(e) = active.interrupt.trigger(InterruptKind::Queue) {
@@ -460,6 +468,7 @@ fn deliver(
     hdr[10..12].copy_from_slice(&(count as u16).to_le_bytes());
     let mut rest: &[u8] = frame;
     let mut first = true;
+    let mut used = Vec::with_capacity(count);
     for (head, mut w) in writers {
         let mut written = 0;
         let mut ok = true;
@@ -476,10 +485,12 @@ fn deliver(
             stats.rx_bad_buffers += 1;
             warn_limited!("net: cannot write rx buffer {head}");
         }
-        if let Err(e) = rxq.add_used(mem, head, written as u32) {
-            warn_limited!("net: cannot return rx buffer {head}: {e}");
-            return Delivery::Unusable;
-        }
+        used.push((head, written as u32));
+    }
+    // All of the frame's buffers at once (see `used_ring`).
+    if let Err(e) = add_used_together(rxq, mem, &used) {
+        warn_limited!("net: cannot return rx buffers {used:?}: {e}");
+        return Delivery::Unusable;
     }
     Delivery::Done
 }
@@ -553,6 +564,7 @@ impl<B: NetBackend> VirtioDevice for Net<B> {
             mem,
             interrupt,
             queues,
+            rx_signal: RxSignal::default(),
         });
         self.activate_evt.write(1).map_err(ActivateError::EventFd)?;
         Ok(())

@@ -52,6 +52,7 @@ pub mod tap;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+mod used_ring;
 
 pub use device::{Net, NET_QUEUE_SIZE, OFFLOAD_FEATURES};
 pub use host_backend::HostBackend;

@@ -190,6 +190,32 @@ fn rx_frame_waits_for_enough_buffers_then_arrives_whole() {
 }
 
 #[test]
+fn a_frame_over_several_buffers_appears_at_once_and_interrupts_as_the_driver_asks() {
+    let mut d = NetDriver::new(TestBackend::new(), MRG | VIRTIO_RING_F_EVENT_IDX);
+    d.fill_rx(8, 2048);
+    // The driver wants an interrupt once the used index passes 0.
+    d.rxq.set_used_event(&d.mem, 0);
+    let big = frame(5000, 9);
+    d.dev().backend_mut().to_guest.push_back(big.clone());
+    d.dev().handle_rx_event();
+    assert_eq!(d.rxq.used_idx(&d.mem), 3, "three buffers, one index move");
+    assert_ne!(
+        d.transport.interrupt().status() & 1,
+        0,
+        "interrupt asked for"
+    );
+    let ack = u64::from(VIRTIO_MMIO_INTERRUPT_ACK);
+    crate::devices::virtio::testing::mmio_write(&mut d.transport, ack, 1);
+    // Not before used index 100: no interrupt for the next frame.
+    d.rxq.set_used_event(&d.mem, 100);
+    d.dev().backend_mut().to_guest.push_back(frame(60, 1));
+    d.dev().handle_rx_event();
+    assert_eq!(d.rxq.used_idx(&d.mem), 4);
+    assert_eq!(d.transport.interrupt().status() & 1, 0, "none asked for");
+    assert_eq!(d.recv_frames(), vec![big, frame(60, 1)]);
+}
+
+#[test]
 fn bad_rx_buffers_are_returned_unused() {
     let mut d = NetDriver::new(TestBackend::new(), MRG);
     // Device-readable only: nothing to write into.
