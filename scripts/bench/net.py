@@ -162,7 +162,14 @@ class Servers:
     def finish(self):
         """Waits for the servers; returns the median round trip (s) or None."""
         self.thread.join(timeout=30)
+        # A pinger still blocked in accept() (the guest never connected) keeps the port
+        # listening past close(); shutdown() wakes it, so the next run can bind the port.
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
+        self.thread.join(timeout=5)
         for p in self.procs:
             try:
                 p.wait(timeout=10)

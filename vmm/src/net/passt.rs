@@ -95,7 +95,10 @@ impl Drop for Passt {
     }
 }
 
-/// The program to run: `$HUSK_PASST`, else `passt` on `PATH`.
+/// The program to run: `$HUSK_PASST`, else `passt` on `PATH`, or the
+/// `passt.avx2` beside it on a CPU with AVX2: passt started as `passt`
+/// re-executes itself as that build there, and starting it directly saves
+/// that second `exec` on every pod start.
 pub fn find_passt() -> Result<PathBuf, PasstError> {
     if let Some(p) = std::env::var_os(PASST_ENV) {
         let p = PathBuf::from(p);
@@ -105,13 +108,18 @@ pub fn find_passt() -> Result<PathBuf, PasstError> {
             Err(PasstError::Missing)
         };
     }
-    std::env::var_os("PATH")
+    let passt = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
         .chain(["/usr/bin".into(), "/usr/sbin".into()])
         .map(|d| d.join("passt"))
         .find(|p| p.is_file())
-        .ok_or(PasstError::Missing)
+        .ok_or(PasstError::Missing)?;
+    let avx2 = passt.with_extension("avx2");
+    if std::arch::is_x86_feature_detected!("avx2") && avx2.is_file() {
+        return Ok(avx2);
+    }
+    Ok(passt)
 }
 
 /// Which default routes the host has: what passt can carry.

@@ -114,8 +114,11 @@ impl Running<'_> {
     /// `husk rm`/`gc` retry.
     pub(super) fn stop_network(&mut self) {
         if let Some(guard) = self.net_guard.take() {
-            if let Err(e) = guard.remove() {
-                log::warn!("{}", crate::report::error_line(&e));
+            match guard.remove() {
+                // Both callers save the status next; without the record,
+                // `husk rm` does not run nft a second time for nothing.
+                Ok(()) => self.status.net_guard = None,
+                Err(e) => log::warn!("{}", crate::report::error_line(&e)),
             }
         }
         if let Some(tap) = self.tap.take() {
