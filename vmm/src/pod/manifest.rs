@@ -34,6 +34,12 @@
 //! pids = 100               # pids.max of this app
 //! rootfs_size = "256m"     # its root file system (default 512m)
 //! mounts = [{ volume = "shared", path = "/data" }]
+//! cap_add = ["NET_ADMIN"]  # as --cap-add (docker's 14 by default); cap_drop = ["ALL"] as --cap-drop
+//! security_opt = ["no-new-privileges", "seccomp=profile.json"]  # as --security-opt (relative
+//!                          # to the manifest's directory)
+//! read_only = true         # as --read-only
+//! tmpfs = ["/run:16m"]     # as --tmpfs
+//! privileged = false       # as --privileged
 //! ```
 //!
 //! Unknown fields are errors (a typo must not be ignored silently).
@@ -130,6 +136,20 @@ struct AppEntry {
     rootfs_size: Option<String>,
     #[serde(default)]
     mounts: Vec<AppMount>,
+    /// As `--cap-add`, `--cap-drop`, `--security-opt`, `--read-only`,
+    /// `--tmpfs`, `--privileged` (docker compose's names).
+    #[serde(default)]
+    cap_add: Vec<String>,
+    #[serde(default)]
+    cap_drop: Vec<String>,
+    #[serde(default)]
+    security_opt: Vec<String>,
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    tmpfs: Vec<String>,
+    #[serde(default)]
+    privileged: bool,
 }
 
 /// Largest manifest read.
@@ -245,6 +265,19 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
         if let Some(c) = a.cpus {
             parse_cpus(&c.to_string()).map_err(|e| format!("app {:?} cpus: {e}", a.name))?;
         }
+        use super::security::{self, Names};
+        let security = security::parse(&security::Request {
+            cap_add: &a.cap_add,
+            cap_drop: &a.cap_drop,
+            privileged: a.privileged,
+            security_opt: &a.security_opt,
+            read_only: a.read_only,
+            tmpfs: &a.tmpfs,
+            base,
+            names: Names::MANIFEST,
+        })
+        .and_then(|s| s.check_mounts(&a.mounts, Names::MANIFEST).map(|()| s))
+        .map_err(|e| format!("app {:?} {e}", a.name))?;
         apps.push(App {
             memory: a
                 .memory
@@ -264,6 +297,7 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
             cpus: a.cpus,
             pids: a.pids,
             mounts: a.mounts,
+            security,
         });
     }
     let cpus = match file.cpus {
