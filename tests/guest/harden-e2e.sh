@@ -49,7 +49,9 @@ user=$(lim $Q $H exec -u 1000 hard sh -c "$STATUS")
 denied=$(lim $Q $H exec hard sh -c 'swapon /etc/passwd; mount -t tmpfs none /run; hostname other' 2>&1)
 if [ $rc -eq 0 ] && [ "$app" = "$DEFAULT_STATUS" ] && [ "$ex" = "$DEFAULT_STATUS" ] \
    && echo "$user" | grep -q "CapEff: 0000000000000000 CapBnd: $DOCKER " \
-   && [ "$(echo "$denied" | grep -c 'Operation not permitted')" -eq 3 ]; then
+   && echo "$denied" | grep -q 'swapon: /etc/passwd: Operation not permitted' \
+   && echo "$denied" | grep -q 'mount: permission denied' \
+   && echo "$denied" | grep -q 'hostname: sethostname: Operation not permitted'; then
     ok defaults
 else
     bad defaults "rc=$rc app=[$app] exec=[$ex] user=[$user] denied=[$denied]"

@@ -16,9 +16,10 @@
 //! The container's /dev is a `nodev` tmpfs (security review F11), and so is
 //! every other file system the app can write (its root, /tmp, /dev/shm,
 //! volumes, tmpfs mounts): a device node made with CAP_MKNOD does not
-//! open, so it cannot reach the guest's console or memory through one. The usual nodes
-//! (null, zero, full, random, urandom, tty) are the guest's own, cloned
-//! read-only before `pivot_root` and bind-mounted in ([`binds::detach_device`]).
+//! open, so it cannot reach the guest's console or memory through one. The
+//! usual nodes (null, zero, full, random, urandom, tty) are the guest's
+//! own, cloned read-only before `pivot_root` and bind-mounted in
+//! ([`binds::detach_device`]).
 //!
 //! With a TTY the init opens the app's terminal from the container's own
 //! devpts (so the app finds it under /dev/pts) and keeps the master open;

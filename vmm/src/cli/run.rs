@@ -131,9 +131,9 @@ pub struct SecurityArgs {
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
     /// seccomp=PROFILE.json (an OCI/docker seccomp profile) or
-    /// seccomp=unconfined (default: docker's and podman's profile);
-    /// no-new-privileges (setuid and file capabilities grant nothing).
-    /// Repeatable.
+    /// seccomp=unconfined (default: podman's default profile, in docker's
+    /// format); no-new-privileges (setuid and file capabilities grant
+    /// nothing). Repeatable. (--no-seccomp is about the VMM's own filters.)
     #[arg(long = "security-opt", value_name = "OPT")]
     pub security_opt: Vec<String>,
     /// Give the app every capability and no seccomp filter: it may do

@@ -458,6 +458,58 @@ mod tests {
     }
 
     #[test]
+    fn per_app_security() {
+        let dir = std::env::temp_dir().join(format!("husk-manifest-sec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("p.json"),
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["uname"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        let t = parse(
+            "[[volumes]]\nname = \"v\"\n\
+             [[apps]]\nname = \"a\"\nimage = \"b\"\ncap_drop = [\"ALL\"]\ncap_add = [\"net_admin\"]\n\
+             security_opt = [\"no-new-privileges\", \"seccomp=p.json\"]\nread_only = true\n\
+             tmpfs = [\"/run:16m\"]\nmounts = [{ volume = \"v\", path = \"/data\" }]\n\
+             [[apps]]\nname = \"b\"\nimage = \"b\"\nprivileged = true",
+            &dir,
+        )
+        .unwrap();
+        let a = &t.apps[0].security;
+        assert_eq!(a.capabilities, ["CAP_NET_ADMIN"]);
+        assert!(a.no_new_privileges && a.read_only && !a.privileged);
+        assert_eq!(a.seccomp_name(), dir.join("p.json").display().to_string());
+        assert_eq!(a.tmpfs[0].size, 16 * MIB);
+        let b = &t.apps[1].security;
+        assert!(b.privileged && b.to_spec().unwrap().seccomp.is_none());
+        let bad = |app: &str, want: &str| {
+            let text =
+                format!("[[volumes]]\nname = \"v\"\n[[apps]]\nname = \"a\"\nimage = \"b\"\n{app}");
+            let e = parse(&text, &dir).unwrap_err();
+            assert!(e.starts_with(want), "{e:?} should start with {want:?}");
+        };
+        bad(
+            "cap_add = [\"SYS_FLY\"]",
+            "app \"a\" cap_add SYS_FLY: unknown capability",
+        );
+        bad(
+            "security_opt = [\"label=x\"]",
+            "app \"a\" security_opt label=x: unknown option",
+        );
+        bad(
+            "security_opt = [\"seccomp=none.json\"]",
+            "app \"a\" security_opt seccomp=none.json: ",
+        );
+        bad("tmpfs = [\"data\"]", "app \"a\" tmpfs data: ");
+        bad(
+            "tmpfs = [\"/data\"]\nmounts = [{ volume = \"v\", path = \"/data\" }]",
+            "app \"a\" tmpfs /data: a volume is mounted there too",
+        );
+        bad("read_only = \"yes\"", "invalid type");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn volume_sizes() {
         let t = parse(
             "[[volumes]]\nname = \"d\"\n[[volumes]]\nname = \"s\"\nsize = \"8m\"\n\

@@ -1,7 +1,8 @@
 //! What an app runs with inside the guest (issue 13): docker's defaults —
-//! its 14 capabilities, its seccomp profile (podman's, which docker's and
-//! podman's share the format and semantics of), no `no_new_privs`, a
-//! writable root — and the flags that change them: `--cap-add`,
+//! its 14 capabilities, no `no_new_privs`, a writable root — with podman's
+//! default seccomp profile (docker's format and semantics; how the two
+//! profiles differ: vmm/profiles/README.md), and the flags that change
+//! them: `--cap-add`,
 //! `--cap-drop` (`ALL` included), `--security-opt seccomp=PROFILE.json|unconfined`,
 //! `--security-opt no-new-privileges`, `--read-only`, `--tmpfs PATH[:SIZE]`
 //! and `--privileged`; in a manifest the per-app `cap_add`, `cap_drop`,
