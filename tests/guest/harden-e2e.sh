@@ -68,21 +68,26 @@ lim $V $H stop hard >/dev/null
 lim $Q $H rm hard >/dev/null
 
 # 3. --cap-add SYS_ADMIN: mount and sethostname work now (the profile follows the capabilities),
-# swapon is still refused by the profile
-out=$(lim $V $H run --rm --network none --cap-add SYS_ADMIN busybox sh -c \
-    "$STATUS; swapon /etc/passwd; mount -t tmpfs none /run && echo mounted; hostname other && hostname" 2>&1)
-if echo "$out" | grep -q "CapEff: 00000000a82425fb " && echo "$out" | grep -q 'swapon.*Operation not permitted' \
-   && echo "$out" | grep -qx mounted && echo "$out" | grep -qx other; then
+# swapon is still refused by the profile; with no-new-privileges, a read-only root and a tmpfs
+out=$(lim $V $H run --rm --network none --cap-add SYS_ADMIN --security-opt no-new-privileges --read-only \
+    --tmpfs /scratch:1m busybox sh -c "$STATUS; swapon /etc/passwd; mount -t tmpfs none /run && echo mounted;
+    hostname other && hostname; touch /x; echo in-tmpfs > /scratch/f && cat /scratch/f" 2>&1)
+if echo "$out" | grep -q "CapEff: 00000000a82425fb .*NoNewPrivs: 1 Seccomp: 2 " \
+   && echo "$out" | grep -q 'swapon.*Operation not permitted' \
+   && echo "$out" | grep -qx mounted && echo "$out" | grep -qx other \
+   && echo "$out" | grep -q 'touch: /x: Read-only file system' && echo "$out" | grep -qx in-tmpfs; then
     ok cap-add-sys-admin
 else
     bad cap-add-sys-admin "$out"
 fi
 
 # 4. seccomp=unconfined: no profile, only the agent's vsock/io_uring guard (one filter); swapon gets
-# the kernel's own answer (this kernel has no swap: ENOSYS), not the profile's EPERM
-out=$(lim $V $H run --rm --network none --security-opt seccomp=unconfined --cap-add SYS_ADMIN busybox sh -c \
-    "$STATUS; swapon /etc/passwd; mount -t tmpfs none /run && echo mounted" 2>&1)
-if echo "$out" | grep -q "Seccomp: 2 Seccomp_filters: 1 " && echo "$out" | grep -q '^swapon' \
+# the kernel's own answer (this kernel has no swap: ENOSYS), not the profile's EPERM. --cap-drop ALL
+# with --cap-add SYS_ADMIN: that capability alone
+out=$(lim $V $H run --rm --network none --security-opt seccomp=unconfined --cap-drop ALL --cap-add SYS_ADMIN \
+    busybox sh -c "$STATUS; swapon /etc/passwd; mount -t tmpfs none /run && echo mounted" 2>&1)
+if echo "$out" | grep -q "CapEff: 0000000000200000 CapBnd: 0000000000200000 " \
+   && echo "$out" | grep -q "Seccomp: 2 Seccomp_filters: 1 " && echo "$out" | grep -q '^swapon' \
    && ! echo "$out" | grep -q 'Operation not permitted' && echo "$out" | grep -qx mounted; then
     ok seccomp-unconfined
 else

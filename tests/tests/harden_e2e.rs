@@ -5,12 +5,14 @@
 //! none effective for another user), no no_new_privs and podman's seccomp
 //! profile, which refuses swapon with EPERM whatever the capabilities;
 //! `--cap-add SYS_ADMIN` lets mount and sethostname through (the profile
-//! follows the capabilities); `seccomp=unconfined` leaves only the agent's
-//! guard; `--privileged` has every capability and no filter; a manifest's
-//! apps keep `cap_drop = ["ALL"]`, no-new-privileges, a read-only root with
-//! a tmpfs, and a profile file of their own, in `husk exec` too; `husk
-//! inspect` shows each app's settings; bad capabilities, options, tmpfs
-//! specs and profiles are one line and status 125 with no pod made.
+//! follows the capabilities), with `no-new-privileges`, `--read-only` and a
+//! `--tmpfs`; `seccomp=unconfined` leaves only the agent's guard, and
+//! `--cap-drop ALL --cap-add SYS_ADMIN` that one capability; `--privileged`
+//! has every capability and no filter; a manifest's apps keep
+//! `cap_drop = ["ALL"]`, no-new-privileges, a read-only root with a tmpfs,
+//! and a profile file of their own, in `husk exec` too; `husk inspect`
+//! shows each app's settings; bad capabilities, options, tmpfs specs and
+//! profiles are one line and status 125 with no pod made.
 
 use husk_tests::run_guest_script;
 
