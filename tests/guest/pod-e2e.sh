@@ -229,10 +229,12 @@ done
 # 13. (F6) where the limit cannot be enforced (no CAP_SYS_ADMIN to mount the tmpfs) the pod is refused
 check_err volume-limit-unenforceable 125 setpriv --bounding-set -sys_admin $H pod run "$D/small.toml"
 
-# 14. (F11) root in a container cannot make device nodes (no CAP_MKNOD; /dev is nodev with the
-# guest's nodes bound in), so it cannot write the guest's console (console.log) through one
+# 14. (F11) root in a container may make device nodes (docker's CAP_MKNOD) but none of them opens:
+# /dev (with the guest's nodes bound in), /tmp and its root are nodev; so it cannot write the guest's
+# console (console.log) through one
 $H run --name devs busybox sh -c 'mknod /dev/kmsg c 1 11 && echo "<1>FORGED-KMSG" > /dev/kmsg;
-    mknod /dev/ttyS0 c 4 64 && echo FORGED-TTY > /dev/ttyS0; mknod /tmp/n c 1 3 || echo mknod-refused;
+    mknod /dev/ttyS0 c 4 64 && echo FORGED-TTY > /dev/ttyS0; mknod /kmsg c 1 11 && echo "<1>FORGED-ROOT" > /kmsg;
+    mknod /tmp/n c 1 3 && { echo x > /tmp/n || echo mknod-refused; };
     echo x > /dev/null && echo null-ok; head -c 8 /dev/urandom | wc -c; grep " /dev tmpfs " /proc/mounts' \
     > "$D/devs.out" 2>&1; rc=$?
 pod_dir=$($H inspect devs | grep -o '"path": "[^"]*"' | head -1 | cut -d'"' -f4)

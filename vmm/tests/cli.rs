@@ -178,3 +178,67 @@ fn doctor_gives_a_verdict() {
         out.status
     );
 }
+
+/// What an app runs with inside the guest (issue 13): a bad capability,
+/// `--security-opt`, `--tmpfs` or seccomp profile is one line and 125
+/// before anything is made, on a host without /dev/kvm too.
+#[test]
+fn bad_security_flags_are_usage_errors() {
+    let root = scratch("sec-root");
+    let broken = scratch("broken-profile.json");
+    std::fs::write(
+        &broken,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": ["#,
+    )
+    .unwrap();
+    let notify = scratch("notify-profile.json");
+    std::fs::write(
+        &notify,
+        r#"{"defaultAction": "SCMP_ACT_NOTIFY", "syscalls": []}"#,
+    )
+    .unwrap();
+    let (broken, notify) = (broken.display().to_string(), notify.display().to_string());
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["--cap-add", "SYS_FLY"],
+            "--cap-add SYS_FLY: unknown capability \"CAP_SYS_FLY\"",
+        ),
+        (
+            &["--cap-drop", "nope"],
+            "--cap-drop nope: unknown capability",
+        ),
+        (&["--security-opt", "apparmor=unconfined"], "unknown option"),
+        (
+            &["--security-opt", "no-new-privileges=maybe"],
+            "expected true or false",
+        ),
+        (
+            &["--security-opt", "seccomp=/no/such.json"],
+            "/no/such.json: No such file",
+        ),
+        (
+            &["--security-opt", &format!("seccomp={broken}")],
+            "not a usable seccomp profile",
+        ),
+        (
+            &["--security-opt", &format!("seccomp={notify}")],
+            "SCMP_ACT_NOTIFY is not supported",
+        ),
+        (&["--tmpfs", "scratch"], "--tmpfs scratch: "),
+        (&["--tmpfs", "/s:lots"], "--tmpfs /s:lots: "),
+    ];
+    for (flags, needle) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_husk"))
+            .env("HUSK_ROOT", &root)
+            .arg("run")
+            .args(flags)
+            .args(["--network", "none", "busybox", "true"])
+            .output()
+            .expect("run husk");
+        assert_usage_error(&out, needle);
+        let pods = std::fs::read_dir(root.join("pods"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(pods, 0, "{flags:?} left a pod");
+    }
+}

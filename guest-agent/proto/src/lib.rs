@@ -40,9 +40,11 @@
 
 pub mod frame;
 pub mod message;
+pub mod security;
 
 pub use frame::{Frame, FrameError, FrameReader, FrameWriter};
 pub use message::*;
+pub use security::*;
 
 /// The protocol version this crate speaks (the only one so far).
 pub const PROTOCOL_VERSION: u32 = 1;

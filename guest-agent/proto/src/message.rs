@@ -249,6 +249,10 @@ pub struct ContainerSpec {
     /// cover those too).
     #[serde(default)]
     pub mounts: Vec<MountSpec>,
+    /// Capabilities, seccomp, `no_new_privs`, read-only root, tmpfs
+    /// mounts: for the first process and every `exec`.
+    #[serde(default)]
+    pub security: crate::SecuritySpec,
 }
 
 /// One bind mount into a container. Always nosuid and nodev; submounts of

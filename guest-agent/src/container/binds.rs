@@ -11,6 +11,8 @@
 //! `openat2(RESOLVE_IN_ROOT)`: an image's symlink (`data -> /`,
 //! `data -> ../../..`) cannot aim the mount outside the root, and nothing is
 //! looked up by path again between the resolution and the mount.
+//! `--tmpfs` mounts are made detached too ([`detach_tmpfs`]) and attached
+//! the same way.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -18,7 +20,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use husk_proto::MountSpec;
+use husk_proto::{MountSpec, TmpfsSpec};
 
 use crate::rooted::Root;
 
@@ -75,6 +77,88 @@ pub fn detach_device(name: &str) -> io::Result<Detached> {
         ));
     }
     Ok(d)
+}
+
+/// `fsconfig` commands (linux/mount.h).
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+
+/// A new tmpfs for the container (`--tmpfs`), made detached with the mount
+/// API (`fsopen`, `fsconfig`, `fsmount`), so it is attached like a volume:
+/// onto its destination resolved inside the container's root.
+pub fn detach_tmpfs(t: &TmpfsSpec) -> io::Result<Detached> {
+    // SAFETY: fsopen with a static C string and flags; returns a new fd or -1.
+    let fs =
+        ret_fd(unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 1 as libc::c_uint) })?;
+    let mode = format!("{:o}", t.mode.unwrap_or(0o1777));
+    for (key, value) in [("size", t.size.to_string()), ("mode", mode)] {
+        let key = CString::new(key).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let value = CString::new(value).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: fsconfig on our fs context with two valid C strings.
+        ret_unit(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        })?;
+    }
+    // SAFETY: fsconfig(FSCONFIG_CMD_CREATE) on our fs context, no pointers.
+    ret_unit(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })?;
+    let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    if !t.exec {
+        attrs |= libc::MOUNT_ATTR_NOEXEC;
+    }
+    if t.read_only {
+        attrs |= libc::MOUNT_ATTR_RDONLY;
+    }
+    // SAFETY: fsmount of our created fs context with integer flags; returns
+    // a new fd of the detached mount or -1.
+    let tree = ret_fd(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            libc::FSMOUNT_CLOEXEC,
+            attrs as libc::c_uint,
+        )
+    })?;
+    Ok(Detached {
+        tree,
+        is_dir: true,
+        destination: t.destination.clone(),
+    })
+}
+
+/// Sets `attrs` (`MOUNT_ATTR_*`) on the mount at `path` alone (not its
+/// submounts), keeping its other attributes.
+pub fn set_attrs(path: &Path, attrs: u64) -> io::Result<()> {
+    let path = crate::sys::cstr(path)?;
+    // SAFETY: mount_attr is plain data; zeroed means "change nothing".
+    let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
+    attr.attr_set = attrs;
+    // SAFETY: a valid C string, `attr` valid for `size` bytes.
+    ret_unit(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            0 as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    })
 }
 
 /// `open_tree(OPEN_TREE_CLONE)` of `source` (recursively: with its

@@ -4,18 +4,22 @@
 //! single-threaded) in new mount, PID, UTS and IPC namespaces and the
 //! container's cgroup. It reads its [`InitConfig`] from fd 3, switches to the
 //! container's root with `pivot_root`, mounts /proc, /sys, /dev, /dev/pts,
-//! /dev/shm and /tmp, sets the hostname, then starts the app (under the
-//! capability set of [`super::privs`] and the seccomp filter of
-//! [`super::seccomp`]) and stays as a minimal init: it forwards signals to
+//! /dev/shm and /tmp, then the volumes and `--tmpfs` mounts, makes its root
+//! `nodev` (and read-only with `--read-only`), sets the hostname, then
+//! starts the app (with the container's capabilities, [`super::privs`],
+//! `no_new_privs` if asked, and its seccomp filter, [`super::seccomp`])
+//! and stays as a minimal init: it forwards signals to
 //! the app and reaps every orphan of the container, so no zombie survives.
 //! When the app exits it writes `code N` / `signal N` to fd 4 and exits; the
 //! kernel then kills whatever is left in the namespace.
 //!
-//! The container's /dev is a `nodev` tmpfs (security review F11): a device
-//! node made there does not open, so even a process that could mknod
-//! cannot reach the guest's console or memory through one. The usual nodes
-//! (null, zero, full, random, urandom, tty) are the guest's own, cloned
-//! read-only before `pivot_root` and bind-mounted in ([`binds::detach_device`]).
+//! The container's /dev is a `nodev` tmpfs (security review F11), and so is
+//! every other file system the app can write (its root, /tmp, /dev/shm,
+//! volumes, tmpfs mounts): a device node made with CAP_MKNOD does not
+//! open, so it cannot reach the guest's console or memory through one. The
+//! usual nodes (null, zero, full, random, urandom, tty) are the guest's
+//! own, cloned read-only before `pivot_root` and bind-mounted in
+//! ([`binds::detach_device`]).
 //!
 //! With a TTY the init opens the app's terminal from the container's own
 //! devpts (so the app finds it under /dev/pts) and keeps the master open;
@@ -33,7 +37,7 @@ use std::os::unix::fs::{symlink, DirBuilderExt};
 use std::path::Path;
 use std::process::Stdio;
 
-use husk_proto::{MountSpec, TtySize};
+use husk_proto::{MountSpec, SecuritySpec, TtySize};
 use serde::{Deserialize, Serialize};
 
 use super::binds;
@@ -64,6 +68,8 @@ pub struct InitConfig {
     pub tty_size: Option<TtySize>,
     #[serde(default)]
     pub mounts: Vec<MountSpec>,
+    #[serde(default)]
+    pub security: SecuritySpec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +87,7 @@ enum InitError {
     #[error(transparent)]
     Spawn(#[from] spawn::SpawnError),
     #[error("cannot build the seccomp filter")]
-    Seccomp(#[source] seccompiler::BackendError),
+    Seccomp(#[source] super::seccomp::CompileError),
 }
 
 fn setup_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> InitError {
@@ -163,8 +169,9 @@ fn setup_and_start(reaper: &Reaper) -> Result<Started, InitError> {
         .read_to_end(&mut text)
         .map_err(InitError::Config)?;
     let cfg: InitConfig = serde_json::from_slice(&text).map_err(InitError::ConfigJson)?;
-    // Compiled before the app's fork; installed last in the child.
-    let seccomp = super::seccomp::app_filter().map_err(InitError::Seccomp)?;
+    // Compiled before the app's fork; installed in the child.
+    let security = &cfg.security;
+    let seccomp = super::seccomp::program_for(security).map_err(InitError::Seccomp)?;
     // Nothing we mount may propagate back to the guest.
     sys::mount(
         "none",
@@ -189,7 +196,7 @@ fn setup_and_start(reaper: &Reaper) -> Result<Started, InitError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     enter_root(Path::new(&cfg.rootfs))?;
-    mount_inside()?;
+    mount_inside(security.privileged)?;
     let root = Root::open(Path::new("/")).map_err(setup_err("cannot open the new root"))?;
     for d in &devices {
         binds::attach(d, &root).map_err(setup_err(format!("cannot mount {}", d.destination)))?;
@@ -206,12 +213,36 @@ fn setup_and_start(reaper: &Reaper) -> Result<Started, InitError> {
     } else {
         None
     };
-    for b in &binds {
-        binds::attach(b, &root).map_err(setup_err(format!(
-            "cannot mount a volume at {}",
-            b.destination
+    // Volumes and tmpfs mounts, shallowest destination first (as docker
+    // sorts them), so `--tmpfs /data` does not hide `-v ...:/data/in`.
+    let mut extra: Vec<(&binds::Detached, &str)> = binds.iter().map(|b| (b, "a volume")).collect();
+    let tmpfs = security
+        .tmpfs
+        .iter()
+        .map(|t| {
+            binds::detach_tmpfs(t).map_err(setup_err(format!(
+                "cannot make a tmpfs for {}",
+                t.destination
+            )))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    extra.extend(tmpfs.iter().map(|t| (t, "a tmpfs")));
+    extra.sort_by_key(|(d, _)| Path::new(&d.destination).components().count());
+    for (d, what) in extra {
+        binds::attach(d, &root).map_err(setup_err(format!(
+            "cannot mount {what} at {}",
+            d.destination
         )))?;
     }
+    // The root itself last: nodev always (so a node made with CAP_MKNOD
+    // does not open, see `privs`), read-only with `--read-only` (its mount
+    // points exist by now).
+    let mut attrs = libc::MOUNT_ATTR_NODEV;
+    if security.read_only_rootfs {
+        attrs |= libc::MOUNT_ATTR_RDONLY;
+    }
+    binds::set_attrs(Path::new("/"), attrs)
+        .map_err(setup_err("cannot set the root's mount flags"))?;
     if let Some(name) = &cfg.hostname {
         // SAFETY: `name` is valid for `len` bytes.
         if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } < 0 {
@@ -231,9 +262,13 @@ fn setup_and_start(reaper: &Reaper) -> Result<Started, InitError> {
         },
         rlimits: cfg.rlimits,
         ctty: cfg.tty,
-        drop_caps: super::privs::caps_to_drop(),
-        no_new_privs: true,
-        seccomp: Some(seccomp),
+        drop_caps: if security.privileged {
+            Vec::new()
+        } else {
+            super::privs::caps_to_drop(&security.capabilities)
+        },
+        no_new_privs: security.no_new_privileges,
+        seccomp,
         ..Launch::default()
     };
     let (stdio, master) = match pty {
@@ -286,13 +321,15 @@ fn enter_root(rootfs: &Path) -> Result<(), InitError> {
 /// console).
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
-/// The container's pseudo file systems, inside its (already pivoted) root.
-fn mount_inside() -> Result<(), InitError> {
+/// The container's pseudo file systems, inside its (already pivoted) root;
+/// /sys is writable only for a privileged container (as docker's).
+fn mount_inside(privileged: bool) -> Result<(), InitError> {
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
     let noexec = nosuid_nodev | libc::MS_NOEXEC;
+    let sys_ro = if privileged { 0 } else { libc::MS_RDONLY };
     let mounts: [(&str, &str, libc::c_ulong, Option<&str>); 7] = [
         ("proc", "/proc", noexec, None),
-        ("sysfs", "/sys", noexec | libc::MS_RDONLY, None),
+        ("sysfs", "/sys", noexec | sys_ro, None),
         (
             "tmpfs",
             "/dev",

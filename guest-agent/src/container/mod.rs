@@ -12,9 +12,13 @@
 //! host where they are bound to cgroup v1 the container runs without limits
 //! and the agent logs one line saying so.
 //!
-//! Every app process (first or exec'd) runs with Docker's capabilities less
-//! CAP_MKNOD ([`privs`]), `no_new_privs`, and a seccomp filter that keeps
-//! vsock and io_uring from it ([`seccomp`]): only the agent talks to the host.
+//! Every app process (first or exec'd) runs with the container's
+//! [`SecuritySpec`]: its capabilities (docker's by default, [`privs`]),
+//! `no_new_privs` if asked, and its seccomp profile behind a guard that
+//! keeps vsock and io_uring from it ([`seccomp`]: only the agent talks to
+//! the host); a privileged container gets every capability and no filter.
+//! The filter is compiled once when the container is made (a profile that
+//! does not compile refuses the request) and kept for its `exec`s.
 
 pub mod binds;
 pub mod init;
@@ -29,7 +33,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use husk_proto::{ContainerSpec, ProcessSpec};
+use husk_proto::{ContainerSpec, ProcessSpec, SecuritySpec};
 
 use crate::cgroup::{self, CgroupError};
 use crate::console;
@@ -83,7 +87,7 @@ pub enum ContainerError {
     #[error("cannot open the namespaces of container {0:?}")]
     Namespaces(String, #[source] io::Error),
     #[error("cannot build the seccomp filter")]
-    Seccomp(#[source] seccompiler::BackendError),
+    Seccomp(#[source] seccomp::CompileError),
 }
 
 struct Namespaces {
@@ -102,6 +106,9 @@ pub struct Container {
     /// The first process (under the container init).
     pub init_proc: u32,
     ns: Namespaces,
+    /// What its processes run with, and the filter compiled from it.
+    security: SecuritySpec,
+    seccomp: Option<seccomp::Program>,
 }
 
 /// The agent's containers.
@@ -168,6 +175,8 @@ impl Containers {
         }
         let resolved = spec::merge(&spec.image, &spec.process)?;
         spec::check_mounts(&spec.mounts)?;
+        spec::check_security(&spec.security)?;
+        let program = seccomp::program_for(&spec.security).map_err(ContainerError::Seccomp)?;
         for m in &spec.mounts {
             std::fs::metadata(&m.source).map_err(|source| ContainerError::MountSource {
                 path: m.source.clone(),
@@ -215,6 +224,8 @@ impl Containers {
             cgroup,
             init_proc: pending.proc.id,
             ns,
+            security: spec.security.clone(),
+            seccomp: program,
         });
         self.map().insert(spec.id, container);
         Ok(pending)
@@ -298,6 +309,7 @@ impl Containers {
             tty: spec.process.tty,
             tty_size: spec.process.tty_size,
             mounts: spec.mounts.clone(),
+            security: spec.security.clone(),
         };
         let json = serde_json::to_vec(&config).map_err(|e| pipe_err(e.into()))?;
         cfg_w.write_all(&json).map_err(pipe_err)?;
@@ -392,9 +404,15 @@ impl Containers {
                 None => None,
             },
             ctty: process.tty,
-            drop_caps: privs::caps_to_drop(),
-            no_new_privs: true,
-            seccomp: Some(seccomp::app_filter().map_err(ContainerError::Seccomp)?),
+            // The same confinement as the container's first process (as
+            // `docker exec`).
+            drop_caps: if c.security.privileged {
+                Vec::new()
+            } else {
+                privs::caps_to_drop(&c.security.capabilities)
+            },
+            no_new_privs: c.security.no_new_privileges,
+            seccomp: c.seccomp.clone(),
             ..Launch::default()
         };
         let plan = StdioPlan {

@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path};
 
-use husk_proto::{ImageConfig, MountSpec, ProcessSpec, Rlimit};
+use husk_proto::{ImageConfig, MountSpec, ProcessSpec, Rlimit, SecuritySpec};
 
 /// A request that cannot be turned into a process.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,12 @@ pub enum SpecError {
     BadCwd(String),
     #[error("mount {which} {path:?} is not an absolute path without `..` (and not /)")]
     BadMount { which: &'static str, path: String },
+    #[error("capability number {0} is out of range")]
+    BadCapability(u8),
+    #[error("tmpfs {0:?}: size must be at least one byte")]
+    BadTmpfsSize(String),
+    #[error("tmpfs mode {0:o} is not a permission mode (at most 7777)")]
+    BadTmpfsMode(u32),
 }
 
 /// What to run, after merging.
@@ -148,6 +154,29 @@ pub fn check_mounts(mounts: &[MountSpec]) -> Result<(), SpecError> {
                     path: path.clone(),
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a container's confinement: capability numbers the kernel could
+/// know (0-63), tmpfs paths as plain as a mount's, sizes and modes.
+pub fn check_security(s: &SecuritySpec) -> Result<(), SpecError> {
+    if let Some(&c) = s.capabilities.iter().find(|&&c| c > 63) {
+        return Err(SpecError::BadCapability(c));
+    }
+    for t in &s.tmpfs {
+        if !plain_absolute(&t.destination) {
+            return Err(SpecError::BadMount {
+                which: "destination",
+                path: t.destination.clone(),
+            });
+        }
+        if t.size == 0 {
+            return Err(SpecError::BadTmpfsSize(t.destination.clone()));
+        }
+        if let Some(m) = t.mode.filter(|&m| m > 0o7777) {
+            return Err(SpecError::BadTmpfsMode(m));
         }
     }
     Ok(())

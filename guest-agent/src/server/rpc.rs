@@ -44,7 +44,8 @@ fn container_kind(e: &ContainerError) -> ErrorKind {
         ContainerError::Spec(_)
         | ContainerError::User(_)
         | ContainerError::Rootfs { .. }
-        | ContainerError::MountSource { .. } => ErrorKind::BadRequest,
+        | ContainerError::MountSource { .. }
+        | ContainerError::Seccomp(_) => ErrorKind::BadRequest,
         ContainerError::Exists(_) => ErrorKind::AlreadyExists,
         ContainerError::NotFound(_) => ErrorKind::NotFound,
         ContainerError::Running(_) | ContainerError::NotRunning(_) => ErrorKind::BadRequest,

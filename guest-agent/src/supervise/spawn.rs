@@ -8,7 +8,9 @@
 //! working directory, the capability bounding set (needs CAP_SETPCAP), then
 //! supplementary groups, gid and uid (after the uid switch nothing
 //! privileged is possible), `no_new_privs`, and an app's seccomp filter
-//! last (`container::seccomp`). The hook only makes raw
+//! last (`container::seccomp`) — or, without `no_new_privs`, the filter
+//! before the uid switch, while the child still has CAP_SYS_ADMIN, which
+//! installing one then needs. The hook only makes raw
 //! system calls on data prepared before the fork, as async-signal safety
 //! requires in a multi-threaded parent.
 //!
@@ -76,8 +78,8 @@ pub struct Launch {
     /// Set `PR_SET_NO_NEW_PRIVS`: exec never grants privileges (set-id
     /// bits and file capabilities are ignored).
     pub no_new_privs: bool,
-    /// A seccomp filter to install last, after `no_new_privs` (app
-    /// processes; see `container::seccomp`).
+    /// A seccomp filter (app processes; see `container::seccomp`): the
+    /// last step after `no_new_privs`, or without it before the uid switch.
     pub seccomp: Option<crate::container::seccomp::Program>,
     /// Signals the child starts with blocked (otherwise none): a container
     /// init must not lose a signal between its exec and its own setup.
@@ -239,6 +241,15 @@ pub fn spawn(
                 )
             };
         }
+        // Without no_new_privs a filter needs CAP_SYS_ADMIN, which the uid
+        // switch takes away from a user other than root: install it while
+        // still root (as runc does). The filter then also sees the calls
+        // below, which every profile meant for containers allows.
+        if !no_new_privs {
+            if let Some(program) = &seccomp {
+                crate::container::seccomp::install(program)?;
+            }
+        }
         // SAFETY: `groups` is a valid array of `groups.len()` gids.
         check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })?;
         // SAFETY: setgid/setuid take integers.
@@ -248,9 +259,9 @@ pub fn spawn(
         if no_new_privs {
             // SAFETY: prctl with integer arguments.
             check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
-        }
-        if let Some(program) = &seccomp {
-            crate::container::seccomp::install(program)?;
+            if let Some(program) = &seccomp {
+                crate::container::seccomp::install(program)?;
+            }
         }
         Ok(())
     };

@@ -24,7 +24,8 @@ pub fn rootfs() -> Option<PathBuf> {
     fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
     for tool in [
         "sh", "echo", "cat", "hostname", "id", "ls", "sleep", "ps", "pwd", "grep", "wc", "kill",
-        "env", "true", "mount", "tty", "stty", "mknod", "chmod", "head",
+        "env", "true", "mount", "tty", "stty", "mknod", "chmod", "head", "touch", "stat", "tr",
+        "chown", "mkdir",
     ] {
         symlink("busybox", dir.join("bin").join(tool)).unwrap();
     }
@@ -59,6 +60,7 @@ pub fn spec(id: &str, rootfs: &Path, script: &str) -> ContainerSpec {
         },
         resources: Default::default(),
         mounts: Vec::new(),
+        security: Default::default(),
     }
 }
 

@@ -187,6 +187,7 @@ impl Ctx {
                 },
                 resources: res,
                 mounts,
+                security: Default::default(),
             })))
             .map_err(|e| e.to_string())
     }
@@ -311,8 +312,9 @@ fn drive(vsock: &Path, dir: &Path) -> bool {
         check(!vol_host.join("y").exists(), "ro bind was writable")?;
         cx.remove("vol")
     });
-    // Root in a container has Docker's default capabilities less CAP_MKNOD
-    // and runs under the app seccomp filter (F11).
+    // Root in a container has Docker's default capabilities, no
+    // no_new_privs by default (issue 13), and runs under the agent's
+    // seccomp guard (F11) even without a profile.
     cx.case("capabilities-dropped", |cx| {
         cx.unpack("/run/c6", &cx.layer).map_err(|e| e.to_string())?;
         let p = cx.container(
@@ -324,8 +326,8 @@ fn drive(vsock: &Path, dir: &Path) -> bool {
         )?;
         let (out, _, _) = output(&p)?;
         check(
-            out.contains("00000000a00425fb")
-                && out.contains("NoNewPrivs:\t1")
+            out.contains("00000000a80425fb")
+                && out.contains("NoNewPrivs:\t0")
                 && out.contains("Seccomp:\t2")
                 && !out.contains("MOUNTED"),
             format!("output {out:?}"),

@@ -502,11 +502,24 @@ fn inspect(args: InspectArgs) -> Result<i32, PodError> {
     let mut out = Vec::new();
     for name in &args.pods {
         let pod = pods.find(name)?;
+        let config = pod.read_config().ok();
+        // What each app runs with inside the guest, in a few lines (the
+        // config has the same, custom seccomp profiles whole).
+        let security: Vec<_> = config
+            .iter()
+            .flat_map(|c| &c.apps)
+            .map(|a| {
+                let mut s = a.security.summary();
+                s["app"] = a.name.clone().into();
+                s
+            })
+            .collect();
         out.push(serde_json::json!({
             "id": pod.id,
             "name": pod.name,
             "path": pod.path,
-            "config": pod.read_config().ok(),
+            "security": security,
+            "config": config,
             "status": pod.read_status()?,
         }));
     }

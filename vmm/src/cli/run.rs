@@ -39,7 +39,8 @@ pub struct LifetimeArgs {
     /// namespaces, with every capability): for debugging only.
     #[arg(long)]
     pub no_jail: bool,
-    /// Run the pod's VMM without its seccomp filters (debugging only).
+    /// Run the pod's VMM without its seccomp filters (debugging only; the
+    /// host side's own filters: the app's are --security-opt seccomp=...).
     #[arg(long)]
     pub no_seccomp: bool,
     /// The host cgroup (below /sys/fs/cgroup, which must exist) under which
@@ -117,6 +118,41 @@ impl NetArgs {
     }
 }
 
+/// What the app runs with inside the guest (`crate::pod::security`).
+#[derive(Debug, Args)]
+pub struct SecurityArgs {
+    /// Add a capability to the app's (repeatable; CAP_ prefix optional, ALL
+    /// for every one). The default set is docker's 14: CHOWN, DAC_OVERRIDE,
+    /// FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
+    /// NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the app's (repeatable; ALL for every one).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// seccomp=PROFILE.json (an OCI/docker seccomp profile) or
+    /// seccomp=unconfined (default: podman's default profile, in docker's
+    /// format); no-new-privileges (setuid and file capabilities grant
+    /// nothing). Repeatable. (--no-seccomp is about the VMM's own filters.)
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Give the app every capability and no seccomp filter: it may do
+    /// whatever root in the pod's VM can (mount, trace, write /sys). It
+    /// stays inside the pod's VM, which remains the boundary between it
+    /// and the host.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Mount the app's root file system read-only (/tmp, /dev/shm, volumes
+    /// and --tmpfs mounts stay writable).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Mount a tmpfs in the app (repeatable): PATH[:SIZE] (default 64m), or
+    /// docker's PATH:size=SIZE,mode=OCTAL,ro,exec. Always nosuid,nodev;
+    /// noexec unless exec; its pages count against the app's memory.
+    #[arg(long, value_name = "PATH[:SIZE]")]
+    pub tmpfs: Vec<String>,
+}
+
 /// Arguments of `husk run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -126,6 +162,9 @@ pub struct RunArgs {
     /// of the command enums.
     #[command(flatten)]
     pub net: Box<NetArgs>,
+    /// Boxed, as the network flags.
+    #[command(flatten)]
+    pub security: Box<SecurityArgs>,
     /// Name the pod (default: <image>-<6 hex digits>).
     #[arg(long)]
     pub name: Option<String>,
@@ -287,6 +326,20 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
             read_only,
         });
     }
+    let names = crate::pod::security::Names::FLAGS;
+    let sec = &args.security;
+    let security = crate::pod::security::parse(&crate::pod::security::Request {
+        cap_add: &sec.cap_add,
+        cap_drop: &sec.cap_drop,
+        privileged: sec.privileged,
+        security_opt: &sec.security_opt,
+        read_only: sec.read_only,
+        tmpfs: &sec.tmpfs,
+        base: std::path::Path::new("."),
+        names,
+    })
+    .and_then(|s| s.check_mounts(&mounts, names).map(|()| s))
+    .map_err(PodError::Usage)?;
     let app_name = {
         let b = base_name(&image);
         if valid_name(&b) {
@@ -312,6 +365,7 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
             pids: args.pids_limit,
             rootfs_size,
             mounts,
+            security,
         }],
         volumes,
         memory,

@@ -34,6 +34,12 @@
 //! pids = 100               # pids.max of this app
 //! rootfs_size = "256m"     # its root file system (default 512m)
 //! mounts = [{ volume = "shared", path = "/data" }]
+//! cap_add = ["NET_ADMIN"]  # as --cap-add (docker's 14 by default); cap_drop = ["ALL"] as --cap-drop
+//! security_opt = ["no-new-privileges", "seccomp=profile.json"]  # as --security-opt (relative
+//!                          # to the manifest's directory)
+//! read_only = true         # as --read-only
+//! tmpfs = ["/run:16m"]     # as --tmpfs
+//! privileged = false       # as --privileged
 //! ```
 //!
 //! Unknown fields are errors (a typo must not be ignored silently).
@@ -130,6 +136,20 @@ struct AppEntry {
     rootfs_size: Option<String>,
     #[serde(default)]
     mounts: Vec<AppMount>,
+    /// As `--cap-add`, `--cap-drop`, `--security-opt`, `--read-only`,
+    /// `--tmpfs`, `--privileged` (docker compose's names).
+    #[serde(default)]
+    cap_add: Vec<String>,
+    #[serde(default)]
+    cap_drop: Vec<String>,
+    #[serde(default)]
+    security_opt: Vec<String>,
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    tmpfs: Vec<String>,
+    #[serde(default)]
+    privileged: bool,
 }
 
 /// Largest manifest read.
@@ -245,6 +265,19 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
         if let Some(c) = a.cpus {
             parse_cpus(&c.to_string()).map_err(|e| format!("app {:?} cpus: {e}", a.name))?;
         }
+        use super::security::{self, Names};
+        let security = security::parse(&security::Request {
+            cap_add: &a.cap_add,
+            cap_drop: &a.cap_drop,
+            privileged: a.privileged,
+            security_opt: &a.security_opt,
+            read_only: a.read_only,
+            tmpfs: &a.tmpfs,
+            base,
+            names: Names::MANIFEST,
+        })
+        .and_then(|s| s.check_mounts(&a.mounts, Names::MANIFEST).map(|()| s))
+        .map_err(|e| format!("app {:?} {e}", a.name))?;
         apps.push(App {
             memory: a
                 .memory
@@ -264,6 +297,7 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
             cpus: a.cpus,
             pids: a.pids,
             mounts: a.mounts,
+            security,
         });
     }
     let cpus = match file.cpus {
@@ -421,6 +455,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.starts_with("log_opts.max-file: "), "{e}");
+    }
+
+    #[test]
+    fn per_app_security() {
+        let dir = std::env::temp_dir().join(format!("husk-manifest-sec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("p.json"),
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["uname"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        let t = parse(
+            "[[volumes]]\nname = \"v\"\n\
+             [[apps]]\nname = \"a\"\nimage = \"b\"\ncap_drop = [\"ALL\"]\ncap_add = [\"net_admin\"]\n\
+             security_opt = [\"no-new-privileges\", \"seccomp=p.json\"]\nread_only = true\n\
+             tmpfs = [\"/run:16m\"]\nmounts = [{ volume = \"v\", path = \"/data\" }]\n\
+             [[apps]]\nname = \"b\"\nimage = \"b\"\nprivileged = true",
+            &dir,
+        )
+        .unwrap();
+        let a = &t.apps[0].security;
+        assert_eq!(a.capabilities, ["CAP_NET_ADMIN"]);
+        assert!(a.no_new_privileges && a.read_only && !a.privileged);
+        assert_eq!(a.seccomp_name(), dir.join("p.json").display().to_string());
+        assert_eq!(a.tmpfs[0].size, 16 * MIB);
+        let b = &t.apps[1].security;
+        assert!(b.privileged && b.to_spec().unwrap().seccomp.is_none());
+        let bad = |app: &str, want: &str| {
+            let text =
+                format!("[[volumes]]\nname = \"v\"\n[[apps]]\nname = \"a\"\nimage = \"b\"\n{app}");
+            let e = parse(&text, &dir).unwrap_err();
+            assert!(e.starts_with(want), "{e:?} should start with {want:?}");
+        };
+        bad(
+            "cap_add = [\"SYS_FLY\"]",
+            "app \"a\" cap_add SYS_FLY: unknown capability",
+        );
+        bad(
+            "security_opt = [\"label=x\"]",
+            "app \"a\" security_opt label=x: unknown option",
+        );
+        bad(
+            "security_opt = [\"seccomp=none.json\"]",
+            "app \"a\" security_opt seccomp=none.json: ",
+        );
+        bad("tmpfs = [\"data\"]", "app \"a\" tmpfs data: ");
+        bad(
+            "tmpfs = [\"/data\"]\nmounts = [{ volume = \"v\", path = \"/data\" }]",
+            "app \"a\" tmpfs /data: a volume is mounted there too",
+        );
+        bad("read_only = \"yes\"", "invalid type");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -13,7 +13,10 @@
 //! ([`manifest`]). Empty-dir volumes are size-limited tmpfs mounts on the
 //! host ([`volumes`]). Each pod's VMM runs in a host cgroup of its own
 //! ([`cgroup`]). What the apps and the guest console print is logged with
-//! size caps and rotation ([`logs`]).
+//! size caps and rotation ([`logs`]). What each app runs with inside the
+//! guest (capabilities, seccomp, `no_new_privs`, read-only root, tmpfs
+//! mounts) is chosen and checked here and applied by the agent
+//! ([`security`]).
 
 pub mod attach;
 pub mod cgroup;
@@ -22,6 +25,7 @@ pub mod ids;
 pub mod logs;
 pub mod manifest;
 pub mod output;
+pub mod security;
 pub mod spec;
 pub mod state;
 pub mod supervisor;

@@ -118,6 +118,10 @@ pub struct App<I = PinnedImage> {
     pub rootfs_size: u64,
     #[serde(default)]
     pub mounts: Vec<AppMount>,
+    /// Capabilities, seccomp, no_new_privs, read-only root, tmpfs mounts
+    /// (docker's defaults in a config without the field).
+    #[serde(default)]
+    pub security: super::security::AppSecurity,
 }
 
 impl<I> App<I> {
@@ -138,6 +142,7 @@ impl<I> App<I> {
             pids: self.pids,
             rootfs_size: self.rootfs_size,
             mounts: self.mounts,
+            security: self.security,
         }
     }
 }

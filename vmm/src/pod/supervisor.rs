@@ -400,7 +400,7 @@ impl Running<'_> {
                 Some(a) if a.tty && index == 0 => attach::terminal_size(),
                 _ => None,
             };
-            let spec = container_spec(self.config, app, tty_size);
+            let spec = container_spec(self.config, app, tty_size)?;
             let process = session
                 .start_process(Request::CreateContainer(Box::new(spec)))
                 .map_err(|e| app_start_error(&app.name, e))?;
@@ -702,8 +702,13 @@ fn hostname(config: &PodConfig) -> String {
         .unwrap_or_else(|| config.name.clone())
 }
 
-/// The agent's container spec for `app`.
-pub fn container_spec(config: &PodConfig, app: &App, tty_size: Option<TtySize>) -> ContainerSpec {
+/// The agent's container spec for `app`. Fails only for a config whose
+/// security settings no longer resolve (checked when the pod was made).
+pub fn container_spec(
+    config: &PodConfig,
+    app: &App,
+    tty_size: Option<TtySize>,
+) -> Result<ContainerSpec, PodError> {
     let (cpu_quota_us, cpu_period_us) = match app.cpus {
         Some(c) => (
             Some((c * 100_000.0).round().max(1000.0) as u64),
@@ -711,7 +716,11 @@ pub fn container_spec(config: &PodConfig, app: &App, tty_size: Option<TtySize>) 
         ),
         None => (None, None),
     };
-    ContainerSpec {
+    let security = app
+        .security
+        .to_spec()
+        .map_err(|e| PodError::Usage(format!("app {}: {e}", app.name)))?;
+    Ok(ContainerSpec {
         id: app.name.clone(),
         rootfs: guest_rootfs(&app.name),
         hostname: Some(hostname(config)),
@@ -746,7 +755,8 @@ pub fn container_spec(config: &PodConfig, app: &App, tty_size: Option<TtySize>) 
                 read_only: m.read_only,
             }))
             .collect(),
-    }
+        security,
+    })
 }
 
 fn agent_error(e: ClientError) -> PodError {
