@@ -15,7 +15,13 @@ use std::time::{Duration, Instant};
 use husk_vmm::measure::{self, Event, Launch, Outcome, Settings};
 
 fn have_tools() -> bool {
-    for t in ["swtpm", "tpm2_pcrread", "tpm2_readclock", "tpm2_pcrextend", "python3"] {
+    for t in [
+        "swtpm",
+        "tpm2_pcrread",
+        "tpm2_readclock",
+        "tpm2_pcrextend",
+        "python3",
+    ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {t}")])
             .stdout(Stdio::null())
@@ -63,7 +69,12 @@ impl Swtpm {
         let (p, c) = free_ports();
         let server = format!("type=tcp,port={p},bindaddr=127.0.0.1");
         let ctrl = format!("type=tcp,port={c},bindaddr=127.0.0.1");
-        Swtpm::start(dir, &server, &ctrl, format!("swtpm:host=127.0.0.1,port={p}"))
+        Swtpm::start(
+            dir,
+            &server,
+            &ctrl,
+            format!("swtpm:host=127.0.0.1,port={p}"),
+        )
     }
 
     fn unix(dir: &Path) -> Swtpm {
@@ -71,7 +82,12 @@ impl Swtpm {
         let server = format!("type=unixio,path={}", sock.display());
         // tpm2-tss's TCTI looks for the control socket at PATH.ctrl.
         let ctrl = format!("type=unixio,path={}", dir.join("swtpm.sock.ctrl").display());
-        Swtpm::start(dir, &server, &ctrl, format!("swtpm:path={}", sock.display()))
+        Swtpm::start(
+            dir,
+            &server,
+            &ctrl,
+            format!("swtpm:path={}", sock.display()),
+        )
     }
 
     fn start(dir: &Path, server: &str, ctrl: &str, tcti: String) -> Swtpm {
@@ -102,7 +118,11 @@ impl Swtpm {
             .args(["-T", &self.tcti, &format!("sha256:{pcr}")])
             .output()
             .unwrap();
-        assert!(out.status.success(), "tpm2_pcrread: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tpm2_pcrread: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
         let value = text
             .lines()
@@ -155,7 +175,11 @@ fn python_replay(log: &Path, tcti: &str, pcr: u32) -> String {
         .arg(pcr.to_string())
         .output()
         .unwrap();
-    assert!(out.status.success(), "replay: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "replay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -193,7 +217,10 @@ fn launch_events(settings: &Settings, kernel: &Path, n: usize) -> Vec<Event> {
         Event::text(
             "image",
             Some("app".into()),
-            format!("reg.io/app:{n}@sha256:{} accepted unsigned (scope default)", "a".repeat(64)),
+            format!(
+                "reg.io/app:{n}@sha256:{} accepted unsigned (scope default)",
+                "a".repeat(64)
+            ),
         ),
     ]
 }
@@ -251,7 +278,11 @@ fn the_pcr_equals_an_independent_replay_of_the_log() {
     assert_eq!(text.lines().count(), 48);
     let pcr = tpm.pcrread(15);
     assert_ne!(pcr, "0".repeat(64));
-    assert_eq!(python_replay(&log, &tpm.tcti, 15), pcr, "independent replay");
+    assert_eq!(
+        python_replay(&log, &tpm.tcti, 15),
+        pcr,
+        "independent replay"
+    );
     // husk agrees.
     let (rc, out, err) = husk(&root, &["attest", "--verify"]);
     assert_eq!(rc, 0, "{out}{err}");
@@ -281,7 +312,11 @@ fn the_pcr_equals_an_independent_replay_of_the_log() {
     };
     let kernel_line = lines.iter().position(|l| l.contains("\"kernel\"")).unwrap();
     let digest = &lines[kernel_line][lines[kernel_line].find("\"digest\":\"").unwrap() + 10..][..4];
-    let err = tamper(kernel_line, &format!("\"digest\":\"{digest}"), "\"digest\":\"0000");
+    let err = tamper(
+        kernel_line,
+        &format!("\"digest\":\"{digest}"),
+        "\"digest\":\"0000",
+    );
     assert!(err.contains("does not account for PCR 15"), "{err}");
     let image_line = lines.iter().rposition(|l| l.contains("\"image\"")).unwrap();
     let err = tamper(image_line, "accepted unsigned", "signed by sha256:0");
@@ -297,7 +332,11 @@ fn the_pcr_equals_an_independent_replay_of_the_log() {
         err
     };
     assert!(err.contains("does not account"), "{err}");
-    assert_eq!(husk(&root, &["attest", "--verify"]).0, 0, "the log restored");
+    assert_eq!(
+        husk(&root, &["attest", "--verify"]).0,
+        0,
+        "the log restored"
+    );
 
     // The PCR extended behind the log's back.
     let ok = Command::new("tpm2_pcrextend")
@@ -334,7 +373,10 @@ fn over_a_unix_socket_and_without_a_tpm() {
             },
         )
     };
-    assert!(matches!(launch(&settings, false).unwrap(), Outcome::Logged { .. }));
+    assert!(matches!(
+        launch(&settings, false).unwrap(),
+        Outcome::Logged { .. }
+    ));
     let e = launch(&settings, true).unwrap_err();
     assert_eq!(e.kind().exit_status(), 119, "{e}");
     let (rc, _, err) = husk(&root, &["attest", "--verify"]);
@@ -350,7 +392,10 @@ fn over_a_unix_socket_and_without_a_tpm() {
     let tpm = Swtpm::unix(&dir);
     write_settings(&root, &tpm.tcti);
     let settings = Settings::load(&root).unwrap();
-    assert_eq!(launch(&settings, true).unwrap(), Outcome::Extended { events: 4 });
+    assert_eq!(
+        launch(&settings, true).unwrap(),
+        Outcome::Extended { events: 4 }
+    );
     let log = root.join(measure::LOG_FILE);
     let pcr = tpm.pcrread(15);
     assert_eq!(python_replay(&log, &tpm.tcti, 15), pcr);
@@ -358,6 +403,9 @@ fn over_a_unix_socket_and_without_a_tpm() {
     assert_eq!(rc, 0, "{out}{err}");
     let text = std::fs::read_to_string(&log).unwrap();
     let first = text.lines().nth(4).unwrap();
-    assert!(first.contains(&format!("\"base\":\"{}\"", "0".repeat(64))), "{first}");
+    assert!(
+        first.contains(&format!("\"base\":\"{}\"", "0".repeat(64))),
+        "{first}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
