@@ -35,7 +35,8 @@
 //!
 //! **The TPM** ([`tpm`]): `$HUSK_TPM`, else `tpm` in `measure.json`, else
 //! `/dev/tpmrm0` if it exists. No TPM: the launch is logged all the same,
-//! without the `tpm` part, and `husk run` warns once per pod;
+//! without the `tpm` part, and `husk run` warns once per pod (unless the
+//! TPM was set to `none`, the operator's choice of a log alone);
 //! `--require-tpm` (or `"require_tpm": true`) refuses the pod instead
 //! (status 119, before anything of it exists).
 //!
@@ -136,7 +137,9 @@ struct ConfigFile {
 pub struct Settings {
     /// The TPM (or [`Address::None`]).
     pub tpm: Address,
-    /// Why there is none, when nothing named one.
+    /// Why there is none, when nothing named one (`None` with
+    /// [`Address::None`]: the operator said `none`, and launches are
+    /// logged without a warning).
     pub no_tpm_why: Option<String>,
     pub pcr: u32,
     /// `measure.json` asks for a TPM.
@@ -221,10 +224,27 @@ impl Settings {
                 if let Some(by) = self.required_by(required) {
                     return Err(MeasureError::Refused { by, why });
                 }
-                warn_no_tpm(pod, &why, &self.log);
+                self.warn_no_tpm(pod, &why);
                 Ok(())
             }
         }
+    }
+
+    /// The one-line warning of a launch logged but not measured into a
+    /// TPM, at most once per process (a `husk run` is one pod); none when
+    /// the operator set the TPM to `none`.
+    pub fn warn_no_tpm(&self, pod: &str, why: &str) {
+        if self.tpm == Address::None && self.no_tpm_why.is_none() {
+            return;
+        }
+        if WARNED.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let line = format!(
+            "warning: pod {pod}'s launch is logged in {} but not measured into a TPM: {why}",
+            self.log.display()
+        );
+        eprintln!("husk: {}", crate::cli::escape::escape(&line));
     }
 
     fn required_by(&self, flag: bool) -> Option<String> {
@@ -239,19 +259,6 @@ impl Settings {
 }
 
 static WARNED: AtomicBool = AtomicBool::new(false);
-
-/// The one-line warning of a launch logged but not measured into a TPM,
-/// at most once per process (a `husk run` is one pod).
-pub fn warn_no_tpm(pod: &str, why: &str, log: &Path) {
-    if WARNED.swap(true, Ordering::Relaxed) {
-        return;
-    }
-    let line = format!(
-        "warning: pod {pod}'s launch is logged in {} but not measured into a TPM: {why}",
-        log.display()
-    );
-    eprintln!("husk: {}", crate::cli::escape::escape(&line));
-}
 
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -729,7 +729,7 @@ fn measure_launch(
     };
     match measure::measure(&settings, launch)? {
         Outcome::Extended { .. } => {}
-        Outcome::Logged { why } => measure::warn_no_tpm(&pod.name, &why, &settings.log),
+        Outcome::Logged { why } => settings.warn_no_tpm(&pod.name, &why),
     }
     phase(pod, "launch measured");
     Ok(())
