@@ -21,6 +21,7 @@ if [ ${#packages[@]} -eq 0 ]; then
     ethtool                                 # net e2e: the TAP offloads the guest took
     iperf3                                  # bench-net.sh: TCP throughput, guest and host ends
     dnsmasq-base                            # net e2e: the test's own DNS server
+    swtpm swtpm-tools tpm2-tools            # measured launch tests: a software TPM 2.0, tpm2_pcrread/readclock
   )
 fi
 

@@ -26,7 +26,7 @@ python3 "$repo/tests/images/mkimage.py" "$D/img" >/dev/null && chmod -R a+rX "$D
 # As the user: no HUSK_ROOT, so the store is $XDG_DATA_HOME/husk (here $HOME/.local/share/husk).
 as_user() {
     setpriv --reuid=$U --regid=$U --groups="$KVM_GID" --inh-caps=-all --bounding-set=-all \
-        env -i PATH="$PATH" HOME="$HOME_U" "$@"
+        env -i PATH="$PATH" HOME="$HOME_U" ${HUSK_TPM:+HUSK_TPM=$HUSK_TPM} "$@"
 }
 as_user $H import --tag busybox "$D/img" >/dev/null 2>"$D/import.err" \
     || { echo "case rootless-setup FAILED: import: $(cat "$D/import.err")"; exit 1; }

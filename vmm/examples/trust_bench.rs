@@ -9,14 +9,23 @@
 //!   read the policy in force and decide again from the store's record. The
 //!   store lookup is timed apart, since `husk run` pays it with or without a
 //!   policy.
+//! - `measure` (with KERNEL and INITRD): the measured launch a pod's
+//!   supervisor makes before the VMM's fork (`pod::supervisor`'s
+//!   `measure_launch`): load the settings, the kernel's and initramfs'
+//!   digests (cached), the config's and the texts', then under the log's
+//!   lock extend the PCR five times and append five records, fdatasync.
+//!   Timed with the TPM `ROOT/measure.json` names, and again with none
+//!   (`measure_notpm`: the log alone); `measure_cold`: with the digest cache
+//!   emptied first (the first launch after a kernel or initramfs changed).
 //!
-//! Usage: trust_bench ROOT IMAGE POLICY [RUNS]   (prints medians in microseconds;
-//! IMAGE must be stored in ROOT, pulled under POLICY)
+//! Usage: trust_bench ROOT IMAGE POLICY [RUNS [KERNEL INITRD]]   (prints medians in
+//! microseconds; IMAGE must be stored in ROOT, pulled under POLICY)
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use husk_vmm::image::{reference, Store};
+use husk_vmm::measure::{self, Event, Launch, Settings};
 use husk_vmm::trust::admission::{evaluate, AcceptedSignature, Subject};
 use husk_vmm::trust::simple_signing::GpgVerifier;
 use husk_vmm::trust::{recheck, registries_d, Policy, Requirement};
@@ -98,4 +107,80 @@ fn main() {
     println!("verify_us {:.0}", median(checks));
     println!("resolve_us {:.0}", median(resolve));
     println!("recheck_us {:.0}", median(decide));
+    if let [_, kernel, initrd, ..] = rest {
+        let (kernel, initrd) = (PathBuf::from(kernel), PathBuf::from(initrd));
+        let time = |settings: &Settings, cold: bool| {
+            if cold {
+                let _ = std::fs::remove_file(root.join("measure-cache.json"));
+            }
+            let t0 = Instant::now();
+            measure_once(settings, &kernel, &initrd, image, &digest);
+            t0.elapsed().as_secs_f64() * 1e6
+        };
+        let settings = Settings::load(&root).expect("measure.json");
+        let mut none = settings.clone();
+        none.tpm = husk_vmm::measure::tpm::Address::None;
+        let n = runs.min(100);
+        let warm: Vec<f64> = (0..n).map(|_| time(&settings, false)).collect();
+        let notpm: Vec<f64> = (0..n).map(|_| time(&none, false)).collect();
+        let cold: Vec<f64> = (0..5).map(|_| time(&settings, true)).collect();
+        println!("measure_us {:.0}", median(warm));
+        println!("measure_notpm_us {:.0}", median(notpm));
+        println!("measure_cold_us {:.0}", median(cold));
+    }
+}
+
+/// One pod's measured launch, as the supervisor makes it.
+fn measure_once(
+    settings: &Settings,
+    kernel: &std::path::Path,
+    initrd: &std::path::Path,
+    image: &str,
+    digest: &str,
+) {
+    // Loaded on every launch, as the supervisor does; the TPM as the caller says.
+    let root = settings.log.parent().expect("root");
+    let mut loaded = Settings::load(root).expect("measure.json");
+    loaded.tpm = settings.tpm.clone();
+    let settings = loaded;
+    let file = |kind, path: &std::path::Path| {
+        let f = std::fs::File::open(path).expect("file");
+        Event {
+            kind,
+            app: None,
+            data: path.display().to_string(),
+            digest: measure::file_digest(&settings, &f, path).expect("digest"),
+        }
+    };
+    let config = vec![b'x'; 4096];
+    let events = vec![
+        Event {
+            kind: "pod-config",
+            app: None,
+            data: "config.json".into(),
+            digest: measure::sha256(&config),
+        },
+        file("kernel", kernel),
+        file("initramfs", initrd),
+        Event::text(
+            "cmdline",
+            None,
+            "console=ttyS0 reboot=k panic=-1 quiet virtio_mmio.device=4K@0xd0000000:5".into(),
+        ),
+        Event::text(
+            "image",
+            Some("app".into()),
+            format!("{image}@{digest} signed by keyring sha256:0 (scope bench)"),
+        ),
+    ];
+    measure::measure(
+        &settings,
+        Launch {
+            pod: "bench",
+            pod_name: "bench",
+            events,
+            require_tpm: false,
+        },
+    )
+    .expect("measured");
 }

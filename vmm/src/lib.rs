@@ -9,6 +9,7 @@ pub mod failure;
 pub mod fs;
 pub mod image;
 pub mod jail;
+pub mod measure;
 pub mod net;
 pub mod pod;
 pub mod private;

@@ -469,6 +469,26 @@ impl VmConfig {
     }
 }
 
+impl PreparedVm {
+    /// The kernel command line the guest will get: [`Self::cmdline`] with
+    /// a virtio-mmio declaration per device, in slot order, as the builder
+    /// adds them ([`crate::builder::VmBuilder::add_virtio_mmio_device`]).
+    pub fn guest_cmdline(&self) -> Result<String, CmdlineError> {
+        let mut c = self.cmdline.clone();
+        for i in 0..self.devices.len() {
+            let gsi = layout::VIRTIO_IRQS.get(i).copied().unwrap_or(0);
+            cmdline::add_virtio_mmio(
+                &mut c,
+                self.cmdline_capacity,
+                layout::virtio_mmio_addr(i as u32),
+                layout::VIRTIO_MMIO_SLOT_SIZE,
+                gsi,
+            )?;
+        }
+        Ok(cmdline::to_string(&c))
+    }
+}
+
 /// Creates or truncates the console file, private to its user.
 fn open_console(path: &Path) -> Result<File, ConfigError> {
     crate::private::file_options()

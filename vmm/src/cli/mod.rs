@@ -10,6 +10,7 @@
 //!
 //! Every error is one line on stderr, prefixed `husk: `.
 
+pub mod attest;
 pub mod doctor;
 mod doctor_jail;
 pub mod escape;
@@ -50,6 +51,8 @@ pub enum Command {
     Pods(pods::PodCommand),
     /// Edit or show the image trust policy (signatures required per registry or repository).
     Trust(trust::TrustArgs),
+    /// Show pods' measured launches, or verify the measurement log against the TPM.
+    Attest(attest::AttestArgs),
 }
 
 /// `err` and its causes as one line ([`crate::report::error_line`]), with
@@ -158,6 +161,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::Image(c) => image::run(c),
         Command::Pods(c) => pods::run(c),
         Command::Trust(a) => trust::run(a),
+        Command::Attest(a) => attest::run(a),
     }
 }
 

@@ -55,6 +55,10 @@ pub struct LifetimeArgs {
     /// max-size (30 MiB by default); the console in 2 files of 1 MiB.
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opt: Vec<String>,
+    /// Refuse to run the pod (status 119) unless its launch is measured
+    /// into a TPM ($HUSK_TPM, measure.json's tpm, else /dev/tpmrm0).
+    #[arg(long)]
+    pub require_tpm: bool,
 }
 
 impl LifetimeArgs {
@@ -378,6 +382,7 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
         cgroup_parent: args.lifetime.cgroup_parent.clone(),
         network: args.net.to_config()?,
         logs: args.lifetime.logs(crate::pod::logs::LogOpts::default())?,
+        require_tpm: args.lifetime.require_tpm,
     })
 }
 
@@ -415,6 +420,7 @@ pub fn pod_run(args: PodRunArgs) -> i32 {
             r.auto_remove = args.lifetime.rm;
             r.no_jail |= args.lifetime.no_jail;
             r.no_seccomp = args.lifetime.no_seccomp;
+            r.require_tpm = args.lifetime.require_tpm;
             if args.lifetime.cgroup_parent.is_some() {
                 r.cgroup_parent = args.lifetime.cgroup_parent.clone();
             }
@@ -503,6 +509,7 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
         }
     }
     let root = Store::default_root();
+    let measure = crate::measure::Settings::load(&root)?;
     let store = Store::open(&root)?;
     let pods = PodStore::open(&root)?;
     let pull = PullOptions {
@@ -524,6 +531,13 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     if let Err(e) = vm::check_fits_host(&made.pod, &made.config, &guest, &host) {
         let _ = pods.remove(&made.pod);
         return Err(e);
+    }
+    // Measured launch: a TPM that is required and cannot be reached
+    // refuses the pod here, before any process starts for it; no TPM at
+    // all is a warning (the supervisor still logs the launch).
+    if let Err(e) = measure.precheck(&made.pod.name, made.config.require_tpm) {
+        let _ = pods.remove(&made.pod);
+        return Err(e.into());
     }
     phase(&made.pod, "pod made (image resolved)");
     if detach {

@@ -671,6 +671,7 @@ mod tests {
             user_ns: None,
             network: Default::default(),
             logs: None,
+            require_tpm: false,
             created: 0,
         }
     }

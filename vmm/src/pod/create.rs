@@ -49,7 +49,7 @@ pub fn resolve_or_pull(
 pub struct Made {
     pub pod: PodDir,
     pub config: PodConfig,
-    images: Vec<Image>,
+    images: Vec<(Image, String)>,
 }
 
 /// Makes the pod described by `request`: resolves (or pulls) its images,
@@ -85,14 +85,14 @@ pub fn create(
     let mut images = Vec::new();
     for app in &request.apps {
         let image = resolve_or_pull(store, &app.image, policy, pull)?;
-        crate::trust::recheck(
+        let decision = crate::trust::recheck(
             &trust,
             &image.name,
             &image.manifest_digest,
             image.admission.as_ref(),
         )
         .map_err(ImageError::from)?;
-        images.push(image);
+        images.push((image, decision));
     }
     let prefix = base_name(&request.apps[0].image);
     let pod = pods.create(request.name.as_deref(), &prefix)?;
@@ -166,7 +166,7 @@ impl Made {
     /// directories [`create`] made.
     pub fn populate(&self, store: &Store) -> Result<(), PodError> {
         let pod = &self.pod;
-        for image in &self.images {
+        for (image, _) in &self.images {
             store.link_layers(image, &pod.blobs_dir())?;
         }
         pod.write_config(&self.config)
@@ -195,16 +195,17 @@ fn choose_user_ns(ids: IdRange, volumes: &[Volume]) -> UserNsChoice {
     UserNsChoice::Mapped(ids)
 }
 
-fn config_of(pod: &PodDir, request: PodRequest, images: &[Image]) -> PodConfig {
+fn config_of(pod: &PodDir, request: PodRequest, images: &[(Image, String)]) -> PodConfig {
     let apps = request
         .apps
         .into_iter()
         .zip(images)
-        .map(|(app, image)| {
+        .map(|(app, (image, decision))| {
             let pin = PinnedImage {
                 reference: app.image.clone(),
                 name: image.name.clone(),
                 manifest_digest: image.manifest_digest.clone(),
+                admitted: Some(decision.clone()),
                 config: image.config.clone(),
                 layers: image.layers.clone(),
             };
@@ -228,6 +229,7 @@ fn config_of(pod: &PodDir, request: PodRequest, images: &[Image]) -> PodConfig {
         cgroup_parent: None,
         network: request.network,
         logs: Some(request.logs),
+        require_tpm: request.require_tpm,
         created: now_secs(),
     }
 }

@@ -337,6 +337,7 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
         no_jail: file.jail == Some(false),
         no_seccomp: false,
         cgroup_parent: file.cgroup_parent,
+        require_tpm: false,
     })
 }
 

@@ -89,6 +89,9 @@ pub enum PodError {
     /// The pod's host cgroup: a bad or missing parent, or a write that failed.
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
+    /// The launch could not be measured as required ([`crate::measure`]).
+    #[error(transparent)]
+    Measure(#[from] crate::measure::MeasureError),
     #[error("app {app}: {message}")]
     AppStart {
         app: String,
@@ -119,6 +122,7 @@ impl PodError {
             | PodError::NotRunning(_)
             | PodError::StillRunning { .. } => Failure::PodNotFound,
             PodError::Image(e) => e.kind(),
+            PodError::Measure(e) => e.kind(),
             PodError::NoKvm(_) => Failure::NoKvm,
             PodError::Integrity(_) => Failure::Integrity,
             PodError::AppStart { kind, .. } | PodError::Detached { kind, .. } => *kind,

@@ -73,6 +73,11 @@ pub struct PinnedImage {
     /// The name it was stored under.
     pub name: String,
     pub manifest_digest: String,
+    /// The trust policy's decision that admitted it when the pod was made:
+    /// `accepted unsigned` or `signed by …`, and the policy scope (an older
+    /// husk's pod has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted: Option<String>,
     pub config: ImageConfig,
     pub layers: Vec<LayerSpec>,
 }
@@ -171,6 +176,8 @@ pub struct PodRequest {
     pub network: crate::net::NetworkConfig,
     /// Log caps and the console's rate (`--log-opt`, the manifest's `log_opts`).
     pub logs: super::logs::LogOpts,
+    /// Refuse the pod unless its launch is measured into a TPM (`--require-tpm`).
+    pub require_tpm: bool,
 }
 
 /// Whether a jailed pod's VMM runs in a user namespace ([`crate::jail::userns`]).
@@ -227,6 +234,10 @@ pub struct PodConfig {
     /// husk's) has raw, unrotated logs ([`super::logs`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<super::logs::LogOpts>,
+    /// The pod is refused unless its launch is measured into a TPM
+    /// (`--require-tpm`; [`crate::measure`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tpm: bool,
     /// Seconds since the epoch.
     pub created: u64,
 }

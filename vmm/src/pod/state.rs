@@ -424,7 +424,7 @@ impl PodDir {
     }
 
     pub fn write_config(&self, config: &PodConfig) -> Result<(), PodError> {
-        write_json(&self.config_path(), config)
+        write_atomic(&self.config_path(), &config_json(config))
     }
 
     pub fn read_config(&self) -> Result<PodConfig, PodError> {
@@ -498,6 +498,15 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, PodError>
         path: path.to_owned(),
         why: e.to_string(),
     })
+}
+
+/// `config.json`'s bytes for `config`: what is written, and what a pod's
+/// measured launch hashes ([`crate::measure`]).
+pub fn config_json(config: &PodConfig) -> Vec<u8> {
+    // A PodConfig has string keys and plain values only: it serializes.
+    let mut text = serde_json::to_vec_pretty(config).unwrap_or_default();
+    text.push(b'\n');
+    text
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), PodError> {

@@ -213,13 +213,16 @@ pub fn check_fits_host(
 /// Starts the pod's VMM (see [`VmmProcess`]) for `vm`, checked against
 /// `host`: the guest console goes to `console.log`, the VMM's stderr (one
 /// line if it fails) to `vmm.log`; jailed unless `jail` is off; in `cgroup`
-/// if there is one. Call only while this process has a single thread.
+/// if there is one. `before_fork` sees the VM with its files open, as the
+/// VMM will get it (the pod's measured launch: [`crate::measure`]), and
+/// may refuse it. Call only while this process has a single thread.
 pub fn spawn_vmm(
     pod: &PodDir,
     vm: VmConfig,
     host: &HostLimits,
     jail: Jail,
     cgroup: Option<&PodCgroup>,
+    before_fork: impl FnOnce(&PreparedVm) -> Result<(), PodError>,
 ) -> Result<VmmProcess, PodError> {
     let vmm_log = pod.path.join("vmm.log");
     let stderr = crate::private::file_options()
@@ -230,6 +233,7 @@ pub fn spawn_vmm(
         .map_err(|e| PodError::io(&vmm_log, e))?;
     let _ = std::fs::remove_file(pod.vsock_path());
     let prepared = prepare(vm, host)?;
+    before_fork(&prepared)?;
     VmmProcess::fork(prepared, &stderr, jail, cgroup.map(PodCgroup::procs))
         .map_err(|e| PodError::Vmm(format!("cannot start the VMM: {e}")))
 }

@@ -146,12 +146,14 @@ pub fn evaluate(
 
 /// `husk run`'s check: does `record` (None: never verified) still satisfy
 /// the policy in force for the stored image `name` with manifest `digest`?
+/// Returns the decision, for the pod's config and its measured launch:
+/// `accepted unsigned (scope default)`, `signed by sha256:… (scope reg.io/app)`.
 pub fn recheck(
     policy: &Policy,
     name: &str,
     digest: &str,
     record: Option<&Admission>,
-) -> Result<(), TrustError> {
+) -> Result<String, TrustError> {
     let intended = reference::parse_exact(name)
         .ok()
         .filter(|r| r.tag.is_some() || r.digest.is_some());
@@ -195,7 +197,7 @@ pub fn recheck(
             Ok(by)
         })
     })
-    .map(drop)
+    .map(|a| format!("{} (scope {scope})", a.admitted_by))
 }
 
 #[cfg(test)]
@@ -245,7 +247,14 @@ mod tests {
                 key_data()
             ),
         );
-        assert!(recheck(&strict, "reg.io/app:1", &d, Some(&signed)).is_ok());
+        assert_eq!(
+            recheck(&strict, "reg.io/app:1", &d, Some(&signed)).unwrap(),
+            format!("signed by {fp} (scope reg.io/app)")
+        );
+        assert_eq!(
+            recheck(&open, &d, &d, None).unwrap(),
+            "accepted unsigned (scope default)"
+        );
         let e = recheck(&strict, "reg.io/app:1", &d, Some(&unsigned)).unwrap_err();
         assert_eq!(e.kind(), crate::failure::Failure::Untrusted);
         assert!(

@@ -510,7 +510,10 @@ impl Husk {
                 assert_eq!(e.kind().exit_status(), 119);
                 assert!(e.to_string().contains(why), "{why}: {e}");
             }
-            None => verdict.unwrap(),
+            None => {
+                let decision = verdict.unwrap();
+                assert!(decision.contains(" (scope "), "{decision}");
+            }
         }
     }
 
