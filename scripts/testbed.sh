@@ -530,6 +530,13 @@ if [ -z "$exit_line" ]; then
     exit 125
 fi
 rc=${exit_line##* }
+# A command killed by a signal (a shell script dies silently): say which, with what the testbed
+# kernel logged last (the init put it on the console).
+if [ "$rc" -gt 128 ] 2>/dev/null; then
+    echo "testbed: the command was killed by signal $((rc - 128)) (SIG$(kill -l $((rc - 128)) 2>/dev/null)); the testbed kernel's last lines:" >&2
+    sed -n '/^testbed-exit: begin/,/^testbed-exit: end/p' "$T/console.log" 2>/dev/null |
+        grep -v '^testbed-exit: ' | tail -n 30 | sed 's/^/  | /' >&2
+fi
 if [ -n "${HUSK_TESTBED_TIMING:-}" ]; then
     ts=${start_line%% *}
     up=${start_line##* }

@@ -17,6 +17,10 @@ LIM_NOTES="$D/lim.notes"
 pods_left() { ls "$HUSK_ROOT/pods" 2>/dev/null | grep -v '^\.' | wc -l; }
 # until_out N CMD...: runs CMD (quietly) up to N times, a second apart, until it succeeds.
 until_out() { n=$1; shift; i=0; while ! "$@" >/dev/null 2>&1 && [ $i -lt "$n" ]; do sleep 1; i=$((i + 1)); done; "$@" >/dev/null 2>&1; }
+# until_up N CMD...: until_out while the pod in $P still runs (one that failed, such as a guest
+# crash in the testbed, is not waited for to the end of N).
+up() { grep -q '"state": "running"' "$P/status.json" 2>/dev/null; }
+until_up() { n=$1; shift; i=0; while ! "$@" >/dev/null 2>&1 && [ $i -lt "$n" ] && up; do sleep 1; i=$((i + 1)); done; "$@" >/dev/null 2>&1; }
 # bytes FILE...: the total size of the files that exist.
 bytes() { t=0; for f in "$@"; do [ -e "$f" ] && t=$((t + $(stat -c %s "$f"))); done; echo $t; }
 MIB=1048576
@@ -52,7 +56,7 @@ mkdir -p "$D/appdir"; cp "$D/app.sh" "$D/appdir/app.sh"
 # 1. a 200 MB flood on stdout: the app's log stays within max-size x max-file
 id=$(lim $V $H run -d --network none --name flood --log-opt max-size=1m --log-opt max-file=3 -v "$D/appdir:/app:ro" busybox sh /app/app.sh); rc=$?
 P="$HUSK_ROOT/pods/$id"
-[ $rc -eq 0 ] && until_out 1200 sh -c "$H logs --tail 1 flood 2>/dev/null | grep -qx phase1-done"
+[ $rc -eq 0 ] && until_up 1200 sh -c "$H logs --tail 1 flood 2>/dev/null | grep -qx phase1-done"
 logs_files=$(ls "$P/logs" | tr '\n' ' ')
 app_bytes=$(bytes "$P"/logs/*)
 biggest=$(for f in "$P"/logs/*; do stat -c %s "$f"; done | sort -n | tail -1)
@@ -64,7 +68,7 @@ if [ $rc -eq 0 ] && [ "$app_bytes" -le $((3 * MIB)) ] && [ "$biggest" -le $MIB ]
    && [ "$(ls "$P/logs" | wc -l)" -eq 3 ]; then
     ok flood-within-caps
 else
-    bad flood-within-caps "rc=$rc files=$logs_files bytes=$app_bytes biggest=$biggest"
+    bad flood-within-caps "rc=$rc files=$logs_files bytes=$app_bytes biggest=$biggest pod: $(grep -E '"(state|reason)"' "$P/status.json" 2>&1 | tr -s ' \n' ' ')"
 fi
 
 # 2. separate streams, --tail across files, the oldest output rotated away
@@ -98,7 +102,7 @@ fi
 ( lim $V $H logs -f --tail 0 flood > "$D/follow.out" 2> "$D/follow.err" ) & fpid=$!
 sleep 1
 lim $Q $H exec flood touch /tmp/go; erc=$?
-until_out 600 grep -qx phase2-done "$D/follow.out"
+until_up 600 grep -qx phase2-done "$D/follow.out"
 lim $Q $H exec flood touch /tmp/end
 wait $fpid; frc=$?
 numbered=$(grep -c '^[0-9]\{8\} 0' "$D/follow.out")

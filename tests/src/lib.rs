@@ -54,7 +54,8 @@ impl Outcome {
         for case in cases {
             assert!(
                 self.has_line(&format!("case {case} ok")),
-                "case {case} did not pass:\n{}",
+                "case {case} did not pass (exit status {}):\n{}",
+                self.status,
                 self.output
             );
         }
