@@ -149,6 +149,18 @@ pub enum SeccompOp {
     MaskedEq,
 }
 
+/// Absolute, no `..`, no NUL, not `/` itself: a mount destination the
+/// agent can resolve without surprises (`.` and `//` are harmless and
+/// allowed). The host checks requests with it, the agent again.
+pub fn plain_absolute(path: &str) -> bool {
+    use std::path::{Component, Path};
+    let p = Path::new(path);
+    path.starts_with('/')
+        && !path.contains('\0')
+        && !p.components().any(|c| c == Component::ParentDir)
+        && p.components().any(|c| matches!(c, Component::Normal(_)))
+}
+
 /// Most BPF instructions the kernel takes in one filter (`BPF_MAXINSNS`).
 pub const MAX_INSTRUCTIONS: usize = 4096;
 
