@@ -54,16 +54,23 @@ pub struct FileLock {
 /// lock primitive of the image store, the pod store, the trust policy and
 /// the TAP network.
 pub fn lock_file(path: &Path, op: libc::c_int) -> io::Result<FileLock> {
-    use std::os::fd::AsRawFd;
     let file = file_options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)?;
+    flock(&file, op)?;
+    Ok(FileLock { _file: file })
+}
+
+/// `flock(file, op)`, retried when a signal interrupts it: for a file that
+/// is both the lock and the data (the lock goes with the file's last fd).
+pub fn flock(file: &std::fs::File, op: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     loop {
-        // SAFETY: flock on a descriptor we own; no memory is involved.
+        // SAFETY: flock on a descriptor the caller holds; no memory is involved.
         if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
-            return Ok(FileLock { _file: file });
+            return Ok(());
         }
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {

@@ -149,6 +149,42 @@ pub enum SeccompOp {
     MaskedEq,
 }
 
+/// Absolute, no `..`, no NUL, not `/` itself: a mount destination the
+/// agent can resolve without surprises (`.` and `//` are harmless and
+/// allowed). The host checks requests with it, the agent again.
+pub fn plain_absolute(path: &str) -> bool {
+    use std::path::{Component, Path};
+    let p = Path::new(path);
+    path.starts_with('/')
+        && !path.contains('\0')
+        && !p.components().any(|c| c == Component::ParentDir)
+        && p.components().any(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Most BPF instructions the kernel takes in one filter (`BPF_MAXINSNS`).
+pub const MAX_INSTRUCTIONS: usize = 4096;
+
+/// An upper bound on the instructions the agent's compiler emits for
+/// `profile` with its guard rules (guest-agent/src/container/seccomp.rs):
+/// its fixed head and tail, the guard's rules, 5 per number (the
+/// binary-search dispatch and a shared return), and per rule with
+/// conditions 8 per condition plus 2. The host checks a profile against
+/// [`MAX_INSTRUCTIONS`] with it before a pod exists; the agent's tests
+/// check the compiler against it.
+pub fn instruction_bound(profile: &SeccompProfile) -> usize {
+    const FIXED: usize = 16;
+    const GUARD: usize = 32;
+    let mut numbers = std::collections::BTreeSet::new();
+    let mut rules = 0;
+    for r in &profile.rules {
+        numbers.extend(r.syscalls.iter().copied());
+        if !r.args.is_empty() {
+            rules += r.syscalls.len() * (2 + 8 * r.args.len());
+        }
+    }
+    FIXED + GUARD + 5 * numbers.len() + rules
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,8 +50,7 @@ pub type Program = Arc<[libc::sock_filter]>;
 /// The errno the guard answers.
 pub const DENIED_ERRNO: i32 = libc::EPERM;
 
-/// Most instructions the kernel accepts in one filter (`BPF_MAXINSNS`).
-pub const MAX_INSTRUCTIONS: usize = 4096;
+pub use husk_proto::security::MAX_INSTRUCTIONS;
 
 /// x32 system calls are the x86-64 numbers with this bit set.
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;

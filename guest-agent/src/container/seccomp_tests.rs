@@ -147,6 +147,18 @@ fn every_comparison_agrees_with_the_reference() {
             rules,
         };
         let prog = compile(&p).unwrap();
+        // The host's bound (checked before a pod exists) holds for what
+        // the agent really compiles: the profile behind the guard.
+        let guarded = SeccompProfile {
+            default_action: p.default_action,
+            rules: guard_rules().into_iter().chain(p.rules.clone()).collect(),
+        };
+        let compiled = compile(&guarded).unwrap().len();
+        let bound = husk_proto::security::instruction_bound(&p);
+        assert!(
+            compiled <= bound,
+            "round {round}: {compiled} > bound {bound}"
+        );
         for _ in 0..200 {
             let nr = rng.below(4) as u32;
             let args = [(); 6].map(|_| rng.value());

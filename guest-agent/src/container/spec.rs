@@ -2,8 +2,6 @@
 //! command line, environment, working directory, user. Pure functions, so
 //! the precedence rules (the OCI / Docker ones) are unit-tested.
 
-use std::path::{Component, Path};
-
 use husk_proto::{ImageConfig, MountSpec, ProcessSpec, Rlimit, SecuritySpec};
 
 /// A request that cannot be turned into a process.
@@ -134,21 +132,11 @@ pub fn rlimits(list: &[Rlimit]) -> Result<Vec<(libc::c_int, u64, u64)>, SpecErro
         .collect()
 }
 
-/// Absolute, no `..`, no NUL, not `/` itself: a mount path the agent can
-/// resolve without surprises (`.` and `//` are harmless and allowed).
-fn plain_absolute(path: &str) -> bool {
-    let p = Path::new(path);
-    path.starts_with('/')
-        && !path.contains('\0')
-        && !p.components().any(|c| c == Component::ParentDir)
-        && p.components().any(|c| matches!(c, Component::Normal(_)))
-}
-
 /// Checks the bind mounts of a container request.
 pub fn check_mounts(mounts: &[MountSpec]) -> Result<(), SpecError> {
     for m in mounts {
         for (which, path) in [("source", &m.source), ("destination", &m.destination)] {
-            if !plain_absolute(path) {
+            if !husk_proto::security::plain_absolute(path) {
                 return Err(SpecError::BadMount {
                     which,
                     path: path.clone(),
@@ -166,7 +154,7 @@ pub fn check_security(s: &SecuritySpec) -> Result<(), SpecError> {
         return Err(SpecError::BadCapability(c));
     }
     for t in &s.tmpfs {
-        if !plain_absolute(&t.destination) {
+        if !husk_proto::security::plain_absolute(&t.destination) {
             return Err(SpecError::BadMount {
                 which: "destination",
                 path: t.destination.clone(),

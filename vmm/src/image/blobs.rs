@@ -287,10 +287,20 @@ impl BlobWriter {
         )))
     }
 
+    /// The digest of what was written so far (`sha256:<hex>`).
+    pub fn digest_so_far(&self) -> String {
+        format!("sha256:{}", digest::hex(&self.hasher.clone().finalize()))
+    }
+
+    /// How many bytes were written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Stores a blob begun by [`Blobs::made_writer`] under the digest of
     /// its bytes; returns that digest and the size.
     pub fn commit_made(mut self) -> Result<(String, u64), ImageError> {
-        let actual = format!("sha256:{}", digest::hex(&self.hasher.clone().finalize()));
+        let actual = self.digest_so_far();
         self.dest = self.dir.join(digest::hex_of(&actual)?);
         self.digest.clone_from(&actual);
         let size = self.written;

@@ -25,7 +25,7 @@
 pub mod aci;
 mod auth;
 mod blobs;
-mod digest;
+pub(crate) mod digest;
 mod distribution;
 mod import;
 mod index;

@@ -29,13 +29,13 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::tpm::Epoch;
+pub(crate) use crate::image::digest::hex;
 
 /// The one digest of a record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,16 +114,6 @@ impl Record {
     }
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 /// 64 hex digits to 32 bytes.
 pub fn from_hex(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 || !s.is_ascii() {
@@ -172,16 +162,7 @@ impl Appender {
                 let _ = File::open(dir).and_then(|d| d.sync_all());
             }
         }
-        loop {
-            // SAFETY: flock on a descriptor we own; no memory is involved.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+        crate::private::flock(&file, libc::LOCK_EX)?;
         let len = file.metadata()?.len();
         let start = len.saturating_sub(TAIL);
         file.seek(SeekFrom::Start(start))?;
@@ -303,7 +284,7 @@ pub fn replay(records: &[Record], pcr: u32, epoch: Epoch) -> Result<Replay, Repl
             event: r.content.event.clone(),
             pod: r.content.pod_name.clone(),
         })?;
-        if r.content.hashes_its_data() && Sha256::digest(r.content.data.as_bytes())[..] != d[..] {
+        if r.content.hashes_its_data() && super::sha256(r.content.data.as_bytes()) != d {
             return Err(ReplayError::DataMismatch {
                 recnum: r.recnum,
                 event: r.content.event.clone(),

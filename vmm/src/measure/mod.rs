@@ -278,7 +278,7 @@ pub struct Event {
 impl Event {
     /// A text measured as itself.
     pub fn text(kind: &'static str, app: Option<String>, data: String) -> Event {
-        let digest = Sha256::digest(data.as_bytes()).into();
+        let digest = sha256(data.as_bytes());
         Event {
             kind,
             app,
@@ -484,34 +484,27 @@ pub fn file_digest(
         });
     }
     let digest: [u8; 32] = h.finalize().into();
+    // Over the cap, other files' entries make room: never the one just made.
+    let excess = (cache.len() + 1).saturating_sub(CACHE_ENTRIES);
+    let stale: Vec<String> = cache
+        .keys()
+        .filter(|k| **k != key)
+        .take(excess)
+        .cloned()
+        .collect();
+    for k in stale {
+        cache.remove(&k);
+    }
     cache.insert(
         key,
         Cached {
             id,
-            sha256: log::hex(&digest),
+            sha256: crate::image::digest::hex(&digest),
         },
     );
-    while cache.len() > CACHE_ENTRIES {
-        let first = cache.keys().next().cloned();
-        if let Some(k) = first {
-            cache.remove(&k);
-        }
-    }
     // Best effort: a cache that cannot be written costs the next launch a hash.
     if let Ok(bytes) = serde_json::to_vec(&cache) {
-        let tmp = settings
-            .cache
-            .with_extension(format!("tmp{}", std::process::id()));
-        let written = crate::private::file_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
-            .and_then(|()| std::fs::rename(&tmp, &settings.cache));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        let _ = crate::pod::state::write_atomic(&settings.cache, &bytes);
     }
     Ok(digest)
 }

@@ -211,7 +211,6 @@ impl NetGuard {
             let level = dir
                 .strip_prefix(mount)
                 .map_or(0, |p| p.components().count());
-
             let text = script(
                 &record.table,
                 below_root,

@@ -361,13 +361,14 @@ impl NetworkConfig {
     }
 }
 
-/// The path of program `name` on `PATH` or in the usual sbin directories
-/// (root's tools such as `nft` and `ip` live there, often off a user's `PATH`).
+/// The path of program `name` on `PATH` or in the usual system directories
+/// (root's tools such as `nft` and `ip` live in the sbin ones, often off a
+/// user's `PATH`).
 pub fn find_program(name: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/bin".into()])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }

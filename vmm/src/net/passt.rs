@@ -108,13 +108,7 @@ pub fn find_passt() -> Result<PathBuf, PasstError> {
             Err(PasstError::Missing)
         };
     }
-    let passt = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain(["/usr/bin".into(), "/usr/sbin".into()])
-        .map(|d| d.join("passt"))
-        .find(|p| p.is_file())
-        .ok_or(PasstError::Missing)?;
+    let passt = super::find_program("passt").ok_or(PasstError::Missing)?;
     let avx2 = passt.with_extension("avx2");
     if std::arch::is_x86_feature_detected!("avx2") && avx2.is_file() {
         return Ok(avx2);

@@ -521,7 +521,8 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), PodError> {
 /// Writes `path` through a temporary file and a rename, so readers see the
 /// old or the new content, never a torn one.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), PodError> {
-    let tmp = path.with_extension("tmp");
+    // Per process: two processes writing one file do not share a temp file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let write = || -> io::Result<()> {
         let mut f = crate::private::file_options()
             .write(true)

@@ -38,6 +38,7 @@ use super::vm::{self, GuestArtifacts};
 use super::vmm_process::VmmProcess;
 use super::PodError;
 
+mod measure;
 mod network;
 use crate::builder::Jail;
 use crate::failure::Failure;
@@ -325,7 +326,7 @@ impl Running<'_> {
         };
         let (pod, pod_config) = (self.pod, self.config);
         let child = vm::spawn_vmm(pod, config, host, jail, self.cgroup.as_ref(), |vm| {
-            measure_launch(pod, pod_config, vm)
+            measure::measure_launch(pod, pod_config, vm)
         })?;
         self.console_done = Some(console.start());
         self.vmm_pid = Some(child.id() as i32);
@@ -669,70 +670,6 @@ pub fn phase(pod: &PodDir, what: &str) {
         pod.name,
         crate::trace::since_main_ms()
     );
-}
-
-/// Measures what the pod's VM will run into the TPM and the log
-/// ([`crate::measure`]): its config as `config.json` holds it, the kernel
-/// and initramfs through the descriptors the VMM gets, the final kernel
-/// command line, each app's image digest with the decision that admitted it.
-fn measure_launch(
-    pod: &PodDir,
-    config: &PodConfig,
-    vm: &crate::vm_config::PreparedVm,
-) -> Result<(), PodError> {
-    use crate::measure::{self, Event, Launch, Outcome};
-    let root = pod
-        .path
-        .parent()
-        .and_then(std::path::Path::parent)
-        .ok_or_else(|| PodError::Usage(format!("{}: not in a store", pod.path.display())))?;
-    let settings = measure::Settings::load(root)?;
-    let file_event = |kind, file: &std::fs::File, path: &std::path::Path| {
-        measure::file_digest(&settings, file, path).map(|digest| Event {
-            kind,
-            app: None,
-            data: path.display().to_string(),
-            digest,
-        })
-    };
-    let config_path = pod.config_path();
-    let mut events = vec![Event {
-        kind: "pod-config",
-        app: None,
-        data: config_path.display().to_string(),
-        digest: measure::sha256(&super::state::config_json(config)),
-    }];
-    events.push(file_event("kernel", &vm.kernel.file, &vm.config.kernel)?);
-    if let (Some((file, _)), Some(path)) = (&vm.initrd, &vm.config.initrd) {
-        events.push(file_event("initramfs", file, path)?);
-    }
-    let cmdline = vm
-        .guest_cmdline()
-        .map_err(|e| PodError::Vmm(e.to_string()))?;
-    events.push(Event::text("cmdline", None, cmdline));
-    for app in &config.apps {
-        let decision = app.image.admitted.as_deref().unwrap_or("not recorded");
-        events.push(Event::text(
-            "image",
-            Some(app.name.clone()),
-            format!(
-                "{}@{} {decision}",
-                app.image.name, app.image.manifest_digest
-            ),
-        ));
-    }
-    let launch = Launch {
-        pod: &pod.id,
-        pod_name: &pod.name,
-        events,
-        require_tpm: config.require_tpm,
-    };
-    match measure::measure(&settings, launch)? {
-        Outcome::Extended { .. } => {}
-        Outcome::Logged { why } => settings.warn_no_tpm(&pod.name, &why),
-    }
-    phase(pod, "launch measured");
-    Ok(())
 }
 
 /// How long a lost agent connection waits for news of the VMM's death.

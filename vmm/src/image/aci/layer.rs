@@ -25,12 +25,11 @@
 
 use std::io::{self, Read, Write};
 
-use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header, PaxExtensions};
 
 use super::manifest::MAX_MANIFEST;
 use crate::image::blobs::BlobWriter;
-use crate::image::{digest, ImageError};
+use crate::image::ImageError;
 
 /// The largest GNU long name or pax header read.
 pub const MAX_EXTENSION: u64 = 64 << 10;
@@ -73,18 +72,14 @@ pub fn decompress<'a>(mut input: impl io::BufRead + 'a) -> io::Result<Box<dyn Re
     })
 }
 
-/// Writes into the blob being made, hashing as it goes.
+/// Writes into the blob being made (which hashes and counts what it gets).
 struct LayerSink {
     blob: BlobWriter,
-    hasher: Sha256,
-    size: u64,
     failed: Option<ImageError>,
 }
 
 impl Write for LayerSink {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.hasher.update(data);
-        self.size += data.len() as u64;
         match self.blob.write(data) {
             Ok(()) => Ok(data.len()),
             Err(e) => {
@@ -181,8 +176,6 @@ impl Pending {
 pub fn convert(input: impl Read, layer: BlobWriter) -> Result<Converted, ImageError> {
     let sink = LayerSink {
         blob: layer,
-        hasher: Sha256::new(),
-        size: 0,
         failed: None,
     };
     let mut out = tar::Builder::new(sink);
@@ -304,8 +297,8 @@ pub fn convert(input: impl Read, layer: BlobWriter) -> Result<Converted, ImageEr
     };
     Ok(Converted {
         manifest,
-        digest: format!("sha256:{}", digest::hex(&sink.hasher.finalize())),
-        size: sink.size,
+        digest: sink.blob.digest_so_far(),
+        size: sink.blob.written(),
         layer: sink.blob,
     })
 }

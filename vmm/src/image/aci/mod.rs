@@ -142,14 +142,7 @@ pub fn import_here(
         _ => Ok(Ok(Vec::new())),
     })?;
 
-    let (layer_digest, _) = converted.layer.commit_made()?;
-    if layer_digest != converted.digest {
-        return Err(ImageError::DigestMismatch {
-            what: "ACI layer".into(),
-            expected: converted.digest,
-            actual: layer_digest,
-        });
-    }
+    converted.layer.commit_made()?;
     store
         .blobs()
         .put_bytes("image config", &config, &config_digest)?;

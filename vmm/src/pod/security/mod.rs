@@ -25,7 +25,7 @@ pub mod profile;
 mod syscalls_x86_64;
 
 use std::collections::BTreeSet;
-use std::path::{Component, Path};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
@@ -221,16 +221,11 @@ fn parse_bool(text: &str) -> Option<bool> {
 
 /// Reads a seccomp profile file.
 fn read_profile(path: &Path) -> Result<OciProfile, String> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut text = String::new();
-    f.take(MAX_PROFILE_BYTES + 1)
-        .read_to_string(&mut text)
+    let bytes = crate::trust::read_bounded(path, MAX_PROFILE_BYTES)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    if text.len() as u64 > MAX_PROFILE_BYTES {
-        return Err(format!("{}: larger than 1 MiB", path.display()));
-    }
-    OciProfile::parse(&text)
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
+    OciProfile::parse(text)
         .map_err(|e| format!("{}: not a usable seccomp profile: {e}", path.display()))
 }
 
@@ -271,20 +266,11 @@ fn security_opt(opt: &str, req: &Request, sec: &mut AppSecurity) -> Result<(), S
     Ok(())
 }
 
-/// An absolute path without `..`, not `/`: where a mount can go.
-fn plain_absolute(path: &str) -> bool {
-    let p = Path::new(path);
-    path.starts_with('/')
-        && !path.contains('\0')
-        && !p.components().any(|c| c == Component::ParentDir)
-        && p.components().any(|c| matches!(c, Component::Normal(_)))
-}
-
 /// `PATH[:SIZE]`, or docker's `PATH:OPTIONS` (`size=64m,mode=1777,ro,exec`).
 fn tmpfs(spec: &str, flag: &str) -> Result<Tmpfs, String> {
     let bad = |why: String| format!("{flag} {spec}: {why}");
     let (path, opts) = spec.split_once(':').unwrap_or((spec, ""));
-    if !plain_absolute(path) {
+    if !husk_proto::security::plain_absolute(path) {
         return Err(bad(format!(
             "{path:?} is not an absolute path without `..` (and not /)"
         )));

@@ -24,6 +24,7 @@
 
 use std::collections::BTreeSet;
 
+use husk_proto::security::{instruction_bound, MAX_INSTRUCTIONS};
 use husk_proto::{SeccompAction, SeccompArg, SeccompOp, SeccompProfile, SeccompRule};
 use serde::{Deserialize, Serialize};
 
@@ -35,9 +36,6 @@ pub const GUEST_KERNEL: (u32, u32) = (6, 12);
 
 /// The architecture name profiles use for x86-64 (Go's `GOARCH`).
 const ARCH: &str = "amd64";
-
-/// Most BPF instructions the guest kernel takes in one filter.
-const MAX_INSTRUCTIONS: usize = 4096;
 
 /// An OCI seccomp profile, as read (unknown fields such as `comment`,
 /// `defaultErrno` or `listenerPath` are ignored).
@@ -265,24 +263,6 @@ impl OciProfile {
         }
         Ok(resolved)
     }
-}
-
-/// An upper bound on the instructions the agent's compiler emits for
-/// `profile` (guest-agent/src/container/seccomp.rs): its fixed head and
-/// tail, the guard's rules, 5 per number (the binary-search dispatch and
-/// a shared return), and per rule with conditions 8 per condition plus 2.
-pub fn instruction_bound(profile: &SeccompProfile) -> usize {
-    const FIXED: usize = 16;
-    const GUARD: usize = 32;
-    let mut numbers = BTreeSet::new();
-    let mut rules = 0;
-    for r in &profile.rules {
-        numbers.extend(r.syscalls.iter().copied());
-        if !r.args.is_empty() {
-            rules += r.syscalls.len() * (2 + 8 * r.args.len());
-        }
-    }
-    FIXED + GUARD + 5 * numbers.len() + rules
 }
 
 #[cfg(test)]

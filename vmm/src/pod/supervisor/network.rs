@@ -27,7 +27,7 @@ impl Running<'_> {
     /// jail. For user-mode networking, [`Self::start_passt`] follows the
     /// fork.
     pub(super) fn start_network(&mut self, config: &mut VmConfig) -> Result<(), PodError> {
-        let mac = MacAddr::from_seed(self.pod.id.as_bytes());
+        let mac = self.pod_mac();
         let backend = match self.config.network.mode {
             NetworkMode::None => return Ok(()),
             NetworkMode::User => {
@@ -51,6 +51,11 @@ impl Running<'_> {
         Ok(())
     }
 
+    /// The pod's MAC address, the same on every start.
+    fn pod_mac(&self) -> MacAddr {
+        MacAddr::from_seed(self.pod.id.as_bytes())
+    }
+
     /// After the fork, for user-mode networking: makes passt's filter, then
     /// starts passt on its end of the VMM's socket pair.
     pub(super) fn start_passt(&mut self) -> Result<(), PodError> {
@@ -62,7 +67,7 @@ impl Running<'_> {
         let passt = crate::net::passt::spawn(
             &PasstOptions {
                 ports: &self.config.network.ports,
-                pod_mac: MacAddr::from_seed(self.pod.id.as_bytes()),
+                pod_mac: self.pod_mac(),
                 log: &log,
                 map_gw: self.config.network.host_loopback,
                 cgroup: self.net_guard.as_ref().map(NetGuard::procs),
