@@ -216,6 +216,7 @@ impl VmBuilder {
             eprintln!("husk: warning: seccomp filters are off (--no-seccomp): the VMM may make any system call");
             None
         };
+        crate::trace::phase("seccomp-compiled");
         let vm = Vm::new(kvm)?;
         let max_vcpus = vm.max_vcpus();
         if config.vcpus as usize > max_vcpus {
@@ -229,10 +230,9 @@ impl VmBuilder {
             .into_iter()
             .map(|(a, l)| (a, l as usize))
             .collect();
-        let mem = GuestMemoryMmap::from_ranges(&ranges)
+        let mem = crate::vstate::memory::guest_memory(&ranges)
             .map_err(|e| BuildError::Memory(mem_bytes / MIB, e))?;
-        vm.set_memory(&mem)?;
-        vm.setup_irqchip()?;
+        crate::trace::phase("vm-and-memory");
 
         let mut kernel_file = probe.file;
         let kernel = loader::load_kernel(&mem, &mut kernel_file, probe.format, &config.kernel)?;
@@ -247,6 +247,10 @@ impl VmBuilder {
             )?),
             _ => None,
         };
+        crate::trace::phase("kernel-and-initrd-loaded");
+        vm.set_memory(&mem)?;
+        vm.setup_irqchip()?;
+        crate::trace::phase("memory-registered");
         let exit = ExitSignal::new().map_err(BuildError::EventFd)?;
         let mut event_manager = VmmEventManager::new().map_err(BuildError::EventLoop)?;
         event_manager.add_subscriber(Arc::new(Mutex::new(ExitWatcher(exit.clone()))));
@@ -441,6 +445,7 @@ impl VmBuilder {
             rsdp: Some(rsdp),
         })?;
         params::write_zero_page(mem, &zero_page)?;
+        crate::trace::phase("boot-tables");
 
         vcpu::install_kick_handler()?;
         let supported = self.vm.supported_cpuid()?;
@@ -483,6 +488,7 @@ impl VmBuilder {
                 seccomp: self.seccomp.as_ref().map(|f| f.vcpu.clone()),
             });
         }
+        crate::trace::phase("vcpus-set-up");
         let mut threads = Vec::with_capacity(ready.len());
         for v in ready {
             match v.spawn() {
@@ -519,6 +525,7 @@ pub enum Jail {
 /// [`Jail::On`] the process jails itself first, once `/dev/kvm` is open
 /// and before anything of the VM (and so any guest input) exists.
 pub fn start(prepared: PreparedVm, jail: Jail) -> Result<RunningVm, BuildError> {
+    crate::trace::phase("prepared");
     let kvm = Vm::open_kvm()?;
     if let Jail::On(user_ns) = &jail {
         let started = std::time::Instant::now();
@@ -527,6 +534,7 @@ pub fn start(prepared: PreparedVm, jail: Jail) -> Result<RunningVm, BuildError> 
             "jail: set up in {:.2} ms",
             started.elapsed().as_secs_f64() * 1000.0
         );
+        crate::trace::phase("jailed");
     }
     let PreparedVm {
         config,
@@ -554,6 +562,7 @@ pub fn start(prepared: PreparedVm, jail: Jail) -> Result<RunningVm, BuildError> 
             PreparedDevice::Net(spec) => builder.add_net(&spec)?,
         };
     }
+    crate::trace::phase("devices");
     log::debug!(
         "kernel command line: {} (defaults: {})",
         builder.cmdline(),

@@ -44,6 +44,18 @@ pub fn enabled() -> bool {
     std::env::var_os(ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// With the trace on, prints `husk: boot-trace phase NAME main_ms=X`: how
+/// far into `main` the VMM's start-up has come when `name` is done (the
+/// boot benchmark's breakdown of launch -> first KVM_RUN).
+pub fn phase(name: &str) {
+    if enabled() {
+        let ms = clock_ns(libc::CLOCK_MONOTONIC)
+            .saturating_sub(MAIN_START_NS.load(Ordering::Relaxed)) as f64
+            / 1e6;
+        eprintln!("husk: boot-trace phase {name} main_ms={ms:.3}");
+    }
+}
+
 /// Milliseconds from process creation to now, at clock-tick resolution.
 fn since_process_start_ms() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;

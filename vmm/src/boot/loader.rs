@@ -5,11 +5,15 @@
 //! entry point, and a `bzImage`, whose protected-mode part is loaded at
 //! `code32_start` and entered at its 64-bit entry (`code32_start + 0x200`).
 //! This module picks the format, checks the image is one we can boot, and
-//! places the initramfs. The ELF segments and the initramfs are mapped
-//! copy-on-write from the page cache when their layout allows it (see
-//! boot::filemap: start-up time and VMM memory then do not grow with their
-//! size); otherwise, and for the bzImage payload (whose file offset is not
-//! page-aligned), linux-loader copies them.
+//! places the initramfs. Both are copied into guest RAM (linux-loader for
+//! the kernel). Mapping their pages copy-on-write from the page cache
+//! instead saved the copy (milliseconds) but cost more than it saved: a
+//! file mapping breaks the guest RAM's 2 MiB pages into 4 KiB ones
+//! (vstate::memory), and the kernel's first touch of each of them is then a
+//! stage-2 fault. In the nested testbed, as on any host that runs husk
+//! inside a VM (CI runners in clouds), each fault is an exit through two
+//! hypervisors: launch -> agent ready took 1.71 s mapped against 1.40 s
+//! copied (5 interleaved runs each). Firecracker copies too.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -20,7 +24,6 @@ use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress, GuestMemory};
 
 use super::cmdline::ELF_CMDLINE_CAPACITY;
-use super::filemap::{map_file_range, page_span};
 use super::layout::HIMEM_START;
 
 /// Errors from loading the kernel or the initramfs.
@@ -167,6 +170,18 @@ pub fn cmdline_capacity(head: &[u8], format: KernelFormat) -> usize {
     }
 }
 
+/// Highest address (inclusive) an initramfs may end at, from a bzImage's
+/// setup header fields (`version`, `xloadflags`, `initrd_addr_max`).
+fn initrd_limit(version: u16, xloadflags: u16, addr_max: u32) -> u64 {
+    if xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G != 0 {
+        u64::MAX
+    } else if version >= 0x0203 {
+        u64::from(addr_max)
+    } else {
+        0x37ff_ffff
+    }
+}
+
 /// A kernel file, opened and recognized but not loaded yet.
 #[derive(Debug)]
 pub struct KernelProbe {
@@ -205,86 +220,6 @@ pub fn probe_kernel(path: &Path) -> Result<KernelProbe, LoaderError> {
     })
 }
 
-/// One PT_LOAD segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    /// File offset.
-    pub offset: u64,
-    /// Guest-physical address.
-    pub paddr: u64,
-    /// Bytes in the file.
-    pub filesz: u64,
-    /// Bytes in memory (the rest is zero: bss).
-    pub memsz: u64,
-}
-
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]))
-}
-
-/// Entry point and loadable segments of an ELF64 image, if they can be
-/// mapped page by page: segments at or above 1 MiB, file offset congruent
-/// with the address modulo 4 KiB, no two segments sharing a page. `None`
-/// means "let linux-loader copy it" (which also reports malformed files).
-pub fn mappable_segments(file: &File) -> Option<(u64, Vec<Segment>)> {
-    use std::os::unix::fs::FileExt;
-    let mut ehdr = [0u8; 64];
-    file.read_exact_at(&mut ehdr, 0).ok()?;
-    let (entry, phoff) = (u64_at(&ehdr, 24), u64_at(&ehdr, 32));
-    let (phentsize, phnum) = (u16_at(&ehdr, 54), u16_at(&ehdr, 56));
-    if phentsize != 56 || phnum == 0 || phnum > 64 || entry < HIMEM_START {
-        return None;
-    }
-    let mut phdrs = vec![0u8; 56 * usize::from(phnum)];
-    file.read_exact_at(&mut phdrs, phoff).ok()?;
-    let mut segs: Vec<Segment> = phdrs
-        .chunks_exact(56)
-        .filter(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]) == 1) // PT_LOAD
-        .map(|p| Segment {
-            offset: u64_at(p, 8),
-            paddr: u64_at(p, 24),
-            filesz: u64_at(p, 32),
-            memsz: u64_at(p, 40),
-        })
-        .filter(|s| s.filesz > 0)
-        .collect();
-    segs.sort_by_key(|s| s.paddr);
-    let ok = !segs.is_empty()
-        && segs.iter().all(|s| {
-            s.paddr >= HIMEM_START
-                && s.memsz >= s.filesz
-                && s.paddr.checked_add(s.memsz).is_some()
-                && s.offset % 4096 == s.paddr % 4096
-        })
-        && segs
-            .windows(2)
-            .all(|w| page_span(w[0].paddr, w[0].memsz).1 <= page_span(w[1].paddr, w[1].filesz).0);
-    ok.then_some((entry, segs))
-}
-
-fn map_elf<M: GuestMemory>(mem: &M, file: &File) -> Option<LoadedKernel> {
-    let (entry, segs) = mappable_segments(file)?;
-    let mut end = 0;
-    for s in &segs {
-        // The whole segment, bss included, must be guest RAM.
-        let last = GuestAddress(s.paddr + s.memsz - 1);
-        mem.find_region(last)?;
-        map_file_range(mem, file, s.offset, s.paddr, s.filesz).ok()?;
-        end = end.max(s.paddr + s.memsz);
-    }
-    Some(LoadedKernel {
-        format: KernelFormat::Elf,
-        entry,
-        end,
-        setup_header: None,
-        initrd_addr_max: u64::from(u32::MAX),
-    })
-}
-
 /// Loads the kernel into guest memory.
 pub fn load_kernel<M: GuestMemory>(
     mem: &M,
@@ -299,9 +234,6 @@ pub fn load_kernel<M: GuestMemory>(
     let himem = Some(GuestAddress(HIMEM_START));
     match format {
         KernelFormat::Elf => {
-            if let Some(k) = map_elf(mem, file) {
-                return Ok(k);
-            }
             let res = Elf::load(mem, None, file, himem).map_err(load_err)?;
             Ok(LoadedKernel {
                 format,
@@ -316,13 +248,7 @@ pub fn load_kernel<M: GuestMemory>(
             let hdr = res.setup_header.unwrap_or_default();
             let load = res.kernel_load.0;
             let init_end = load + u64::from(hdr.init_size);
-            let initrd_addr_max = if hdr.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G != 0 {
-                u64::MAX
-            } else if hdr.version >= 0x0203 {
-                u64::from(hdr.initrd_addr_max)
-            } else {
-                0x37ff_ffff
-            };
+            let initrd_addr_max = initrd_limit(hdr.version, hdr.xloadflags, hdr.initrd_addr_max);
             Ok(LoadedKernel {
                 format,
                 entry: load + BZ_ENTRY_64_OFFSET,
@@ -373,13 +299,11 @@ pub fn load_initrd<M: GuestMemory>(
         u32::try_from(size).map_err(|_| LoaderError::InitrdTooLarge { path: name(), size })?;
     let addr = initrd_placement(size, low_mem_end, kernel)
         .ok_or_else(|| LoaderError::InitrdTooLarge { path: name(), size })?;
-    if map_file_range(mem, file, 0, addr, size).is_err() {
-        mem.read_exact_volatile_from(GuestAddress(addr), file, size as usize)
-            .map_err(|source| LoaderError::InitrdCopy {
-                path: name(),
-                source,
-            })?;
-    }
+    mem.read_exact_volatile_from(GuestAddress(addr), file, size as usize)
+        .map_err(|source| LoaderError::InitrdCopy {
+            path: name(),
+            source,
+        })?;
     Ok((addr, size32))
 }
 
@@ -453,128 +377,6 @@ mod tests {
             setup_header: None,
             initrd_addr_max,
         }
-    }
-
-    fn elf_file(segments: &[Segment], entry: u64) -> File {
-        let mut e = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
-        e.resize(64, 0);
-        e[16..18].copy_from_slice(&2u16.to_le_bytes());
-        e[18..20].copy_from_slice(&0x3eu16.to_le_bytes());
-        e[24..32].copy_from_slice(&entry.to_le_bytes());
-        e[32..40].copy_from_slice(&64u64.to_le_bytes());
-        e[54..56].copy_from_slice(&56u16.to_le_bytes());
-        e[56..58].copy_from_slice(&(segments.len() as u16).to_le_bytes());
-        for s in segments {
-            let mut p = [0u8; 56];
-            p[0..4].copy_from_slice(&1u32.to_le_bytes());
-            p[8..16].copy_from_slice(&s.offset.to_le_bytes());
-            p[16..24].copy_from_slice(&s.paddr.to_le_bytes());
-            p[24..32].copy_from_slice(&s.paddr.to_le_bytes());
-            p[32..40].copy_from_slice(&s.filesz.to_le_bytes());
-            p[40..48].copy_from_slice(&s.memsz.to_le_bytes());
-            e.extend_from_slice(&p);
-        }
-        // Segment contents: byte value = page index + 1.
-        let size = segments
-            .iter()
-            .map(|s| s.offset + s.filesz)
-            .max()
-            .unwrap_or(0);
-        while (e.len() as u64) < size {
-            e.push((e.len() / 4096 + 1) as u8);
-        }
-        // Tests run in parallel threads of one process: a counter keeps
-        // their files apart (two layouts can share a first address).
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("husk-elf-{}-{n}", std::process::id()));
-        std::fs::write(&path, e).unwrap();
-        let f = File::open(&path).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        f
-    }
-
-    #[test]
-    fn elf_segments_are_mapped_with_zeroed_bss() {
-        use vm_memory::GuestMemoryMmap;
-        let segs = [
-            Segment {
-                offset: 0x1000,
-                paddr: 0x100_0000,
-                filesz: 0x1800,
-                memsz: 0x3000,
-            },
-            Segment {
-                offset: 0x3000,
-                paddr: 0x100_4000,
-                filesz: 0x800,
-                memsz: 0x800,
-            },
-        ];
-        let f = elf_file(&segs, 0x100_0000);
-        let (entry, found) = mappable_segments(&f).unwrap();
-        assert_eq!((entry, found.as_slice()), (0x100_0000, &segs[..]));
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x200_0000)]).unwrap();
-        let k = load_kernel(
-            &mem,
-            &mut f.try_clone().unwrap(),
-            KernelFormat::Elf,
-            Path::new("k"),
-        )
-        .unwrap();
-        assert_eq!((k.entry, k.end), (0x100_0000, 0x100_4800));
-        let byte = |a: u64| mem.read_obj::<u8>(GuestAddress(a)).unwrap();
-        assert_eq!(byte(0x100_0000), 2, "file page 1");
-        assert_eq!(byte(0x100_17ff), 3, "file page 2");
-        assert_eq!(byte(0x100_1800), 0, "bss after filesz is zero");
-        assert_eq!(byte(0x100_2fff), 0);
-        assert_eq!(byte(0x100_4000), 4);
-        assert_eq!(byte(0x100_4800), 0);
-    }
-
-    #[test]
-    fn unmappable_layouts_fall_back() {
-        // Offset not congruent with the address.
-        let f = elf_file(
-            &[Segment {
-                offset: 0x1010,
-                paddr: 0x100_0000,
-                filesz: 0x100,
-                memsz: 0x100,
-            }],
-            0x100_0000,
-        );
-        assert!(mappable_segments(&f).is_none());
-        // Below 1 MiB.
-        let f = elf_file(
-            &[Segment {
-                offset: 0x1000,
-                paddr: 0x8000,
-                filesz: 0x100,
-                memsz: 0x100,
-            }],
-            0x100_0000,
-        );
-        assert!(mappable_segments(&f).is_none());
-        // Two segments sharing a page.
-        let f = elf_file(
-            &[
-                Segment {
-                    offset: 0x1000,
-                    paddr: 0x100_0000,
-                    filesz: 0x100,
-                    memsz: 0x100,
-                },
-                Segment {
-                    offset: 0x1200,
-                    paddr: 0x100_0200,
-                    filesz: 0x100,
-                    memsz: 0x100,
-                },
-            ],
-            0x100_0000,
-        );
-        assert!(mappable_segments(&f).is_none());
     }
 
     #[test]

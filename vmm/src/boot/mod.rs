@@ -7,7 +7,6 @@
 
 pub mod acpi;
 pub mod cmdline;
-pub mod filemap;
 pub mod gdt;
 pub mod layout;
 pub mod loader;

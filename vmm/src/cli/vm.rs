@@ -212,6 +212,7 @@ fn add_tap_net(config: &mut VmConfig, name: &str) -> Result<(), String> {
 
 /// Runs `husk vm`; returns the exit status.
 pub fn run(args: VmArgs) -> i32 {
+    crate::trace::phase("arguments-parsed");
     let net = match VmNet::parse(&args.net) {
         Ok(n) => n,
         Err(e) => {

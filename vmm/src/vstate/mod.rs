@@ -2,6 +2,7 @@
 //! The only part of husk that talks to KVM (through kvm-ioctls).
 
 pub mod cpuid;
+pub mod memory;
 pub mod msr;
 pub mod probe;
 pub mod regs;
