@@ -11,11 +11,14 @@
       comes from GNU time (%M). husk's own trace (HUSK_BOOT_TRACE) adds launch ->
       first KVM_RUN with the real vmlinux and initramfs.
 
-  boot.py testbed BUILD_DIR [RUNS]
-      Inside the testbed (real SVM KVM): husk vs QEMU microvm booting the same
-      vmlinux + initramfs with `quiet husk.reboot`: launch -> agent readiness
-      line, launch -> VMM exit after the guest reboots, and the VMM's own
-      resident memory at readiness (VmRSS minus the guest-RAM mapping's Rss).
+  boot.py testbed BUILD_DIR [RUNS] [FIRECRACKER]
+      Inside the testbed (real SVM KVM): husk vs QEMU microvm (and Firecracker,
+      when the path of its binary is given) booting the same vmlinux +
+      initramfs with the same command line, `console=ttyS0 reboot=k panic=-1
+      quiet husk.reboot`: launch -> agent readiness line, launch -> VMM exit
+      after the guest reboots, and the VMM's own resident memory at readiness
+      (VmRSS minus the guest-RAM mapping's Rss). The VMM binaries, the
+      kernel and the initramfs are run from copies in the testbed's tmpfs.
 
 Both modes run husk three ways, interleaved run by run with QEMU (the order
 rotated each run) so a slow phase of the machine hits every side alike:
@@ -257,11 +260,50 @@ def boot_once(argv, backing_files, env=None):
     return ready, done, own, status, b"".join(tail).decode(errors="replace"), setup
 
 
-def testbed(build, runs):
-    kernel = os.path.join(build, "vmlinux")
-    initrd = os.path.join(build, "initramfs.cpio")
+def firecracker_argv(firecracker, kernel, initrd, cmdline):
+    """Firecracker without its API socket, from a config file (in this run's
+    /tmp) that describes the same VM as husk's: the kernel, the initramfs and
+    the whole command line (Firecracker adds nothing to a given one), 1 vCPU,
+    MEM_MIB, no devices. It exits 0 when the guest resets through the i8042."""
+    import json
+    import tempfile
+    config = {"boot-source": {"kernel_image_path": kernel, "initrd_path": initrd,
+                              "boot_args": cmdline},
+              "drives": [], "machine-config": {"vcpu_count": 1, "mem_size_mib": MEM_MIB}}
+    fd, path = tempfile.mkstemp(prefix="fc-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f)
+    return [firecracker, "--no-api", "--config-file", path, "--level", "Error"]
+
+
+def staged(paths):
+    """Copies of `paths` in a fresh directory of this testbed's /tmp (a tmpfs).
+
+    The testbed reads build/ over virtio-fs with `cache=auto`, which drops a
+    file's page cache at every open: every launch would read the VMM binary,
+    the kernel and the initramfs from the host again, a cost of the testbed
+    that grows with the file (~0.1 s for husk's binary) and that a peer
+    binary shared with `cache=always` does not pay. From a tmpfs, every VMM
+    starts from memory, as from a warm page cache on a real host."""
+    import shutil
+    import tempfile
+    stage = tempfile.mkdtemp(prefix="bench-boot-", dir="/tmp")
+    out = []
+    for i, path in enumerate(paths):
+        dest = os.path.join(stage, f"{i}-{os.path.basename(path)}")
+        shutil.copy2(path, dest)
+        out.append(dest)
+    return out
+
+
+def testbed(build, runs, firecracker=None):
+    names = [os.path.join(build, f) for f in ("husk", "vmlinux", "initramfs.cpio")]
+    husk_bin, kernel, initrd, *fc = staged(names + ([firecracker] if firecracker else []))
+    firecracker = fc[0] if fc else None
     append = "quiet husk.reboot"
-    husk = [os.path.join(build, "husk"), "vm", "--kernel", kernel, "--initrd", initrd,
+    # husk's default command line before `append`, given whole to Firecracker.
+    full_cmdline = f"console=ttyS0 reboot=k panic=-1 {append}"
+    husk = [husk_bin, "vm", "--kernel", kernel, "--initrd", initrd,
             "--mem", str(MEM_MIB), "--cmdline", append]
     vmms = {name: (husk + flags, 3) for name, flags in HUSK_VARIANTS}
     vmms.update({
@@ -274,6 +316,8 @@ def testbed(build, runs):
                           "-no-reboot", "-serial", "stdio", "-kernel", kernel, "-initrd", initrd,
                           "-append", f"console=ttyS0 reboot=t panic=-1 {append}"], 0),
     })
+    if firecracker:
+        vmms["firecracker"] = (firecracker_argv(firecracker, kernel, initrd, full_cmdline), 0)
     # HUSK_LOG=info for the jail's setup line; the same small cost for every husk variant.
     env = dict(os.environ, HUSK_LOG="info")
     backing = (os.path.realpath(kernel), os.path.realpath(initrd))
@@ -308,6 +352,14 @@ def testbed(build, runs):
     if "husk" in rows and "qemu-microvm" in rows:
         h, q = rows["husk"], rows["qemu-microvm"]
         print(f"  ratio husk/qemu: ready {h[0] / q[0]:.2f}x, exit {h[1] / q[1]:.2f}x, own memory {h[2] / q[2]:.2f}x")
+    if "husk" in rows and "firecracker" in rows:
+        h, f = rows["husk"], rows["firecracker"]
+        print(f"  ratio husk/firecracker: ready {h[0] / f[0]:.2f}x, exit {h[1] / f[1]:.2f}x, "
+              f"own memory {h[2] / f[2]:.2f}x (target: ready <= 0.80x)")
+    elif firecracker:
+        print("  ratio husk/firecracker: not measured (a side failed above)")
+    else:
+        print("  firecracker: no binary (set FIRECRACKER or see ../shared/peers/firecracker)")
     print_jail_cost("launch -> ready", rows, 0)
     print_jail_cost("launch -> exit", rows, 1)
     if "husk" in rows and "husk --no-jail" in rows:
@@ -321,7 +373,7 @@ def main(argv):
     if len(argv) >= 4 and argv[1] == "host":
         host(argv[2], argv[3], int(argv[4]) if len(argv) > 4 else 5)
     elif len(argv) >= 3 and argv[1] == "testbed":
-        testbed(argv[2], int(argv[3]) if len(argv) > 3 else 5)
+        testbed(argv[2], int(argv[3]) if len(argv) > 3 else 5, argv[4] if len(argv) > 4 else None)
     else:
         sys.exit(__doc__)
 
