@@ -15,7 +15,7 @@
       Inside the testbed (real SVM KVM): husk vs QEMU microvm (and Firecracker,
       when the path of its binary is given) booting the same vmlinux +
       initramfs with the same command line, `console=ttyS0 reboot=k panic=-1
-      quiet husk.reboot`: launch -> agent readiness line, launch -> VMM exit
+      pci=off quiet husk.reboot`: launch -> agent readiness line, launch -> VMM exit
       after the guest reboots, and the VMM's own resident memory at readiness
       (VmRSS minus the guest-RAM mapping's Rss). The VMM binaries, the
       kernel and the initramfs are run from copies in the testbed's tmpfs.
@@ -301,8 +301,9 @@ def testbed(build, runs, firecracker=None):
     husk_bin, kernel, initrd, *fc = staged(names + ([firecracker] if firecracker else []))
     firecracker = fc[0] if fc else None
     append = "quiet husk.reboot"
-    # husk's default command line before `append`, given whole to Firecracker.
-    full_cmdline = f"console=ttyS0 reboot=k panic=-1 {append}"
+    # husk's default command line (DEFAULT_CMDLINE in vmm/src/boot/cmdline.rs)
+    # before `append`, given whole to Firecracker.
+    full_cmdline = f"console=ttyS0 reboot=k panic=-1 pci=off {append}"
     husk = [husk_bin, "vm", "--kernel", kernel, "--initrd", initrd,
             "--mem", str(MEM_MIB), "--cmdline", append]
     vmms = {name: (husk + flags, 3) for name, flags in HUSK_VARIANTS}
@@ -314,7 +315,7 @@ def testbed(build, runs, firecracker=None):
         "qemu-microvm": (["qemu-system-x86_64", "-M", "microvm,acpi=off", "-enable-kvm", "-cpu", "host",
                           "-m", str(MEM_MIB), "-nodefaults", "-no-user-config", "-nographic",
                           "-no-reboot", "-serial", "stdio", "-kernel", kernel, "-initrd", initrd,
-                          "-append", f"console=ttyS0 reboot=t panic=-1 {append}"], 0),
+                          "-append", f"console=ttyS0 reboot=t panic=-1 pci=off {append}"], 0),
     })
     if firecracker:
         vmms["firecracker"] = (firecracker_argv(firecracker, kernel, initrd, full_cmdline), 0)

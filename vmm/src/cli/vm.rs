@@ -30,7 +30,7 @@ pub struct VmArgs {
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
     /// Appended to the default kernel command line
-    /// "console=ttyS0 reboot=k panic=-1"; " -- " starts init's arguments.
+    /// "console=ttyS0 reboot=k panic=-1 pci=off"; " -- " starts init's arguments.
     #[arg(long, value_name = "STR", default_value = "")]
     pub cmdline: String,
     /// Do not start from the default kernel command line: --cmdline is all of it.

@@ -14,9 +14,11 @@
 //!
 //! The mapping is reserved with 2 MiB to spare, the aligned part mapped
 //! read-write over it and the spare ends unmapped; vm-memory then wraps it
-//! as a region built on a pointer. Whether huge pages are used is still the
-//! host's THP policy (`always`, or `madvise` where husk does not ask): husk
-//! only makes them usable.
+//! as a region built on a pointer. It is also marked `MADV_HUGEPAGE`, as
+//! QEMU and Cloud Hypervisor mark guest RAM by default, so a host whose THP
+//! policy is `madvise` backs it with huge pages too; `never` still wins.
+//! The cost is the usual one of THP: a guest that touches one byte of a
+//! 2 MiB range makes the host allocate all of it.
 //!
 //! vm-memory does not unmap a region built on a pointer it did not map, so
 //! guest RAM stays mapped for the life of the process. A VMM process runs
@@ -93,6 +95,13 @@ fn map_aligned(len: usize) -> io::Result<*mut u8> {
     if tail > 0 {
         // SAFETY: [aligned + len, start + reserve_len) is its unused tail.
         unsafe { libc::munmap(tail_start as *mut libc::c_void, tail) };
+    }
+    // SAFETY: madvise on the mapping just made; a hint only.
+    if unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE) } != 0 {
+        log::debug!(
+            "madvise(MADV_HUGEPAGE) on guest RAM: {}",
+            io::Error::last_os_error()
+        );
     }
     Ok(aligned as *mut u8)
 }
