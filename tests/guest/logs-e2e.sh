@@ -116,7 +116,8 @@ else
     bad follow-across-rotation "erc=$erc frc=$frc numbered=$numbered $in_order files=$rotations err=$(head -c 300 "$D/follow.err")"
 fi
 state=$(lim $Q $H inspect flood | grep -o '"state": "[a-z]*"' | head -1)
-[ "$state" = '"state": "exited"' ] && ok flood-ended || bad flood-ended "$state"
+[ "$state" = '"state": "exited"' ] && ok flood-ended ||
+    bad flood-ended "$state $(grep -o '"reason": .*' "$P/status.json" 2>/dev/null | head -1)"
 lim $Q $H rm flood >/dev/null
 
 # 5. the guest floods its console: the rate limit drops what is beyond it, says so, and the
