@@ -170,18 +170,6 @@ pub fn cmdline_capacity(head: &[u8], format: KernelFormat) -> usize {
     }
 }
 
-/// Highest address (inclusive) an initramfs may end at, from a bzImage's
-/// setup header fields (`version`, `xloadflags`, `initrd_addr_max`).
-fn initrd_limit(version: u16, xloadflags: u16, addr_max: u32) -> u64 {
-    if xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G != 0 {
-        u64::MAX
-    } else if version >= 0x0203 {
-        u64::from(addr_max)
-    } else {
-        0x37ff_ffff
-    }
-}
-
 /// A kernel file, opened and recognized but not loaded yet.
 #[derive(Debug)]
 pub struct KernelProbe {
@@ -248,7 +236,13 @@ pub fn load_kernel<M: GuestMemory>(
             let hdr = res.setup_header.unwrap_or_default();
             let load = res.kernel_load.0;
             let init_end = load + u64::from(hdr.init_size);
-            let initrd_addr_max = initrd_limit(hdr.version, hdr.xloadflags, hdr.initrd_addr_max);
+            let initrd_addr_max = if hdr.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G != 0 {
+                u64::MAX
+            } else if hdr.version >= 0x0203 {
+                u64::from(hdr.initrd_addr_max)
+            } else {
+                0x37ff_ffff
+            };
             Ok(LoadedKernel {
                 format,
                 entry: load + BZ_ENTRY_64_OFFSET,
