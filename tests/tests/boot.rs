@@ -20,6 +20,8 @@ const EXIT_TRIPLE_FAULT: i32 = 4;
 
 struct Case {
     name: &'static str,
+    /// Environment for the run (`NAME=VALUE ...`).
+    env: &'static str,
     args: String,
 }
 
@@ -34,26 +36,32 @@ fn cases(tiny_reset: &str, tiny_triple: &str) -> Vec<Case> {
     vec![
         Case {
             name: "vmlinux-1cpu",
+            env: "HUSK_LOG=info HUSK_BOOT_TRACE=1",
             args: boot(&vmlinux, "--vcpus 1 --cmdline 'quiet husk.poweroff'"),
         },
         Case {
             name: "vmlinux-2cpu",
+            env: "",
             args: boot(&vmlinux, "--vcpus 2 --cmdline 'quiet husk.poweroff'"),
         },
         Case {
             name: "bzimage-2cpu",
+            env: "",
             args: boot(&bzimage, "--vcpus 2 --cmdline 'quiet husk.poweroff'"),
         },
         Case {
             name: "panic",
+            env: "",
             args: boot(&vmlinux, "--cmdline 'quiet husk.panic'"),
         },
         Case {
             name: "tiny-reset",
+            env: "",
             args: format!("--kernel {tiny_reset} --mem 64"),
         },
         Case {
             name: "tiny-triple-fault",
+            env: "",
             args: format!("--kernel {tiny_triple} --mem 64"),
         },
     ]
@@ -83,7 +91,8 @@ fn suite() -> &'static Suite {
         for case in &cases {
             let _ = writeln!(
                 script,
-                "timeout 300 {} vm {} >{d}/{n}.out 2>&1 </dev/null; echo $? >{d}/{n}.status",
+                "timeout 300 env {} {} vm {} >{d}/{n}.out 2>&1 </dev/null; echo $? >{d}/{n}.status",
+                case.env,
                 husk.display(),
                 case.args,
                 d = dir.display(),
@@ -159,6 +168,48 @@ fn assert_ready(name: &str, cpus: u32) {
 #[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
 fn vmlinux_boots_to_agent_with_one_vcpu_and_powers_off() {
     assert_ready("vmlinux-1cpu", 1);
+}
+
+/// The VMM's start-up steps as `HUSK_LOG=info` logs them, in order.
+const START_UP_STEPS: &[&str] = &[
+    "arguments-parsed",
+    "prepared",
+    "seccomp-compiled",
+    "vm-and-memory",
+    "kernel-and-initrd-loaded",
+    "devices",
+    "boot-tables",
+    "vcpus-set-up",
+];
+
+#[test]
+#[ignore = "end to end: needs build/ and real KVM (scripts/test.sh runs it)"]
+fn start_up_steps_and_first_kvm_run_are_traced() {
+    let out = case("vmlinux-1cpu");
+    let steps: Vec<(&str, u64)> = out
+        .output
+        .lines()
+        .filter_map(|l| l.strip_prefix("husk: info: start-up: "))
+        .filter_map(|l| {
+            let (name, ms) = l.split_once(" at ")?;
+            Some((name, ms.strip_suffix(" ms")?.parse().ok()?))
+        })
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|s| s.0).collect();
+    assert_eq!(names, START_UP_STEPS, "output:\n{}", out.output);
+    assert!(
+        steps.windows(2).all(|w| w[0].1 <= w[1].1),
+        "times go backwards: {steps:?}"
+    );
+    let first_run = out
+        .output
+        .lines()
+        .find(|l| l.starts_with("husk: boot-trace first_kvm_run main_ms="))
+        .unwrap_or_else(|| panic!("no first_kvm_run line:\n{}", out.output));
+    assert!(
+        first_run.contains(" vmm_own_kib="),
+        "first_kvm_run line lacks the VMM's own memory: {first_run}"
+    );
 }
 
 #[test]

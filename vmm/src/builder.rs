@@ -232,6 +232,8 @@ impl VmBuilder {
             .collect();
         let mem = crate::vstate::memory::guest_memory(&ranges)
             .map_err(|e| BuildError::Memory(mem_bytes / MIB, e))?;
+        vm.set_memory(&mem)?;
+        vm.setup_irqchip()?;
         crate::trace::phase("vm-and-memory");
 
         let mut kernel_file = probe.file;
@@ -248,9 +250,6 @@ impl VmBuilder {
             _ => None,
         };
         crate::trace::phase("kernel-and-initrd-loaded");
-        vm.set_memory(&mem)?;
-        vm.setup_irqchip()?;
-        crate::trace::phase("memory-registered");
         let exit = ExitSignal::new().map_err(BuildError::EventFd)?;
         let mut event_manager = VmmEventManager::new().map_err(BuildError::EventLoop)?;
         event_manager.add_subscriber(Arc::new(Mutex::new(ExitWatcher(exit.clone()))));
@@ -534,7 +533,6 @@ pub fn start(prepared: PreparedVm, jail: Jail) -> Result<RunningVm, BuildError> 
             "jail: set up in {:.2} ms",
             started.elapsed().as_secs_f64() * 1000.0
         );
-        crate::trace::phase("jailed");
     }
     let PreparedVm {
         config,

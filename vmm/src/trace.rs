@@ -7,9 +7,8 @@
 //! since the process was created (from /proc/self/stat, clock-tick
 //! resolution), CLOCK_REALTIME in ns (so a launcher can subtract its own
 //! launch timestamp exactly), VmRSS, how much of it is guest RAM (the Rss
-//! of the mappings inside guest memory, from /proc/self/smaps: mincore
-//! would also count page-cache pages of file-mapped kernel segments that
-//! the process never touched) and the difference: the VMM's own memory.
+//! of the mappings inside guest memory, from /proc/self/smaps) and the
+//! difference: the VMM's own memory. [`phase`] logs the steps before it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,16 +43,11 @@ pub fn enabled() -> bool {
     std::env::var_os(ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// With the trace on, prints `husk: boot-trace phase NAME main_ms=X`: how
-/// far into `main` the VMM's start-up has come when `name` is done (the
-/// boot benchmark's breakdown of launch -> first KVM_RUN).
+/// Logs (`HUSK_LOG=info`) that the VMM's start-up step `name` is done,
+/// with the time since `main`: where launch -> first KVM_RUN goes, as
+/// [`crate::pod::supervisor::phase`] does for a pod's start.
 pub fn phase(name: &str) {
-    if enabled() {
-        let ms = clock_ns(libc::CLOCK_MONOTONIC)
-            .saturating_sub(MAIN_START_NS.load(Ordering::Relaxed)) as f64
-            / 1e6;
-        eprintln!("husk: boot-trace phase {name} main_ms={ms:.3}");
-    }
+    log::info!("start-up: {name} at {} ms", since_main_ms());
 }
 
 /// Milliseconds from process creation to now, at clock-tick resolution.
@@ -115,7 +109,7 @@ pub fn resident_kib_in(smaps: &str, ranges: &[(usize, usize)]) -> u64 {
 pub fn report_first_run(guest: &[(usize, usize)]) {
     let now = clock_ns(libc::CLOCK_MONOTONIC);
     let realtime = clock_ns(libc::CLOCK_REALTIME);
-    let main_ms = (now - MAIN_START_NS.load(Ordering::Relaxed)) as f64 / 1e6;
+    let main_ms = now.saturating_sub(MAIN_START_NS.load(Ordering::Relaxed)) as f64 / 1e6;
     let proc_ms = since_process_start_ms();
     let rss_kib = vm_rss_kib().unwrap_or(0);
     let guest_kib = std::fs::read_to_string("/proc/self/smaps")
