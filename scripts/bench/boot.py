@@ -29,12 +29,15 @@ up in X ms" at HUSK_LOG=info) and the VMM's own memory of each.
 Prints medians of RUNS (default 5) runs and husk/QEMU ratios.
 """
 
+import json
 import os
 import re
+import shutil
 import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 MEM_MIB = 256
@@ -202,12 +205,11 @@ def host(build, work, runs):
     print(f"  {JAIL_TARGETS}")
 
 
-def guest_ram_rss_kib(pid, mem_mib, backing_files=()):
+def guest_ram_rss_kib(pid, mem_mib):
     """Resident KiB of the guest's RAM in a VMM process, read from smaps.
 
-    Guest RAM is one run of adjacent mappings at least mem_mib long, each
-    anonymous or (husk maps the kernel and initramfs copy-on-write from their
-    files) backed by one of backing_files. The largest such run is taken.
+    Guest RAM is one run of adjacent anonymous mappings at least mem_mib
+    long (a VMM's madvise calls may split it); the largest such run is taken.
     """
     runs, cur, prev_end = [], None, None
     with open(f"/proc/{pid}/smaps") as f:
@@ -216,7 +218,7 @@ def guest_ram_rss_kib(pid, mem_mib, backing_files=()):
             if "-" in head[0] and not head[0].endswith(":"):
                 start, end = (int(x, 16) for x in head[0].split("-"))
                 path = head[5] if len(head) > 5 else ""
-                eligible = path == "" or path in backing_files
+                eligible = path == ""
                 if eligible and cur is not None and start == prev_end:
                     cur[1] = end
                 elif eligible:
@@ -239,7 +241,7 @@ def vm_rss_kib(pid):
     return 0
 
 
-def boot_once(argv, backing_files, env=None):
+def boot_once(argv, env=None):
     """Returns (ready s, exit s, own RSS KiB, status, tail of output, jail setup ms)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -252,7 +254,7 @@ def boot_once(argv, backing_files, env=None):
         if ready is None and READY in line:
             ready = time.perf_counter() - t0
             try:
-                own = vm_rss_kib(proc.pid) - guest_ram_rss_kib(proc.pid, MEM_MIB, backing_files)
+                own = vm_rss_kib(proc.pid) - guest_ram_rss_kib(proc.pid, MEM_MIB)
             except OSError:
                 own = None
     status = proc.wait()
@@ -265,8 +267,6 @@ def firecracker_argv(firecracker, kernel, initrd, cmdline):
     /tmp) that describes the same VM as husk's: the kernel, the initramfs and
     the whole command line (Firecracker adds nothing to a given one), 1 vCPU,
     MEM_MIB, no devices. It exits 0 when the guest resets through the i8042."""
-    import json
-    import tempfile
     config = {"boot-source": {"kernel_image_path": kernel, "initrd_path": initrd,
                               "boot_args": cmdline},
               "drives": [], "machine-config": {"vcpu_count": 1, "mem_size_mib": MEM_MIB}}
@@ -285,8 +285,6 @@ def staged(paths):
     that grows with the file (~0.1 s for husk's binary) and that a peer
     binary shared with `cache=always` does not pay. From a tmpfs, every VMM
     starts from memory, as from a warm page cache on a real host."""
-    import shutil
-    import tempfile
     stage = tempfile.mkdtemp(prefix="bench-boot-", dir="/tmp")
     out = []
     for i, path in enumerate(paths):
@@ -321,7 +319,6 @@ def testbed(build, runs, firecracker=None):
         vmms["firecracker"] = (firecracker_argv(firecracker, kernel, initrd, full_cmdline), 0)
     # HUSK_LOG=info for the jail's setup line; the same small cost for every husk variant.
     env = dict(os.environ, HUSK_LOG="info")
-    backing = (os.path.realpath(kernel), os.path.realpath(initrd))
     samples = {name: ([], [], [], []) for name in vmms}
     failed = set()
     # Interleaved, so a slow phase of the machine hits every side alike.
@@ -329,7 +326,7 @@ def testbed(build, runs, firecracker=None):
         for name, (argv, want) in rotated(vmms.items(), i):
             if name in failed:
                 continue
-            ready, done, own, status, tail, setup = boot_once(argv, backing, env)
+            ready, done, own, status, tail, setup = boot_once(argv, env)
             if ready is None or status != want:
                 print(f"  {name}: run failed (status {status}, ready={ready}); last output:\n{tail}")
                 failed.add(name)
