@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks that scripts/testbed.sh does what its header promises, through real testbed runs:
 # exit status and separate stdout/stderr, SVM-backed /dev/kvm that runs a guest, build/ on PATH,
-# read-write shares visible on the host, a read-only host root, lossless large output, timeouts
+# read-write shares visible on the host, a read-only host root, lossless large output, a command
+# killed by a signal, timeouts
 # (with the watchdog's report of stuck tasks, or the vCPUs' registers and an NMI's backtraces when
 # the testbed kernel cannot report), a testbed kernel crash, bad options, and two runs
 # at once. Prints one line per check and the
@@ -56,6 +57,12 @@ check "writes outside shares stay in the testbed (rc $rc)" bash -c "[ $rc = 0 ] 
 # 5. Large output arrives complete.
 "$TB" -- seq 1 300000 >"$W/o" 2>"$W/e"
 check "300000 lines of output arrive intact" bash -c "[ \"\$(sha256sum <'$W/o' | cut -d' ' -f1)\" = \"\$(seq 1 300000 | sha256sum | cut -d' ' -f1)\" ]"
+
+# 5b. A command killed by a signal is named, with the testbed kernel's last lines.
+"$TB" -- sh -c 'kill -SEGV $$' >"$W/o" 2>"$W/e"
+rc=$?
+check "killed by a signal: status 139 ($rc) and named" \
+    bash -c "test $rc = 139 && grep -q '^testbed: the command was killed by signal 11 (SIGSEGV)' '$W/e' && grep -q '^  | \[' '$W/e'"
 
 # 6. Failures: timeout, testbed kernel crash, bad options.
 "$TB" --timeout 20 -- sleep 600 >"$W/o" 2>"$W/e"
