@@ -15,10 +15,8 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 LIM_NOTES="$D/lim.notes"
 . "$repo/tests/guest/lib.sh"
 pods_left() { ls "$HUSK_ROOT/pods" 2>/dev/null | grep -v '^\.' | wc -l; }
-# until_out N CMD...: runs CMD (quietly) up to N times, a second apart, until it succeeds.
-until_out() { n=$1; shift; i=0; while ! "$@" >/dev/null 2>&1 && [ $i -lt "$n" ]; do sleep 1; i=$((i + 1)); done; "$@" >/dev/null 2>&1; }
-# until_up N CMD...: until_out while the pod in $P still runs (one that failed, such as a guest
-# crash in the testbed, is not waited for to the end of N).
+# until_up N CMD...: runs CMD (quietly) up to N times, a second apart, until it succeeds, while
+# the pod in $P runs (one that failed, such as a guest crash in the testbed, is not waited for).
 up() { grep -q '"state": "running"' "$P/status.json" 2>/dev/null; }
 until_up() { n=$1; shift; i=0; while ! "$@" >/dev/null 2>&1 && [ $i -lt "$n" ] && up; do sleep 1; i=$((i + 1)); done; "$@" >/dev/null 2>&1; }
 # bytes FILE...: the total size of the files that exist.
@@ -140,7 +138,7 @@ PY
 lim $V python3 "$D/knock.py" "$P/vsock/vsock.sock" 200; krc=$?
 # The marker goes in front of the first output let through after the drops: knock once a second
 # until the bucket has refilled enough for one more line.
-until_out 60 sh -c "timeout 30 python3 '$D/knock.py' '$P/vsock/vsock.sock' 1; grep -q 'bytes of console output dropped' '$P/console.log'"
+until_up 60 sh -c "timeout 30 python3 '$D/knock.py' '$P/vsock/vsock.sock' 1; grep -q 'bytes of console output dropped' '$P/console.log'"
 lim $V $H stop noisy >/dev/null
 marker=$(grep -o '\[husk: [0-9]* bytes of console output dropped\]' "$P/console.log" | head -1)
 console_bytes=$(bytes "$P"/console.log*)
