@@ -8,12 +8,8 @@
 # prints `case NAME ok` or `case NAME FAILED: why` (tests/tests/aci_e2e.rs checks each line).
 # Usage: aci-e2e.sh HUSK SCRATCH_DIR
 set -u
-H=$1
-D=$2
-export HUSK_ROOT="$D/root"
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-LIM_NOTES="$D/lim.notes"
-. "$repo/tests/guest/lib.sh"
+. "$(dirname "$0")/lib.sh"
+suite_init "$@"
 
 # A fresh store and policy: the harness may rerun this script in the same scratch directory.
 rm -rf "$HUSK_ROOT" "$D/img"

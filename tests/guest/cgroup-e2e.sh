@@ -9,12 +9,8 @@
 # tests/tests/cgroup_e2e.rs checks each line. Figures (threads, memory) as `figure ...` lines.
 # Usage: cgroup-e2e.sh HUSK SCRATCH_DIR
 set -u
-H=$1
-D=$2
-export HUSK_ROOT="$D/root"
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-LIM_NOTES="$D/lim.notes"
-. "$repo/tests/guest/lib.sh"
+. "$(dirname "$0")/lib.sh"
+suite_init "$@"
 CG=/sys/fs/cgroup
 MIB=1048576
 # The first number after "KEY": in `husk inspect POD`.

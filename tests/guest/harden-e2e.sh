@@ -9,13 +9,8 @@
 # (nothing here needs a network).
 # Usage: harden-e2e.sh HUSK SCRATCH_DIR
 set -u
-H=$1
-D=$2
-export HUSK_ROOT="$D/root"
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-LIM_NOTES="$D/lim.notes"
-. "$repo/tests/guest/lib.sh"
-pods_left() { ls "$HUSK_ROOT/pods" 2>/dev/null | grep -v '^\.' | wc -l; }
+. "$(dirname "$0")/lib.sh"
+suite_init "$@"
 # The capability and seccomp lines of /proc/self/status, one line: `CapInh: 0...0 CapPrm: ...`.
 STATUS="grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp|Seccomp_filters):' /proc/self/status | tr -s '\t ' ' ' | tr '\n' ' '; echo"
 # docker's 14 capabilities (CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP

@@ -7,12 +7,8 @@
 # jail's set-up time (from the VMM's log at HUSK_LOG=info) is printed as `figure jail-setup ...`.
 # Usage: jail-e2e.sh HUSK SCRATCH_DIR
 set -u
-H=$1
-D=$2
-export HUSK_ROOT="$D/root"
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-LIM_NOTES="$D/lim.notes"
-. "$repo/tests/guest/lib.sh"
+. "$(dirname "$0")/lib.sh"
+suite_init "$@"
 vmm_pid() { lim $Q $H inspect "$1" | grep -o '"vmm_pid": [0-9]*' | grep -o '[0-9]*$'; }
 
 python3 "$repo/tests/images/mkimage.py" "$D/img" >/dev/null || { echo "mkimage failed"; exit 1; }

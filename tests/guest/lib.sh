@@ -9,8 +9,8 @@
 #   system's tasks are waiting for (scripts/testbed/stuck-tasks.sh: every process with its state
 #   and wchan, the kernel stacks of tasks in uninterruptible sleep, sysrq-w and the hung-task
 #   reports), then SIGKILLs CMD and every process it started; it returns 137 then. The step is
-#   also noted in the file $LIM_NOTES (default: a temp file; set it to one in the test's scratch
-#   directory), which outlives a $(lim ...) subshell.
+#   also noted in the file $LIM_NOTES (suite_init puts it in the scratch directory), which
+#   outlives a $(lim ...) subshell.
 #   A task stuck in the kernel (state D) cannot be killed: lim then still waits for it, but the
 #   report on stderr already names the step and the kernel stacks.
 #
@@ -18,18 +18,36 @@
 #   Prints "; past its limit: STEP, ..." for the steps that ran past their limit since the last
 #   call (nothing if none did), for a case's failure message.
 #
+# suite_init HUSK SCRATCH
+#   The suites' common start (call it with the suite's "$@"): H is the husk binary, D the scratch
+#   directory, HUSK_ROOT=$D/root (exported: this run's store and pods), lim's notes in
+#   $D/lim.notes. `repo` (the checkout) is set when this file is sourced.
+#
+# pods_left
+#   How many pods the store holds.
+#
 # ok NAME / bad NAME WHY
 #   Print the lines the suites' Rust side checks (`case NAME ok`, `case NAME FAILED: WHY`, with
 #   lim_stuck's note); bad counts the failures in $fails. V and Q are the usual limits of a step
 #   that waits for a VM (V) and of a quick one (Q), in seconds.
 
-LIM_STUCK_TASKS="$(cd "$(dirname "$0")/../.." && pwd)/scripts/testbed/stuck-tasks.sh"
-LIM_NOTES=${LIM_NOTES:-$(mktemp)}
-: >"$LIM_NOTES"
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+LIM_STUCK_TASKS="$repo/scripts/testbed/stuck-tasks.sh"
+LIM_NOTES=${LIM_NOTES:-/dev/null}
 V=120 Q=60
 fails=0
 ok() { echo "case $1 ok"; }
 bad() { echo "case $1 FAILED: $2$(lim_stuck)"; fails=$((fails + 1)); }
+
+suite_init() {
+    H=$1
+    D=$2
+    export HUSK_ROOT="$D/root"
+    LIM_NOTES="$D/lim.notes"
+    : >"$LIM_NOTES"
+}
+
+pods_left() { ls "$HUSK_ROOT/pods" 2>/dev/null | grep -v '^\.' | wc -l; }
 
 # PID and every process below it.
 lim_tree() {

@@ -8,13 +8,8 @@
 # run with `--network none`: logs need no network, and the suite stays clear of passt.
 # Usage: logs-e2e.sh HUSK SCRATCH_DIR
 set -u
-H=$1
-D=$2
-export HUSK_ROOT="$D/root"
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-LIM_NOTES="$D/lim.notes"
-. "$repo/tests/guest/lib.sh"
-pods_left() { ls "$HUSK_ROOT/pods" 2>/dev/null | grep -v '^\.' | wc -l; }
+. "$(dirname "$0")/lib.sh"
+suite_init "$@"
 # until_up N CMD...: runs CMD (quietly) up to N times, a second apart, until it succeeds, while
 # the pod in $P runs (one that failed, such as a guest crash in the testbed, is not waited for).
 up() { grep -q '"state": "running"' "$P/status.json" 2>/dev/null; }

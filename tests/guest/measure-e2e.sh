@@ -10,14 +10,9 @@
 # Every case prints `case NAME ok` or `case NAME FAILED: why` (tests/tests/measure_e2e.rs).
 # Usage: measure-e2e.sh HUSK SCRATCH_DIR
 set -u
-H=$1
-D=$2
-export HUSK_ROOT="$D/root"
+. "$(dirname "$0")/lib.sh"
+suite_init "$@"
 unset HUSK_TPM
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-LIM_NOTES="$D/lim.notes"
-. "$repo/tests/guest/lib.sh"
-pods_left() { ls "$HUSK_ROOT/pods" 2>/dev/null | grep -v '^\.' | wc -l; }
 LOG="$HUSK_ROOT/measurements.log"
 records() { [ -e "$LOG" ] && wc -l < "$LOG" || echo 0; }
 

@@ -15,17 +15,9 @@
 # Every case prints `case NAME ok` or `case NAME FAILED: why`; tests/tests/net_e2e.rs checks each.
 # Usage: net-e2e.sh HUSK SCRATCH_DIR
 set -u
-H=$1
-D=$2
-export HUSK_ROOT="$D/root"
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-LIM_NOTES="$D/lim.notes"
-. "$repo/tests/guest/lib.sh"
-V=120 Q=60 BULK=400  # 64 MiB at the testbed's nested-virtualisation speed
-fails=0
-ok() { echo "case $1 ok"; }
-bad() { echo "case $1 FAILED: $2$(lim_stuck)"; fails=$((fails + 1)); }
-pods_left() { ls "$HUSK_ROOT/pods" 2>/dev/null | grep -v '^\.' | wc -l; }
+. "$(dirname "$0")/lib.sh"
+suite_init "$@"
+BULK=400  # 64 MiB at the testbed's nested-virtualisation speed
 passts() { pgrep passt | wc -l; }  # passt re-executes itself as passt.avx2 where it can
 BB=$(command -v busybox)
 # Fetch URL to stdout, retrying for up to N tries of 0.5 s (a pod's server takes a moment).

@@ -6,14 +6,8 @@
 # naming the step and what was stuck, instead of the whole suite timing out.
 # Usage: pod-e2e.sh HUSK SCRATCH_DIR
 set -u
-H=$1
-D=$2
-export HUSK_ROOT="$D/root"
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-LIM_NOTES="$D/lim.notes"
-. "$repo/tests/guest/lib.sh"
-# Limits: a step that boots a VM, and one that only reads or signals.
-pods_left() { ls "$HUSK_ROOT/pods" 2>/dev/null | grep -v '^\.' | wc -l; }
+. "$(dirname "$0")/lib.sh"
+suite_init "$@"
 
 python3 "$repo/tests/images/mkimage.py" "$D/img" >/dev/null || { echo "mkimage failed"; exit 1; }
 python3 "$repo/tests/images/mkimage.py" "$D/img2" --layer-file /etc/motd=second >/dev/null || exit 1

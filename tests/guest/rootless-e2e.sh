@@ -8,11 +8,9 @@
 # `case NAME FAILED: why`; tests/tests/rootless_e2e.rs checks each line.
 # Usage: rootless-e2e.sh HUSK SCRATCH_DIR
 set -u
-H=$1
-D=$2
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-LIM_NOTES="$D/lim.notes"
-. "$repo/tests/guest/lib.sh"
+. "$(dirname "$0")/lib.sh"
+suite_init "$@"
+unset HUSK_ROOT  # the user's own store (as_user), not the run's
 
 U=2000
 # The kvm group, or a gid standing in for it on a host without one.

@@ -6,14 +6,10 @@
 # allowlist) right after installing its filter. Prints `case NAME ok` or `case NAME FAILED: why`.
 # Usage: seccomp-e2e.sh HUSK SCRATCH_DIR
 set -u
-H=$1
-D=$2
-export HUSK_ROOT="$D/root"
-repo=$(cd "$(dirname "$0")/../.." && pwd)
+. "$(dirname "$0")/lib.sh"
+suite_init "$@"
 # HUSK is not in build/, beside the guest kernel and initramfs a pod needs: name them.
 export HUSK_KERNEL="$repo/build/vmlinux" HUSK_INITRD="$repo/build/initramfs.cpio"
-LIM_NOTES="$D/lim.notes"
-. "$repo/tests/guest/lib.sh"
 
 # 1. `husk vm`: each thread kind in turn (sh reports death by signal 31 as 159)
 mkdir -p "$D/share"

@@ -19,18 +19,13 @@
 # other suites retry once) ends the loop with `case vmm-kill-loop guest-crashed (iteration N)`.
 # Usage: vmm-kill-e2e.sh HUSK SCRATCH_DIR [ITERATIONS [FIRST]]   (default 30, 1)
 set -u
-H=$1
-D=$2
+. "$(dirname "$0")/lib.sh"
+suite_init "$@"
 N=${3:-30}
 FIRST=${4:-1}
-export HUSK_ROOT="$D/root"
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-LIM_NOTES="$D/lim.notes"
-. "$repo/tests/guest/lib.sh"
 REASON="VMM was killed by signal 9"
 HX=$(readlink -f "$H")
 
-pods_left() { ls "$HUSK_ROOT/pods" 2>/dev/null | grep -v '^\.' | wc -l; }
 husk_procs() { # pids of running husk processes (the CLI, supervisors, VMMs)
     for p in /proc/[0-9]*; do
         [ "$(readlink "$p/exe" 2>/dev/null)" = "$HX" ] && echo "${p#/proc/}"
