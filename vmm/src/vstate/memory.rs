@@ -1,4 +1,5 @@
-//! Guest RAM: anonymous mappings placed at 2 MiB-aligned host addresses.
+//! Guest RAM: anonymous mappings at host addresses that agree with their
+//! guest addresses modulo 2 MiB.
 //!
 //! KVM maps a guest page with a 2 MiB page table entry only when the host
 //! backs it with a huge page (THP) *and* the guest-physical and host-virtual
@@ -42,11 +43,12 @@ fn mmap_error(e: io::Error) -> FromRangesError {
     FromRangesError::MmapRegion(MmapRegionError::Mmap(e))
 }
 
-/// Maps `len` bytes of anonymous memory at a host address aligned to
-/// [`HUGE_PAGE`].
-fn map_aligned(len: usize) -> io::Result<*mut u8> {
+/// Maps `len` bytes of anonymous memory at a host address congruent with
+/// the guest address `gpa` modulo [`HUGE_PAGE`].
+fn map_aligned(len: usize, gpa: u64) -> io::Result<*mut u8> {
+    let offset = (gpa % HUGE_PAGE as u64) as usize;
     let reserve_len = len
-        .checked_add(HUGE_PAGE)
+        .checked_add(2 * HUGE_PAGE)
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?;
     // SAFETY: a new anonymous mapping, no fixed address; the result is
     // checked. PROT_NONE: it only reserves address space.
@@ -64,9 +66,9 @@ fn map_aligned(len: usize) -> io::Result<*mut u8> {
         return Err(io::Error::last_os_error());
     }
     let start = reserve as usize;
-    let aligned = start.next_multiple_of(HUGE_PAGE);
+    let aligned = start.next_multiple_of(HUGE_PAGE) + offset;
     // SAFETY: [aligned, aligned + len) lies inside the reservation just made
-    // (aligned - start < HUGE_PAGE), which nothing else uses; MAP_FIXED
+    // (aligned - start < 2 * HUGE_PAGE), which nothing else uses; MAP_FIXED
     // replaces that part of it with read-write memory.
     let mapped = unsafe {
         libc::mmap(
@@ -106,12 +108,13 @@ fn map_aligned(len: usize) -> io::Result<*mut u8> {
     Ok(aligned as *mut u8)
 }
 
-/// Guest memory with one 2 MiB-aligned anonymous mapping per range
-/// (`(guest address, length)`, lengths multiples of the page size).
+/// Guest memory with one anonymous mapping per range (`(guest address,
+/// length)`, both multiples of the page size), each at a host address that
+/// agrees with its guest address modulo 2 MiB and marked `MADV_HUGEPAGE`.
 pub fn guest_memory(ranges: &[(GuestAddress, usize)]) -> Result<GuestMemoryMmap, FromRangesError> {
     let mut regions = Vec::with_capacity(ranges.len());
     for &(addr, len) in ranges {
-        let ptr = map_aligned(len).map_err(mmap_error)?;
+        let ptr = map_aligned(len, addr.0).map_err(mmap_error)?;
         // SAFETY: [ptr, ptr + len) is the read-write mapping just made, which
         // stays mapped for the life of the process (module doc).
         let region = unsafe { MmapRegionBuilder::new(len).with_raw_mmap_pointer(ptr) }
@@ -137,9 +140,18 @@ mod tests {
         ];
         let mem = guest_memory(&ranges).unwrap();
         assert_eq!(mem.num_regions(), 2);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         for r in mem.iter() {
+            let gpa = r.start_addr().0 as usize;
             let host = mem.get_host_address(r.start_addr()).unwrap() as usize;
-            assert_eq!(host % HUGE_PAGE, 0, "region at {:?}", r.start_addr());
+            assert_eq!(host % HUGE_PAGE, gpa % HUGE_PAGE, "region at {gpa:#x}");
+            // The kernel's VmFlags "hg": marked MADV_HUGEPAGE.
+            let head = format!("{host:x}-");
+            let flags = smaps
+                .split_once(&head)
+                .and_then(|(_, rest)| rest.lines().find(|l| l.starts_with("VmFlags:")))
+                .unwrap_or_else(|| panic!("no smaps entry at {host:#x}"));
+            assert!(flags.split_whitespace().any(|f| f == "hg"), "{flags}");
         }
         mem.write_obj(0xdead_beef_u32, GuestAddress(0x10_0000 + (6 << 20) - 4))
             .unwrap();
