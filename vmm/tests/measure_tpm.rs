@@ -3,9 +3,9 @@
 //! Launches are measured by husk's own code (`husk_vmm::measure`, the code
 //! a pod's supervisor runs before the VMM's fork), several at once; the
 //! PCR that `tpm2_pcrread` reads must equal what an independent replay of
-//! the log computes — a Python `hashlib` script here, not husk's code —
-//! and `husk attest --verify` must agree, then fail on a tampered log and
-//! on a PCR extended behind the log's back. Skips (saying why) when swtpm
+//! the log computes — `tests/guest/measure-replay.py`, Python's hashlib,
+//! not husk's code — and `husk attest --verify` must agree, then fail on a
+//! tampered log and on a PCR extended behind the log's back. Skips (saying why) when swtpm
 //! or tpm2-tools are missing (`scripts/deps.sh` installs them).
 
 use std::path::{Path, PathBuf};
@@ -139,37 +139,13 @@ impl Drop for Swtpm {
     }
 }
 
-/// The independent verifier: replays the log with Python's hashlib, as the
-/// README describes it (the records of the PCR extended in the TPM's
-/// current epoch, from the first one's base), and prints the value.
-const REPLAY_PY: &str = r#"
-import hashlib, json, subprocess, sys
-log, tcti, pcr = sys.argv[1], sys.argv[2], int(sys.argv[3])
-clock = subprocess.run(["tpm2_readclock", "-T", tcti], capture_output=True, text=True, check=True).stdout
-counts = {}
-for line in clock.splitlines():
-    k, _, v = line.strip().partition(":")
-    if k in ("reset_count", "restart_count"):
-        counts[k] = int(v)
-value = None
-for line in open(log, "rb"):
-    try:
-        r = json.loads(line)
-    except ValueError:
-        continue
-    t = r.get("tpm")
-    if r["pcr"] != pcr or not t or t["reset_count"] != counts["reset_count"] or t["restart_count"] != counts["restart_count"]:
-        continue
-    if value is None:
-        value = bytes.fromhex(t.get("base", "00" * 32))
-    d = [x["digest"] for x in r["digests"] if x["hashAlg"] == "sha256"][0]
-    value = hashlib.sha256(value + bytes.fromhex(d)).digest()
-print((value or bytes(32)).hex())
-"#;
-
+/// The independent verifier (`tests/guest/measure-replay.py`): replays the
+/// log with Python's hashlib, as the README describes it (the records of the
+/// PCR extended in the TPM's current epoch, from the first one's base), and
+/// returns the value.
 fn python_replay(log: &Path, tcti: &str, pcr: u32) -> String {
     let out = Command::new("python3")
-        .args(["-c", REPLAY_PY])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guest/measure-replay.py"))
         .arg(log)
         .arg(tcti)
         .arg(pcr.to_string())
