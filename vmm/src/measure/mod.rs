@@ -62,7 +62,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::failure::Failure;
 use log::{Appender, Content, Digest, Extended, Record, CONTENT_TYPE};
-use tpm::{Address, Tpm};
+use tpm::{Address, Epoch, Tpm};
 
 /// The PCR husk extends unless told otherwise (see the module doc).
 pub const DEFAULT_PCR: u32 = 15;
@@ -198,7 +198,7 @@ impl Settings {
         })
     }
 
-    /// Opens the TPM: `Ok(Err(why))` when there is none to use.
+    /// Opens the TPM: `Err(why)` when there is none to use.
     pub fn open_tpm(&self) -> Result<Tpm, String> {
         match Tpm::open(&self.tpm) {
             Ok(Some(t)) => Ok(t),
@@ -210,18 +210,24 @@ impl Settings {
         }
     }
 
+    /// Opens the TPM and reads which PCR lifetime it is in: `Err(why)`
+    /// when there is none to use.
+    fn open_at_epoch(&self) -> Result<(Tpm, Epoch), String> {
+        let mut tpm = self.open_tpm()?;
+        let epoch = tpm.epoch().map_err(|e| crate::report::error_line(&e))?;
+        Ok((tpm, epoch))
+    }
+
     /// Checks, before a pod is made, that its launch can be measured as
     /// `required` (by `--require-tpm`) or the settings ask: a refusal if
     /// a TPM is required and cannot be reached, else a warning (once) if
     /// there is none.
     pub fn precheck(&self, pod: &str, required: bool) -> Result<(), MeasureError> {
-        match self
-            .open_tpm()
-            .and_then(|mut t| t.epoch().map_err(|e| crate::report::error_line(&e)))
-        {
+        let required = self.required_by(required);
+        match self.open_at_epoch() {
             Ok(_) => Ok(()),
             Err(why) => {
-                if let Some(by) = self.required_by(required) {
+                if let Some(by) = required {
                     return Err(MeasureError::Refused { by, why });
                 }
                 self.warn_no_tpm(pod, &why);
@@ -315,22 +321,9 @@ pub enum Outcome {
 pub fn measure(settings: &Settings, launch: Launch<'_>) -> Result<Outcome, MeasureError> {
     let required = settings.required_by(launch.require_tpm);
     let mut log = Appender::open(&settings.log).map_err(MeasureError::io(&settings.log))?;
-    let mut why = None;
-    let mut tpm = match settings.open_tpm() {
-        Ok(t) => Some(t),
-        Err(w) => {
-            why = Some(w);
-            None
-        }
-    };
-    let epoch = match tpm.as_mut().map(Tpm::epoch) {
-        Some(Ok(e)) => Some(e),
-        Some(Err(e)) => {
-            why = Some(crate::report::error_line(&e));
-            tpm = None;
-            None
-        }
-        None => None,
+    let (mut tpm, mut why) = match settings.open_at_epoch() {
+        Ok(opened) => (Some(opened), None),
+        Err(w) => (None, Some(w)),
     };
     if let (Some(by), Some(w)) = (&required, &why) {
         return Err(MeasureError::Refused {
@@ -342,7 +335,8 @@ pub fn measure(settings: &Settings, launch: Launch<'_>) -> Result<Outcome, Measu
     let count = launch.events.len();
     for event in launch.events {
         let mut extended = None;
-        if let (Some(t), Some(epoch)) = (tpm.as_mut(), epoch) {
+        if let Some((t, epoch)) = tpm.as_mut() {
+            let epoch = *epoch;
             // The PCR's value before the first extension of an epoch, or
             // after records that were not extended.
             let continues = log.last().is_some_and(|r| {
