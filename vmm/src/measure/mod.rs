@@ -221,9 +221,21 @@ impl Settings {
     /// Checks, before a pod is made, that its launch can be measured as
     /// `required` (by `--require-tpm`) or the settings ask: a refusal if
     /// a TPM is required and cannot be reached, else a warning (once) if
-    /// there is none.
-    pub fn precheck(&self, pod: &str, required: bool) -> Result<(), MeasureError> {
+    /// there is none. `measured_here`: this process measures the launch
+    /// next (a foreground pod's supervisor); then a TPM that is not
+    /// required is not opened here, but once, by [`measure`], which warns
+    /// if it cannot be used (a TPM that is not configured at all is warned
+    /// about here, which costs no I/O).
+    pub fn precheck(
+        &self,
+        pod: &str,
+        required: bool,
+        measured_here: bool,
+    ) -> Result<(), MeasureError> {
         let required = self.required_by(required);
+        if required.is_none() && measured_here && self.tpm != Address::None {
+            return Ok(());
+        }
         match self.open_at_epoch() {
             Ok(_) => Ok(()),
             Err(why) => {
@@ -583,6 +595,36 @@ mod tests {
         assert!(e.to_string().contains("require_tpm"), "{e}");
         // Refusals add nothing to the log.
         assert_eq!(log::read_all(&s.log, MAX_LOG).unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn an_unreachable_tpm_refuses_early_or_is_left_to_the_measurement() {
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let s = Settings {
+            tpm: Address::Unix(dir.as_path().join("no-swtpm.sock")),
+            no_tpm_why: None,
+            ..settings(dir.as_path())
+        };
+        // Required: refused before the pod is made, wherever it is measured.
+        for measured_here in [false, true] {
+            let e = s.precheck("web", true, measured_here).unwrap_err();
+            assert_eq!(e.kind(), Failure::Untrusted, "{e}");
+            assert!(e.to_string().contains("cannot reach the TPM"), "{e}");
+        }
+        // Not required, measured by this process: the measurement finds the
+        // TPM unreachable and logs the launch without it (and warns).
+        s.precheck("web", false, true).unwrap();
+        let launch = Launch {
+            pod: "0123",
+            pod_name: "web",
+            events: vec![Event::text("cmdline", None, "console=ttyS0".into())],
+            require_tpm: false,
+        };
+        let out = measure(&s, launch).unwrap();
+        assert!(
+            matches!(out, Outcome::Logged { ref why } if why.contains("cannot reach the TPM")),
+            "{out:?}"
+        );
     }
 
     #[test]
