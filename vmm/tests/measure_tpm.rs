@@ -5,8 +5,11 @@
 //! PCR that `tpm2_pcrread` reads must equal what an independent replay of
 //! the log computes — `tests/guest/measure-replay.py`, Python's hashlib,
 //! not husk's code — and `husk attest --verify` must agree, then fail on a
-//! tampered log and on a PCR extended behind the log's back. Skips (saying why) when swtpm
-//! or tpm2-tools are missing (`scripts/deps.sh` installs them).
+//! tampered log and on a PCR extended behind the log's back. `$HUSK_TPM`
+//! comes before measure.json; a TPM that refuses the extension leaves the
+//! launch logged without it, or refused when a TPM is required. Skips
+//! (saying why) when swtpm or tpm2-tools are missing (`scripts/deps.sh`
+//! installs them).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -160,12 +163,17 @@ fn python_replay(log: &Path, tcti: &str, pcr: u32) -> String {
 }
 
 fn husk(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_husk"))
-        .env("HUSK_ROOT", root)
-        .env_remove("HUSK_TPM")
-        .args(args)
-        .output()
-        .unwrap();
+    husk_with_tpm(root, None, args)
+}
+
+/// `husk ARGS` with `$HUSK_TPM` set to `tpm` (unset with `None`).
+fn husk_with_tpm(root: &Path, tpm: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_husk"));
+    cmd.env("HUSK_ROOT", root).env_remove("HUSK_TPM");
+    if let Some(tpm) = tpm {
+        cmd.env("HUSK_TPM", tpm);
+    }
+    let out = cmd.args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -263,6 +271,11 @@ fn the_pcr_equals_an_independent_replay_of_the_log() {
     let (rc, out, err) = husk(&root, &["attest", "--verify"]);
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains(&pcr) && out.contains("the 48 events"), "{out}");
+    // $HUSK_TPM comes before measure.json's tpm: `none` leaves no TPM to
+    // verify against.
+    let (rc, _, err) = husk_with_tpm(&root, Some("none"), &["attest", "--verify"]);
+    assert_eq!((rc, err.lines().count()), (125, 1), "{err}");
+    assert!(err.contains("no TPM to verify"), "{err}");
     // One pod's events, in a table.
     let (rc, out, err) = husk(&root, &["attest", "pod07"]);
     assert_eq!(rc, 0, "{err}");
@@ -383,5 +396,51 @@ fn over_a_unix_socket_and_without_a_tpm() {
         first.contains(&format!("\"base\":\"{}\"", "0".repeat(64))),
         "{first}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TPM that refuses the extension (PCR 17 is extended from locality 4
+/// only, husk speaks at locality 0; swtpm answers TPM_RC_LOCALITY): the
+/// launch is logged without the TPM, saying why, or, when a TPM is
+/// required, refused with nothing logged.
+#[test]
+fn a_tpm_that_refuses_the_extension() {
+    if !have_tools() {
+        return;
+    }
+    let dir = scratch("locality");
+    let root = dir.join("root");
+    let tpm = Swtpm::tcp(&dir);
+    std::fs::write(
+        root.join(measure::CONFIG_FILE),
+        format!("{{\"tpm\":\"{}\",\"pcr\":17}}", tpm.tcti),
+    )
+    .unwrap();
+    let kernel = dir.join("vmlinux");
+    std::fs::write(&kernel, b"kernel").unwrap();
+    let settings = Settings::load(&root).unwrap();
+    let launch = |require_tpm| {
+        measure::measure(
+            &settings,
+            Launch {
+                pod: "p",
+                pod_name: "p",
+                events: launch_events(&settings, &kernel, 1),
+                require_tpm,
+            },
+        )
+    };
+    let log = root.join(measure::LOG_FILE);
+    let e = launch(true).unwrap_err();
+    assert_eq!(e.kind().exit_status(), 119, "{e}");
+    assert!(e.to_string().contains("TPM_RC_LOCALITY"), "{e}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "");
+    match launch(false).unwrap() {
+        Outcome::Logged { why } => assert!(why.contains("TPM_RC_LOCALITY"), "{why}"),
+        out => panic!("{out:?}"),
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(!text.contains("\"tpm\""), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
