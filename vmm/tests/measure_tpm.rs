@@ -191,12 +191,7 @@ fn launch_events(settings: &Settings, kernel: &Path, n: usize) -> Vec<Event> {
             data: format!("/pods/{n}/config.json"),
             digest: measure::sha256(format!("{{\"pod\":{n}}}").as_bytes()),
         },
-        Event {
-            kind: "kernel",
-            app: None,
-            data: kernel.display().to_string(),
-            digest: measure::file_digest(settings, &file, kernel).unwrap(),
-        },
+        Event::file(settings, "kernel", &file, kernel).unwrap(),
         Event::text("cmdline", None, format!("console=ttyS0 pod={n}")),
         Event::text(
             "image",

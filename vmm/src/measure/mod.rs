@@ -294,6 +294,22 @@ pub struct Event {
 }
 
 impl Event {
+    /// A file measured by its content, read through `file` (see
+    /// [`file_digest`]); its `data` is `path`.
+    pub fn file(
+        settings: &Settings,
+        kind: &'static str,
+        file: &File,
+        path: &Path,
+    ) -> Result<Event, MeasureError> {
+        Ok(Event {
+            kind,
+            app: None,
+            data: path.display().to_string(),
+            digest: file_digest(settings, file, path)?,
+        })
+    }
+
     /// A text measured as itself.
     pub fn text(kind: &'static str, app: Option<String>, data: String) -> Event {
         let digest = sha256(data.as_bytes());
