@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use husk_vmm::measure::{self, Event, Launch, Outcome, Settings};
+use husk_vmm::measure::{self, Event, Launch, MeasureError, Outcome, Settings};
 
 fn have_tools() -> bool {
     for t in [
@@ -38,12 +38,18 @@ fn have_tools() -> bool {
     true
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A test's scratch directory and the store in it (`root/`), or `None`
+/// when the tools are missing (the test is skipped).
+fn scratch(name: &str) -> Option<(PathBuf, PathBuf)> {
+    if !have_tools() {
+        return None;
+    }
     let dir = std::env::temp_dir().join(format!("husk-measure-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("root")).unwrap();
     std::fs::create_dir_all(dir.join("state")).unwrap();
-    dir
+    let root = dir.join("root");
+    Some((dir, root))
 }
 
 /// Two free consecutive ports: tpm2-tss's swtpm TCTI expects the control
@@ -204,6 +210,23 @@ fn launch_events(settings: &Settings, kernel: &Path, n: usize) -> Vec<Event> {
     ]
 }
 
+/// Measures pod `p`'s launch (events as [`launch_events`]'s first pod).
+fn launch_p(
+    settings: &Settings,
+    kernel: &Path,
+    require_tpm: bool,
+) -> Result<Outcome, MeasureError> {
+    measure::measure(
+        settings,
+        Launch {
+            pod: "p",
+            pod_name: "p",
+            events: launch_events(settings, kernel, 1),
+            require_tpm,
+        },
+    )
+}
+
 fn write_settings(root: &Path, tcti: &str) {
     std::fs::write(
         root.join(measure::CONFIG_FILE),
@@ -214,11 +237,9 @@ fn write_settings(root: &Path, tcti: &str) {
 
 #[test]
 fn the_pcr_equals_an_independent_replay_of_the_log() {
-    if !have_tools() {
+    let Some((dir, root)) = scratch("replay") else {
         return;
-    }
-    let dir = scratch("replay");
-    let root = dir.join("root");
+    };
     let tpm = Swtpm::tcp(&dir);
     write_settings(&root, &tpm.tcti);
     let kernel = dir.join("vmlinux");
@@ -335,28 +356,16 @@ fn the_pcr_equals_an_independent_replay_of_the_log() {
 
 #[test]
 fn over_a_unix_socket_and_without_a_tpm() {
-    if !have_tools() {
+    let Some((dir, root)) = scratch("unix") else {
         return;
-    }
-    let dir = scratch("unix");
-    let root = dir.join("root");
+    };
     let kernel = dir.join("vmlinux");
     std::fs::write(&kernel, b"kernel").unwrap();
     // No TPM: the launch is logged, not extended; --verify has nothing to
     // compare with (125); --require-tpm refuses (119) and logs nothing.
     std::fs::write(root.join(measure::CONFIG_FILE), r#"{"tpm":"none"}"#).unwrap();
     let settings = Settings::load(&root).unwrap();
-    let launch = |settings: &Settings, require_tpm| {
-        measure::measure(
-            settings,
-            Launch {
-                pod: "p",
-                pod_name: "p",
-                events: launch_events(settings, &kernel, 1),
-                require_tpm,
-            },
-        )
-    };
+    let launch = |settings: &Settings, require_tpm| launch_p(settings, &kernel, require_tpm);
     assert!(matches!(
         launch(&settings, false).unwrap(),
         Outcome::Logged { .. }
@@ -400,11 +409,9 @@ fn over_a_unix_socket_and_without_a_tpm() {
 /// required, refused with nothing logged.
 #[test]
 fn a_tpm_that_refuses_the_extension() {
-    if !have_tools() {
+    let Some((dir, root)) = scratch("locality") else {
         return;
-    }
-    let dir = scratch("locality");
-    let root = dir.join("root");
+    };
     let tpm = Swtpm::tcp(&dir);
     std::fs::write(
         root.join(measure::CONFIG_FILE),
@@ -414,17 +421,7 @@ fn a_tpm_that_refuses_the_extension() {
     let kernel = dir.join("vmlinux");
     std::fs::write(&kernel, b"kernel").unwrap();
     let settings = Settings::load(&root).unwrap();
-    let launch = |require_tpm| {
-        measure::measure(
-            &settings,
-            Launch {
-                pod: "p",
-                pod_name: "p",
-                events: launch_events(&settings, &kernel, 1),
-                require_tpm,
-            },
-        )
-    };
+    let launch = |require_tpm| launch_p(&settings, &kernel, require_tpm);
     let log = root.join(measure::LOG_FILE);
     let e = launch(true).unwrap_err();
     assert_eq!(e.kind().exit_status(), 119, "{e}");
