@@ -145,12 +145,7 @@ fn measure_once(
     let settings = loaded;
     let file = |kind, path: &std::path::Path| {
         let f = std::fs::File::open(path).expect("file");
-        Event {
-            kind,
-            app: None,
-            data: path.display().to_string(),
-            digest: measure::file_digest(&settings, &f, path).expect("digest"),
-        }
+        Event::file(&settings, kind, &f, path).expect("digest")
     };
     let config = vec![b'x'; 4096];
     let events = vec![

@@ -3,16 +3,19 @@
 //! Launches are measured by husk's own code (`husk_vmm::measure`, the code
 //! a pod's supervisor runs before the VMM's fork), several at once; the
 //! PCR that `tpm2_pcrread` reads must equal what an independent replay of
-//! the log computes — a Python `hashlib` script here, not husk's code —
-//! and `husk attest --verify` must agree, then fail on a tampered log and
-//! on a PCR extended behind the log's back. Skips (saying why) when swtpm
-//! or tpm2-tools are missing (`scripts/deps.sh` installs them).
+//! the log computes — `tests/guest/measure-replay.py`, Python's hashlib,
+//! not husk's code — and `husk attest --verify` must agree, then fail on a
+//! tampered log and on a PCR extended behind the log's back. `$HUSK_TPM`
+//! comes before measure.json; a TPM that refuses the extension leaves the
+//! launch logged without it, or refused when a TPM is required. Skips
+//! (saying why) when swtpm or tpm2-tools are missing (`scripts/deps.sh`
+//! installs them).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use husk_vmm::measure::{self, Event, Launch, Outcome, Settings};
+use husk_vmm::measure::{self, Event, Launch, MeasureError, Outcome, Settings};
 
 fn have_tools() -> bool {
     for t in [
@@ -35,12 +38,18 @@ fn have_tools() -> bool {
     true
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A test's scratch directory and the store in it (`root/`), or `None`
+/// when the tools are missing (the test is skipped).
+fn scratch(name: &str) -> Option<(PathBuf, PathBuf)> {
+    if !have_tools() {
+        return None;
+    }
     let dir = std::env::temp_dir().join(format!("husk-measure-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("root")).unwrap();
     std::fs::create_dir_all(dir.join("state")).unwrap();
-    dir
+    let root = dir.join("root");
+    Some((dir, root))
 }
 
 /// Two free consecutive ports: tpm2-tss's swtpm TCTI expects the control
@@ -139,37 +148,13 @@ impl Drop for Swtpm {
     }
 }
 
-/// The independent verifier: replays the log with Python's hashlib, as the
-/// README describes it (the records of the PCR extended in the TPM's
-/// current epoch, from the first one's base), and prints the value.
-const REPLAY_PY: &str = r#"
-import hashlib, json, subprocess, sys
-log, tcti, pcr = sys.argv[1], sys.argv[2], int(sys.argv[3])
-clock = subprocess.run(["tpm2_readclock", "-T", tcti], capture_output=True, text=True, check=True).stdout
-counts = {}
-for line in clock.splitlines():
-    k, _, v = line.strip().partition(":")
-    if k in ("reset_count", "restart_count"):
-        counts[k] = int(v)
-value = None
-for line in open(log, "rb"):
-    try:
-        r = json.loads(line)
-    except ValueError:
-        continue
-    t = r.get("tpm")
-    if r["pcr"] != pcr or not t or t["reset_count"] != counts["reset_count"] or t["restart_count"] != counts["restart_count"]:
-        continue
-    if value is None:
-        value = bytes.fromhex(t.get("base", "00" * 32))
-    d = [x["digest"] for x in r["digests"] if x["hashAlg"] == "sha256"][0]
-    value = hashlib.sha256(value + bytes.fromhex(d)).digest()
-print((value or bytes(32)).hex())
-"#;
-
+/// The independent verifier (`tests/guest/measure-replay.py`): replays the
+/// log with Python's hashlib, as the README describes it (the records of the
+/// PCR extended in the TPM's current epoch, from the first one's base), and
+/// returns the value.
 fn python_replay(log: &Path, tcti: &str, pcr: u32) -> String {
     let out = Command::new("python3")
-        .args(["-c", REPLAY_PY])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/guest/measure-replay.py"))
         .arg(log)
         .arg(tcti)
         .arg(pcr.to_string())
@@ -184,12 +169,17 @@ fn python_replay(log: &Path, tcti: &str, pcr: u32) -> String {
 }
 
 fn husk(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_husk"))
-        .env("HUSK_ROOT", root)
-        .env_remove("HUSK_TPM")
-        .args(args)
-        .output()
-        .unwrap();
+    husk_with_tpm(root, None, args)
+}
+
+/// `husk ARGS` with `$HUSK_TPM` set to `tpm` (unset with `None`).
+fn husk_with_tpm(root: &Path, tpm: Option<&str>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_husk"));
+    cmd.env("HUSK_ROOT", root).env_remove("HUSK_TPM");
+    if let Some(tpm) = tpm {
+        cmd.env("HUSK_TPM", tpm);
+    }
+    let out = cmd.args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -207,12 +197,7 @@ fn launch_events(settings: &Settings, kernel: &Path, n: usize) -> Vec<Event> {
             data: format!("/pods/{n}/config.json"),
             digest: measure::sha256(format!("{{\"pod\":{n}}}").as_bytes()),
         },
-        Event {
-            kind: "kernel",
-            app: None,
-            data: kernel.display().to_string(),
-            digest: measure::file_digest(settings, &file, kernel).unwrap(),
-        },
+        Event::file(settings, "kernel", &file, kernel).unwrap(),
         Event::text("cmdline", None, format!("console=ttyS0 pod={n}")),
         Event::text(
             "image",
@@ -225,6 +210,23 @@ fn launch_events(settings: &Settings, kernel: &Path, n: usize) -> Vec<Event> {
     ]
 }
 
+/// Measures pod `p`'s launch (events as [`launch_events`]'s first pod).
+fn launch_p(
+    settings: &Settings,
+    kernel: &Path,
+    require_tpm: bool,
+) -> Result<Outcome, MeasureError> {
+    measure::measure(
+        settings,
+        Launch {
+            pod: "p",
+            pod_name: "p",
+            events: launch_events(settings, kernel, 1),
+            require_tpm,
+        },
+    )
+}
+
 fn write_settings(root: &Path, tcti: &str) {
     std::fs::write(
         root.join(measure::CONFIG_FILE),
@@ -235,11 +237,9 @@ fn write_settings(root: &Path, tcti: &str) {
 
 #[test]
 fn the_pcr_equals_an_independent_replay_of_the_log() {
-    if !have_tools() {
+    let Some((dir, root)) = scratch("replay") else {
         return;
-    }
-    let dir = scratch("replay");
-    let root = dir.join("root");
+    };
     let tpm = Swtpm::tcp(&dir);
     write_settings(&root, &tpm.tcti);
     let kernel = dir.join("vmlinux");
@@ -287,6 +287,11 @@ fn the_pcr_equals_an_independent_replay_of_the_log() {
     let (rc, out, err) = husk(&root, &["attest", "--verify"]);
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains(&pcr) && out.contains("the 48 events"), "{out}");
+    // $HUSK_TPM comes before measure.json's tpm: `none` leaves no TPM to
+    // verify against.
+    let (rc, _, err) = husk_with_tpm(&root, Some("none"), &["attest", "--verify"]);
+    assert_eq!((rc, err.lines().count()), (125, 1), "{err}");
+    assert!(err.contains("no TPM to verify"), "{err}");
     // One pod's events, in a table.
     let (rc, out, err) = husk(&root, &["attest", "pod07"]);
     assert_eq!(rc, 0, "{err}");
@@ -351,28 +356,16 @@ fn the_pcr_equals_an_independent_replay_of_the_log() {
 
 #[test]
 fn over_a_unix_socket_and_without_a_tpm() {
-    if !have_tools() {
+    let Some((dir, root)) = scratch("unix") else {
         return;
-    }
-    let dir = scratch("unix");
-    let root = dir.join("root");
+    };
     let kernel = dir.join("vmlinux");
     std::fs::write(&kernel, b"kernel").unwrap();
     // No TPM: the launch is logged, not extended; --verify has nothing to
     // compare with (125); --require-tpm refuses (119) and logs nothing.
     std::fs::write(root.join(measure::CONFIG_FILE), r#"{"tpm":"none"}"#).unwrap();
     let settings = Settings::load(&root).unwrap();
-    let launch = |settings: &Settings, require_tpm| {
-        measure::measure(
-            settings,
-            Launch {
-                pod: "p",
-                pod_name: "p",
-                events: launch_events(settings, &kernel, 1),
-                require_tpm,
-            },
-        )
-    };
+    let launch = |settings: &Settings, require_tpm| launch_p(settings, &kernel, require_tpm);
     assert!(matches!(
         launch(&settings, false).unwrap(),
         Outcome::Logged { .. }
@@ -407,5 +400,39 @@ fn over_a_unix_socket_and_without_a_tpm() {
         first.contains(&format!("\"base\":\"{}\"", "0".repeat(64))),
         "{first}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TPM that refuses the extension (PCR 17 is extended from locality 4
+/// only, husk speaks at locality 0; swtpm answers TPM_RC_LOCALITY): the
+/// launch is logged without the TPM, saying why, or, when a TPM is
+/// required, refused with nothing logged.
+#[test]
+fn a_tpm_that_refuses_the_extension() {
+    let Some((dir, root)) = scratch("locality") else {
+        return;
+    };
+    let tpm = Swtpm::tcp(&dir);
+    std::fs::write(
+        root.join(measure::CONFIG_FILE),
+        format!("{{\"tpm\":\"{}\",\"pcr\":17}}", tpm.tcti),
+    )
+    .unwrap();
+    let kernel = dir.join("vmlinux");
+    std::fs::write(&kernel, b"kernel").unwrap();
+    let settings = Settings::load(&root).unwrap();
+    let launch = |require_tpm| launch_p(&settings, &kernel, require_tpm);
+    let log = root.join(measure::LOG_FILE);
+    let e = launch(true).unwrap_err();
+    assert_eq!(e.kind().exit_status(), 119, "{e}");
+    assert!(e.to_string().contains("TPM_RC_LOCALITY"), "{e}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap_or_default(), "");
+    match launch(false).unwrap() {
+        Outcome::Logged { why } => assert!(why.contains("TPM_RC_LOCALITY"), "{why}"),
+        out => panic!("{out:?}"),
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(!text.contains("\"tpm\""), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -534,8 +534,9 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     }
     // Measured launch: a TPM that is required and cannot be reached
     // refuses the pod here, before any process starts for it; no TPM at
-    // all is a warning (the supervisor still logs the launch).
-    if let Err(e) = measure.precheck(&made.pod.name, made.config.require_tpm) {
+    // all is a warning (the supervisor still logs the launch). A foreground
+    // pod's supervisor is this process: it opens the TPM itself, once.
+    if let Err(e) = measure.precheck(&made.pod.name, made.config.require_tpm, !detach) {
         let _ = pods.remove(&made.pod);
         return Err(e.into());
     }

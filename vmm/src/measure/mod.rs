@@ -62,7 +62,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::failure::Failure;
 use log::{Appender, Content, Digest, Extended, Record, CONTENT_TYPE};
-use tpm::{Address, Tpm};
+use tpm::{Address, Epoch, Tpm};
 
 /// The PCR husk extends unless told otherwise (see the module doc).
 pub const DEFAULT_PCR: u32 = 15;
@@ -198,7 +198,7 @@ impl Settings {
         })
     }
 
-    /// Opens the TPM: `Ok(Err(why))` when there is none to use.
+    /// Opens the TPM: `Err(why)` when there is none to use.
     pub fn open_tpm(&self) -> Result<Tpm, String> {
         match Tpm::open(&self.tpm) {
             Ok(Some(t)) => Ok(t),
@@ -210,18 +210,36 @@ impl Settings {
         }
     }
 
+    /// Opens the TPM and reads which PCR lifetime it is in: `Err(why)`
+    /// when there is none to use.
+    fn open_at_epoch(&self) -> Result<(Tpm, Epoch), String> {
+        let mut tpm = self.open_tpm()?;
+        let epoch = tpm.epoch().map_err(|e| crate::report::error_line(&e))?;
+        Ok((tpm, epoch))
+    }
+
     /// Checks, before a pod is made, that its launch can be measured as
     /// `required` (by `--require-tpm`) or the settings ask: a refusal if
     /// a TPM is required and cannot be reached, else a warning (once) if
-    /// there is none.
-    pub fn precheck(&self, pod: &str, required: bool) -> Result<(), MeasureError> {
-        match self
-            .open_tpm()
-            .and_then(|mut t| t.epoch().map_err(|e| crate::report::error_line(&e)))
-        {
+    /// there is none. `measured_here`: this process measures the launch
+    /// next (a foreground pod's supervisor); then a TPM that is not
+    /// required is not opened here, but once, by [`measure`], which warns
+    /// if it cannot be used (a TPM that is not configured at all is warned
+    /// about here, which costs no I/O).
+    pub fn precheck(
+        &self,
+        pod: &str,
+        required: bool,
+        measured_here: bool,
+    ) -> Result<(), MeasureError> {
+        let required = self.required_by(required);
+        if required.is_none() && measured_here && self.tpm != Address::None {
+            return Ok(());
+        }
+        match self.open_at_epoch() {
             Ok(_) => Ok(()),
             Err(why) => {
-                if let Some(by) = self.required_by(required) {
+                if let Some(by) = required {
                     return Err(MeasureError::Refused { by, why });
                 }
                 self.warn_no_tpm(pod, &why);
@@ -276,6 +294,22 @@ pub struct Event {
 }
 
 impl Event {
+    /// A file measured by its content, read through `file` (see
+    /// [`file_digest`]); its `data` is `path`.
+    pub fn file(
+        settings: &Settings,
+        kind: &'static str,
+        file: &File,
+        path: &Path,
+    ) -> Result<Event, MeasureError> {
+        Ok(Event {
+            kind,
+            app: None,
+            data: path.display().to_string(),
+            digest: file_digest(settings, file, path)?,
+        })
+    }
+
     /// A text measured as itself.
     pub fn text(kind: &'static str, app: Option<String>, data: String) -> Event {
         let digest = sha256(data.as_bytes());
@@ -315,22 +349,9 @@ pub enum Outcome {
 pub fn measure(settings: &Settings, launch: Launch<'_>) -> Result<Outcome, MeasureError> {
     let required = settings.required_by(launch.require_tpm);
     let mut log = Appender::open(&settings.log).map_err(MeasureError::io(&settings.log))?;
-    let mut why = None;
-    let mut tpm = match settings.open_tpm() {
-        Ok(t) => Some(t),
-        Err(w) => {
-            why = Some(w);
-            None
-        }
-    };
-    let epoch = match tpm.as_mut().map(Tpm::epoch) {
-        Some(Ok(e)) => Some(e),
-        Some(Err(e)) => {
-            why = Some(crate::report::error_line(&e));
-            tpm = None;
-            None
-        }
-        None => None,
+    let (mut tpm, mut why) = match settings.open_at_epoch() {
+        Ok(opened) => (Some(opened), None),
+        Err(w) => (None, Some(w)),
     };
     if let (Some(by), Some(w)) = (&required, &why) {
         return Err(MeasureError::Refused {
@@ -342,7 +363,8 @@ pub fn measure(settings: &Settings, launch: Launch<'_>) -> Result<Outcome, Measu
     let count = launch.events.len();
     for event in launch.events {
         let mut extended = None;
-        if let (Some(t), Some(epoch)) = (tpm.as_mut(), epoch) {
+        if let Some((t, epoch)) = tpm.as_mut() {
+            let epoch = *epoch;
             // The PCR's value before the first extension of an epoch, or
             // after records that were not extended.
             let continues = log.last().is_some_and(|r| {
@@ -589,6 +611,36 @@ mod tests {
         assert!(e.to_string().contains("require_tpm"), "{e}");
         // Refusals add nothing to the log.
         assert_eq!(log::read_all(&s.log, MAX_LOG).unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn an_unreachable_tpm_refuses_early_or_is_left_to_the_measurement() {
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let s = Settings {
+            tpm: Address::Unix(dir.as_path().join("no-swtpm.sock")),
+            no_tpm_why: None,
+            ..settings(dir.as_path())
+        };
+        // Required: refused before the pod is made, wherever it is measured.
+        for measured_here in [false, true] {
+            let e = s.precheck("web", true, measured_here).unwrap_err();
+            assert_eq!(e.kind(), Failure::Untrusted, "{e}");
+            assert!(e.to_string().contains("cannot reach the TPM"), "{e}");
+        }
+        // Not required, measured by this process: the measurement finds the
+        // TPM unreachable and logs the launch without it (and warns).
+        s.precheck("web", false, true).unwrap();
+        let launch = Launch {
+            pod: "0123",
+            pod_name: "web",
+            events: vec![Event::text("cmdline", None, "console=ttyS0".into())],
+            require_tpm: false,
+        };
+        let out = measure(&s, launch).unwrap();
+        assert!(
+            matches!(out, Outcome::Logged { ref why } if why.contains("cannot reach the TPM")),
+            "{out:?}"
+        );
     }
 
     #[test]

@@ -19,14 +19,6 @@ pub(super) fn measure_launch(
         .and_then(std::path::Path::parent)
         .ok_or_else(|| PodError::Usage(format!("{}: not in a store", pod.path.display())))?;
     let settings = measure::Settings::load(root)?;
-    let file_event = |kind, file: &std::fs::File, path: &std::path::Path| {
-        measure::file_digest(&settings, file, path).map(|digest| Event {
-            kind,
-            app: None,
-            data: path.display().to_string(),
-            digest,
-        })
-    };
     let config_path = pod.config_path();
     let mut events = vec![Event {
         kind: "pod-config",
@@ -34,9 +26,14 @@ pub(super) fn measure_launch(
         data: config_path.display().to_string(),
         digest: measure::sha256(&crate::pod::state::config_json(config)),
     }];
-    events.push(file_event("kernel", &vm.kernel.file, &vm.config.kernel)?);
+    events.push(Event::file(
+        &settings,
+        "kernel",
+        &vm.kernel.file,
+        &vm.config.kernel,
+    )?);
     if let (Some((file, _)), Some(path)) = (&vm.initrd, &vm.config.initrd) {
-        events.push(file_event("initramfs", file, path)?);
+        events.push(Event::file(&settings, "initramfs", file, path)?);
     }
     let cmdline = vm
         .guest_cmdline()
