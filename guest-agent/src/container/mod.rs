@@ -208,7 +208,7 @@ impl Containers {
             }
         };
         let result = self.start_init(
-            supervisor, conn, outbox, &spec, &resolved, ids, rlimits, &rootfs, &cgroup,
+            supervisor, conn, outbox, &spec, &resolved, ids, rlimits, &rootfs, &cgroup, &program,
         );
         let (pending, ns) = match result {
             Ok(ok) => ok,
@@ -243,6 +243,7 @@ impl Containers {
         rlimits: Vec<(i32, u64, u64)>,
         rootfs: &Path,
         cgroup: &Option<PathBuf>,
+        seccomp: &Option<seccomp::Program>,
     ) -> Result<(Pending, Namespaces), ContainerError> {
         let pipe_err = ContainerError::InitPipe;
         let (cfg_r, cfg_w) = crate::sys::pipe().map_err(pipe_err)?;
@@ -309,7 +310,11 @@ impl Containers {
             tty: spec.process.tty,
             tty_size: spec.process.tty_size,
             mounts: spec.mounts.clone(),
-            security: spec.security.clone(),
+            security: SecuritySpec {
+                seccomp: None,
+                ..spec.security.clone()
+            },
+            seccomp: seccomp.clone(),
         };
         let json = serde_json::to_vec(&config).map_err(|e| pipe_err(e.into()))?;
         cfg_w.write_all(&json).map_err(pipe_err)?;

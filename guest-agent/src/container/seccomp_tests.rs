@@ -266,6 +266,22 @@ fn the_first_matching_rule_wins_and_the_guard_comes_first() {
     assert!(program_for(&privileged).unwrap().is_none());
 }
 
+/// What the agent compiled is what the container init installs.
+#[test]
+fn a_program_crosses_to_the_init_unchanged() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Carried(#[serde(with = "wire")] Option<Program>);
+    let fields = |p: &[libc::sock_filter]| -> Vec<(u16, u8, u8, u32)> {
+        p.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect()
+    };
+    let sent = program_for(&SecuritySpec::default()).unwrap();
+    let json = serde_json::to_string(&Carried(sent.clone())).unwrap();
+    let got: Carried = serde_json::from_str(&json).unwrap();
+    assert_eq!(fields(&got.0.unwrap()), fields(&sent.unwrap()));
+    let none: Carried = serde_json::from_str("null").unwrap();
+    assert!(none.0.is_none());
+}
+
 #[test]
 fn bad_profiles_are_refused() {
     let p = |rules| SeccompProfile {
