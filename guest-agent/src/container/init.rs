@@ -263,11 +263,7 @@ fn setup_and_start(reaper: &Reaper) -> Result<Started, InitError> {
         },
         rlimits: cfg.rlimits,
         ctty: cfg.tty,
-        drop_caps: if security.privileged {
-            Vec::new()
-        } else {
-            super::privs::caps_to_drop(&security.capabilities)
-        },
+        drop_caps: super::privs::drops_for(security),
         no_new_privs: security.no_new_privileges,
         seccomp: cfg.seccomp,
         ..Launch::default()

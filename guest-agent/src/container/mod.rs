@@ -411,11 +411,7 @@ impl Containers {
             ctty: process.tty,
             // The same confinement as the container's first process (as
             // `docker exec`).
-            drop_caps: if c.security.privileged {
-                Vec::new()
-            } else {
-                privs::caps_to_drop(&c.security.capabilities)
-            },
+            drop_caps: privs::drops_for(&c.security),
             no_new_privs: c.security.no_new_privileges,
             seccomp: c.seccomp.clone(),
             ..Launch::default()
