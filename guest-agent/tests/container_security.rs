@@ -132,7 +132,6 @@ fn capabilities_and_no_new_privs() {
     assert!(out.contains("Seccomp: 0\n"), "{out}");
     assert!(out.contains(" sysfs rw,"), "/sys writable: {out}");
     stop_and_remove(&s, &p, "priv");
-    let _ = fs::remove_dir_all(&root);
 }
 
 /// A profile of the request's own: `mkdir` fails with the errno it names,
@@ -187,7 +186,6 @@ fn a_profile_of_the_requests_own() {
         },
     ));
     assert_eq!(e.kind, ErrorKind::BadRequest);
-    let _ = fs::remove_dir_all(&root);
 }
 
 /// A profile that denies one call with one errno, allowing the rest.
@@ -292,5 +290,4 @@ fn read_only_root_with_tmpfs() {
         },
     ));
     assert_eq!(e.kind, ErrorKind::BadRequest, "{e:?}");
-    let _ = fs::remove_dir_all(&root);
 }

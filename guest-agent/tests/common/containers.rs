@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::args;
 use husk_agent_client::{ClientError, Process, Session};
@@ -11,13 +11,13 @@ use husk_proto::{ContainerSpec, ExitStatus, ImageConfig, ProcessSpec, Reply, Req
 
 pub const BUSYBOX: &str = "/usr/bin/busybox";
 
-/// A busybox root file system with a passwd database.
-pub fn rootfs() -> Option<PathBuf> {
+/// A busybox root file system with a passwd database, removed when dropped.
+pub fn rootfs() -> Option<super::Scratch> {
     if !Path::new(BUSYBOX).exists() {
         eprintln!("skipped: {BUSYBOX} (busybox-static) is not installed");
         return None;
     }
-    let dir = super::scratch("rootfs");
+    let dir = super::Scratch::new("rootfs");
     for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "home/app"] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
