@@ -444,4 +444,4 @@ impl AppSecurity {
 
 #[cfg(test)]
 #[path = "tests.rs"]
-mod tests;
+pub(crate) mod tests;
