@@ -533,27 +533,16 @@ fn container_processes_drop_capabilities() {
     .unwrap();
     let first = stdout_until_ready(&p);
     expect(&first);
-    let e = s
-        .start_process(Request::Exec {
-            container: Some("caps".into()),
-            process: Box::new(ProcessSpec {
-                args: args(&["/bin/sh", "-c", probe]),
-                ..Default::default()
-            }),
-        })
-        .unwrap();
+    let e = exec_in(&s, "caps", &["/bin/sh", "-c", probe]).unwrap();
     expect(&output(&e).0);
     // A non-root user has no effective capabilities at all.
-    let e = s
-        .start_process(Request::Exec {
-            container: Some("caps".into()),
-            process: Box::new(ProcessSpec {
-                args: args(&["/bin/sh", "-c", "grep CapEff /proc/self/status"]),
-                user: Some("app".into()),
-                ..Default::default()
-            }),
-        })
-        .unwrap();
+    let e = exec_as(
+        &s,
+        "caps",
+        Some("app"),
+        &["/bin/sh", "-c", "grep CapEff /proc/self/status"],
+    )
+    .unwrap();
     assert!(output(&e).0.contains("0000000000000000"));
     s.call(Request::Stop {
         proc: p.proc,

@@ -104,10 +104,22 @@ pub fn stdout_until_ready(p: &Process) -> String {
 
 /// Starts `argv` in running container `container`.
 pub fn exec_in(s: &Session, container: &str, argv: &[&str]) -> Result<Process, ClientError> {
+    exec_as(s, container, None, argv)
+}
+
+/// Starts `argv` in running container `container` as `user` (the image's
+/// user without one).
+pub fn exec_as(
+    s: &Session,
+    container: &str,
+    user: Option<&str>,
+    argv: &[&str],
+) -> Result<Process, ClientError> {
     s.start_process(Request::Exec {
         container: Some(container.into()),
         process: Box::new(ProcessSpec {
             args: args(argv),
+            user: user.map(str::to_owned),
             ..Default::default()
         }),
     })
