@@ -273,10 +273,10 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
             security_opt: &a.security_opt,
             read_only: a.read_only,
             tmpfs: &a.tmpfs,
+            mounts: &a.mounts,
             base,
             names: Names::MANIFEST,
         })
-        .and_then(|s| s.check_mounts(&a.mounts, Names::MANIFEST).map(|()| s))
         .map_err(|e| format!("app {:?} {e}", a.name))?;
         apps.push(App {
             memory: a

@@ -27,6 +27,7 @@ fn flags(
         security_opt: &o,
         read_only: false,
         tmpfs: &t,
+        mounts: &[],
         base,
         names: Names::FLAGS,
     })
