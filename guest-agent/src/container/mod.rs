@@ -106,8 +106,11 @@ pub struct Container {
     /// The first process (under the container init).
     pub init_proc: u32,
     ns: Namespaces,
-    /// What its processes run with, and the filter compiled from it.
-    security: SecuritySpec,
+    /// What each `exec` runs with, worked out once at create (as its
+    /// first process): the capabilities it drops, `no_new_privs`, the
+    /// compiled filter.
+    drop_caps: Vec<libc::c_int>,
+    no_new_privs: bool,
     seccomp: Option<seccomp::Program>,
 }
 
@@ -224,7 +227,8 @@ impl Containers {
             cgroup,
             init_proc: pending.proc.id,
             ns,
-            security: spec.security.clone(),
+            drop_caps: privs::drops_for(&spec.security),
+            no_new_privs: spec.security.no_new_privileges,
             seccomp: program,
         });
         self.map().insert(spec.id, container);
@@ -411,8 +415,8 @@ impl Containers {
             ctty: process.tty,
             // The same confinement as the container's first process (as
             // `docker exec`).
-            drop_caps: privs::drops_for(&c.security),
-            no_new_privs: c.security.no_new_privileges,
+            drop_caps: c.drop_caps.clone(),
+            no_new_privs: c.no_new_privs,
             seccomp: c.seccomp.clone(),
             ..Launch::default()
         };
