@@ -53,7 +53,6 @@ fn container_runs_isolated_with_image_config_and_user() {
     );
     s.call(Request::RemoveContainer { id: "c1".into() })
         .unwrap();
-    let _ = fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -92,7 +91,6 @@ fn exec_joins_a_running_container() {
     // Exec into a removed container fails cleanly.
     let e = exec_in(&s, "c2", &["true"]);
     assert!(matches!(e, Err(ClientError::Agent(ref r)) if r.kind == ErrorKind::NotFound));
-    let _ = fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -147,7 +145,6 @@ fn bad_container_requests_fail_cleanly() {
     sp.process.user = Some("nobody-here".into());
     let e = err(create(&s, sp));
     assert_eq!(e.kind, ErrorKind::BadRequest);
-    let _ = fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -205,7 +202,6 @@ fn tty_in_a_container() {
     assert!(out.contains("/dev/pts/0"), "ttyname failed: {out:?}");
     assert!(out.contains("typed") && out.contains("END"), "{out:?}");
     assert_eq!(status, ExitStatus::Code(0));
-    let _ = fs::remove_dir_all(&root);
 }
 
 /// cgroup v2 limits and OOM reporting. Needs the unified hierarchy with the
@@ -283,7 +279,6 @@ fn cgroup_limits_and_oom_are_enforced() {
     );
     s.call(Request::RemoveContainer { id: "pids".into() })
         .unwrap();
-    let _ = fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -292,10 +287,11 @@ fn bind_mounts_rw_ro_and_files() {
     let Some(root) = rootfs() else { return };
     let srv = Server::start();
     let s = srv.session();
-    let rw = common::scratch("vol-rw");
-    let ro = common::scratch("vol-ro");
+    let rw = common::Scratch::new("vol-rw");
+    let ro = common::Scratch::new("vol-ro");
     fs::write(ro.join("given"), "from the host\n").unwrap();
-    let file = common::scratch("vol-file").join("conf");
+    let file_dir = common::Scratch::new("vol-file");
+    let file = file_dir.join("conf");
     fs::write(&file, "one file\n").unwrap();
     let mut sp = spec(
         "binds",
@@ -337,7 +333,6 @@ fn bind_mounts_rw_ro_and_files() {
     assert!(!mounted_at(&root.join("data/deep")));
     s.call(Request::RemoveContainer { id: "binds".into() })
         .unwrap();
-    let _ = fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -346,11 +341,11 @@ fn bind_mount_destinations_stay_inside_the_root() {
     let Some(root) = rootfs() else { return };
     let srv = Server::start();
     let s = srv.session();
-    let vol = common::scratch("vol-sym");
+    let vol = common::Scratch::new("vol-sym");
     fs::write(vol.join("v"), "volume\n").unwrap();
     // An absolute symlink to a real host directory: inside the root it
     // names a missing path, so the mount is refused rather than redirected.
-    let outside = common::scratch("outside");
+    let outside = common::Scratch::new("outside");
     symlink(&outside, root.join("escape")).unwrap();
     let mut sp = spec("sym1", &root, "true");
     sp.mounts = vec![bind(&vol, "/escape/x", false)];
@@ -385,7 +380,6 @@ fn bind_mount_destinations_stay_inside_the_root() {
     sp.mounts = vec![bind(Path::new("/nonexistent/volume"), "/d", false)];
     let e = refused(create(&s, sp));
     assert_eq!(e.kind, ErrorKind::BadRequest);
-    let _ = fs::remove_dir_all(&root);
 }
 
 /// `husk exec POD CMD` opens its own connection to a pod whose container a
@@ -461,7 +455,6 @@ fn exec_from_another_connection() {
     ));
     assert_eq!(out, "1\n", "the container's own sleep must survive");
     stop_and_remove(&owner, &p, "shared");
-    let _ = fs::remove_dir_all(&root);
 }
 
 /// remove_container unmounts the unpack's tmpfs (source `husk-rootfs`) so
@@ -499,7 +492,6 @@ fn remove_releases_the_rootfs_tmpfs() {
     assert!(!mounted_at(&root), "the rootfs tmpfs is still mounted");
     assert!(fs::read_dir(&root).unwrap().next().is_none());
     let _ = fs::remove_dir_all(&root);
-    let _ = fs::remove_dir_all(&tree);
 }
 
 /// Container processes (first and exec'd) get Docker's default
@@ -541,32 +533,20 @@ fn container_processes_drop_capabilities() {
     .unwrap();
     let first = stdout_until_ready(&p);
     expect(&first);
-    let e = s
-        .start_process(Request::Exec {
-            container: Some("caps".into()),
-            process: Box::new(ProcessSpec {
-                args: args(&["/bin/sh", "-c", probe]),
-                ..Default::default()
-            }),
-        })
-        .unwrap();
+    let e = exec_in(&s, "caps", &["/bin/sh", "-c", probe]).unwrap();
     expect(&output(&e).0);
     // A non-root user has no effective capabilities at all.
-    let e = s
-        .start_process(Request::Exec {
-            container: Some("caps".into()),
-            process: Box::new(ProcessSpec {
-                args: args(&["/bin/sh", "-c", "grep CapEff /proc/self/status"]),
-                user: Some("app".into()),
-                ..Default::default()
-            }),
-        })
-        .unwrap();
+    let e = exec_as(
+        &s,
+        "caps",
+        Some("app"),
+        &["/bin/sh", "-c", "grep CapEff /proc/self/status"],
+    )
+    .unwrap();
     assert!(output(&e).0.contains("0000000000000000"));
     s.call(Request::Stop {
         proc: p.proc,
         grace_ms: 2000,
     })
     .unwrap();
-    let _ = fs::remove_dir_all(&root);
 }

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::fs;
 use std::path::Path;
 
 use common::containers::*;
@@ -72,7 +71,6 @@ fn container_dev_has_no_device_nodes_of_its_own() {
     }
     assert_eq!(lines.len(), 13, "{out}");
     stop_and_remove(&s, &p, "devs");
-    let _ = fs::remove_dir_all(&root);
 }
 
 /// Reports how `socket(AF_VSOCK)` and `io_uring_setup` went (shared with
@@ -131,5 +129,4 @@ fn apps_cannot_open_vsock_or_io_uring() {
         eprintln!("vsock probe skipped: no /usr/bin/python3");
     }
     stop_and_remove(&s, &p, "nosock");
-    let _ = fs::remove_dir_all(&root);
 }

@@ -14,28 +14,13 @@ use common::containers::*;
 use common::Server;
 use husk_agent_client::Session;
 use husk_proto::{
-    ContainerSpec, ErrorKind, ExitStatus, ProcessSpec, Request, SeccompAction, SeccompProfile,
-    SeccompRule, SecuritySpec, TmpfsSpec,
+    ContainerSpec, ErrorKind, ExitStatus, SeccompAction, SeccompProfile, SeccompRule, SecuritySpec,
+    TmpfsSpec,
 };
 
 /// Runs `script` in running container `id` as `user`; stdout, stderr, status.
-fn exec_as(
-    s: &Session,
-    id: &str,
-    user: Option<&str>,
-    script: &str,
-) -> (String, String, ExitStatus) {
-    let p = s
-        .start_process(Request::Exec {
-            container: Some(id.into()),
-            process: Box::new(ProcessSpec {
-                args: common::args(&["/bin/sh", "-c", script]),
-                user: user.map(str::to_owned),
-                ..Default::default()
-            }),
-        })
-        .unwrap();
-    output(&p)
+fn sh_as(s: &Session, id: &str, user: Option<&str>, script: &str) -> (String, String, ExitStatus) {
+    output(&exec_as(s, id, user, &["/bin/sh", "-c", script]).unwrap())
 }
 
 /// `Key:\tvalue` lines of /proc/self/status for these keys, as `Key value`.
@@ -78,13 +63,13 @@ fn capabilities_and_no_new_privs() {
     let s = srv.session();
 
     let p = start(&s, "dflt", &root, SecuritySpec::default());
-    let (out, _, _) = exec_as(&s, "dflt", None, STATUS);
+    let (out, _, _) = sh_as(&s, "dflt", None, STATUS);
     assert_eq!(
         out,
         "CapInh: 0000000000000000\nCapPrm: 00000000a80425fb\nCapEff: 00000000a80425fb\n\
          CapBnd: 00000000a80425fb\nCapAmb: 0000000000000000\nNoNewPrivs: 0\nSeccomp: 2\n"
     );
-    let (out, _, _) = exec_as(&s, "dflt", Some("1000"), STATUS);
+    let (out, _, _) = sh_as(&s, "dflt", Some("1000"), STATUS);
     assert!(out.contains("CapEff: 0000000000000000\n"), "{out}");
     assert!(out.contains("CapBnd: 00000000a80425fb\n"), "{out}");
     stop_and_remove(&s, &p, "dflt");
@@ -96,7 +81,7 @@ fn capabilities_and_no_new_privs() {
         ..SecuritySpec::default()
     };
     let p = start(&s, "locked", &root, locked);
-    let (out, _, _) = exec_as(&s, "locked", None, STATUS);
+    let (out, _, _) = sh_as(&s, "locked", None, STATUS);
     assert!(out.contains("CapEff: 0000000000000021\n"), "{out}");
     assert!(out.contains("CapBnd: 0000000000000021\n"), "{out}");
     assert!(out.contains("NoNewPrivs: 1\n"), "{out}");
@@ -107,7 +92,7 @@ fn capabilities_and_no_new_privs() {
         ..SecuritySpec::default()
     };
     let p = start(&s, "none", &root, none);
-    let (out, err, status) = exec_as(&s, "none", None, &format!("{STATUS}; chown 1000 /tmp"));
+    let (out, err, status) = sh_as(&s, "none", None, &format!("{STATUS}; chown 1000 /tmp"));
     assert!(out.contains("CapEff: 0000000000000000\n"), "{out}");
     assert!(out.contains("CapBnd: 0000000000000000\n"), "{out}");
     assert_ne!(status, ExitStatus::Code(0), "chown without CAP_CHOWN");
@@ -120,7 +105,7 @@ fn capabilities_and_no_new_privs() {
         ..SecuritySpec::default()
     };
     let p = start(&s, "priv", &root, privileged);
-    let (out, _, _) = exec_as(
+    let (out, _, _) = sh_as(
         &s,
         "priv",
         None,
@@ -132,7 +117,6 @@ fn capabilities_and_no_new_privs() {
     assert!(out.contains("Seccomp: 0\n"), "{out}");
     assert!(out.contains(" sysfs rw,"), "/sys writable: {out}");
     stop_and_remove(&s, &p, "priv");
-    let _ = fs::remove_dir_all(&root);
 }
 
 /// A profile of the request's own: `mkdir` fails with the errno it names,
@@ -161,7 +145,7 @@ fn a_profile_of_the_requests_own() {
     let first = stdout_until_ready(&p);
     assert!(first.contains("Invalid cross-device link"), "{first}");
     for user in [None, Some("1000")] {
-        let (out, err, _) = exec_as(&s, "prof", user, "mkdir /tmp/e || echo refused; hostname");
+        let (out, err, _) = sh_as(&s, "prof", user, "mkdir /tmp/e || echo refused; hostname");
         assert!(err.contains("Invalid cross-device link"), "{user:?}: {err}");
         assert_eq!(out, "refused\nbox\n", "{user:?}");
     }
@@ -187,7 +171,6 @@ fn a_profile_of_the_requests_own() {
         },
     ));
     assert_eq!(e.kind, ErrorKind::BadRequest);
-    let _ = fs::remove_dir_all(&root);
 }
 
 /// A profile that denies one call with one errno, allowing the rest.
@@ -236,7 +219,7 @@ fn read_only_root_with_tmpfs() {
         ..SecuritySpec::default()
     };
     let p = start(&s, "ro", &root, security);
-    let (out, err, _) = exec_as(
+    let (out, err, _) = sh_as(
         &s,
         "ro",
         None,
@@ -292,5 +275,4 @@ fn read_only_root_with_tmpfs() {
         },
     ));
     assert_eq!(e.kind, ErrorKind::BadRequest, "{e:?}");
-    let _ = fs::remove_dir_all(&root);
 }

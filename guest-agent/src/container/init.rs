@@ -68,8 +68,13 @@ pub struct InitConfig {
     pub tty_size: Option<TtySize>,
     #[serde(default)]
     pub mounts: Vec<MountSpec>,
+    /// What the app runs with; its seccomp profile is left out, as the
+    /// agent sends it compiled (`seccomp`).
     #[serde(default)]
     pub security: SecuritySpec,
+    /// The app's filter, compiled by the agent (`None`: privileged).
+    #[serde(default, with = "super::seccomp::wire")]
+    pub seccomp: Option<super::seccomp::Program>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +91,6 @@ enum InitError {
     },
     #[error(transparent)]
     Spawn(#[from] spawn::SpawnError),
-    #[error("cannot build the seccomp filter")]
-    Seccomp(#[source] super::seccomp::CompileError),
 }
 
 fn setup_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> InitError {
@@ -169,9 +172,7 @@ fn setup_and_start(reaper: &Reaper) -> Result<Started, InitError> {
         .read_to_end(&mut text)
         .map_err(InitError::Config)?;
     let cfg: InitConfig = serde_json::from_slice(&text).map_err(InitError::ConfigJson)?;
-    // Compiled before the app's fork; installed in the child.
     let security = &cfg.security;
-    let seccomp = super::seccomp::program_for(security).map_err(InitError::Seccomp)?;
     // Nothing we mount may propagate back to the guest.
     sys::mount(
         "none",
@@ -262,13 +263,9 @@ fn setup_and_start(reaper: &Reaper) -> Result<Started, InitError> {
         },
         rlimits: cfg.rlimits,
         ctty: cfg.tty,
-        drop_caps: if security.privileged {
-            Vec::new()
-        } else {
-            super::privs::caps_to_drop(&security.capabilities)
-        },
+        drop_caps: super::privs::drops_for(security),
         no_new_privs: security.no_new_privileges,
-        seccomp,
+        seccomp: cfg.seccomp,
         ..Launch::default()
     };
     let (stdio, master) = match pty {

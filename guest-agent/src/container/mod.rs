@@ -106,8 +106,11 @@ pub struct Container {
     /// The first process (under the container init).
     pub init_proc: u32,
     ns: Namespaces,
-    /// What its processes run with, and the filter compiled from it.
-    security: SecuritySpec,
+    /// What each `exec` runs with, worked out once at create (as its
+    /// first process): the capabilities it drops, `no_new_privs`, the
+    /// compiled filter.
+    drop_caps: Vec<libc::c_int>,
+    no_new_privs: bool,
     seccomp: Option<seccomp::Program>,
 }
 
@@ -208,7 +211,7 @@ impl Containers {
             }
         };
         let result = self.start_init(
-            supervisor, conn, outbox, &spec, &resolved, ids, rlimits, &rootfs, &cgroup,
+            supervisor, conn, outbox, &spec, &resolved, ids, rlimits, &rootfs, &cgroup, &program,
         );
         let (pending, ns) = match result {
             Ok(ok) => ok,
@@ -224,7 +227,8 @@ impl Containers {
             cgroup,
             init_proc: pending.proc.id,
             ns,
-            security: spec.security.clone(),
+            drop_caps: privs::drops_for(&spec.security),
+            no_new_privs: spec.security.no_new_privileges,
             seccomp: program,
         });
         self.map().insert(spec.id, container);
@@ -243,6 +247,7 @@ impl Containers {
         rlimits: Vec<(i32, u64, u64)>,
         rootfs: &Path,
         cgroup: &Option<PathBuf>,
+        seccomp: &Option<seccomp::Program>,
     ) -> Result<(Pending, Namespaces), ContainerError> {
         let pipe_err = ContainerError::InitPipe;
         let (cfg_r, cfg_w) = crate::sys::pipe().map_err(pipe_err)?;
@@ -309,7 +314,11 @@ impl Containers {
             tty: spec.process.tty,
             tty_size: spec.process.tty_size,
             mounts: spec.mounts.clone(),
-            security: spec.security.clone(),
+            security: SecuritySpec {
+                seccomp: None,
+                ..spec.security.clone()
+            },
+            seccomp: seccomp.clone(),
         };
         let json = serde_json::to_vec(&config).map_err(|e| pipe_err(e.into()))?;
         cfg_w.write_all(&json).map_err(pipe_err)?;
@@ -406,12 +415,8 @@ impl Containers {
             ctty: process.tty,
             // The same confinement as the container's first process (as
             // `docker exec`).
-            drop_caps: if c.security.privileged {
-                Vec::new()
-            } else {
-                privs::caps_to_drop(&c.security.capabilities)
-            },
-            no_new_privs: c.security.no_new_privileges,
+            drop_caps: c.drop_caps.clone(),
+            no_new_privs: c.no_new_privs,
             seccomp: c.seccomp.clone(),
             ..Launch::default()
         };

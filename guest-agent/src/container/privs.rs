@@ -42,6 +42,17 @@ pub fn caps_to_drop(keep: &[u8]) -> Vec<libc::c_int> {
         .collect()
 }
 
+/// What each process of a container with `security` drops from its
+/// bounding set: nothing when privileged, else whatever is outside its
+/// capabilities. The init's app and every `exec` get the same.
+pub fn drops_for(security: &husk_proto::SecuritySpec) -> Vec<libc::c_int> {
+    if security.privileged {
+        Vec::new()
+    } else {
+        caps_to_drop(&security.capabilities)
+    }
+}
+
 /// Empties the calling thread's inheritable capabilities (see the module
 /// doc); call before the agent starts any thread.
 pub fn clear_inheritable() -> Result<(), caps::errors::CapsError> {

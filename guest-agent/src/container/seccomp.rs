@@ -35,8 +35,10 @@
 //!
 //! Calls whose only rule is an unconditional action share one `RET`, so
 //! podman's profile compiles to 1,123 instructions (the kernel
-//! takes 4,096). The program is built before the fork; the child only
-//! makes the `seccomp` system call on it.
+//! takes 4,096). The program is built once per container, when the agent
+//! creates it (a profile that does not compile refuses the request), and
+//! handed to the container init ([`wire`]) and to each `exec`; the child
+//! only makes the `seccomp` system call on it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -413,6 +415,40 @@ pub fn compile(profile: &SeccompProfile) -> Result<Vec<libc::sock_filter>, Compi
     asm.place(enosys);
     asm.ret(RET_ERRNO | libc::ENOSYS as u32);
     asm.finish()
+}
+
+/// A compiled program on its way to the container init, which is a fresh
+/// exec of the agent and so cannot share the agent's copy: one number per
+/// instruction (`code << 48 | jt << 40 | jf << 32 | k`). The agent compiles
+/// once, at create, and both the init and every `exec` install that.
+pub mod wire {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Program;
+
+    fn pack(i: &libc::sock_filter) -> u64 {
+        u64::from(i.code) << 48 | u64::from(i.jt) << 40 | u64::from(i.jf) << 32 | u64::from(i.k)
+    }
+
+    fn unpack(v: u64) -> libc::sock_filter {
+        libc::sock_filter {
+            code: (v >> 48) as u16,
+            jt: (v >> 40) as u8,
+            jf: (v >> 32) as u8,
+            k: v as u32,
+        }
+    }
+
+    pub fn serialize<S: Serializer>(p: &Option<Program>, s: S) -> Result<S::Ok, S::Error> {
+        p.as_ref()
+            .map(|p| p.iter().map(pack).collect::<Vec<u64>>())
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Program>, D::Error> {
+        let v: Option<Vec<u64>> = Option::deserialize(d)?;
+        Ok(v.map(|v| v.into_iter().map(unpack).collect()))
+    }
 }
 
 /// Installs `program` on the calling thread. Needs `no_new_privs` or

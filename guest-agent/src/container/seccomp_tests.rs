@@ -266,6 +266,22 @@ fn the_first_matching_rule_wins_and_the_guard_comes_first() {
     assert!(program_for(&privileged).unwrap().is_none());
 }
 
+/// What the agent compiled is what the container init installs.
+#[test]
+fn a_program_crosses_to_the_init_unchanged() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Carried(#[serde(with = "wire")] Option<Program>);
+    let fields = |p: &[libc::sock_filter]| -> Vec<(u16, u8, u8, u32)> {
+        p.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect()
+    };
+    let sent = program_for(&SecuritySpec::default()).unwrap();
+    let json = serde_json::to_string(&Carried(sent.clone())).unwrap();
+    let got: Carried = serde_json::from_str(&json).unwrap();
+    assert_eq!(fields(&got.0.unwrap()), fields(&sent.unwrap()));
+    let none: Carried = serde_json::from_str("null").unwrap();
+    assert!(none.0.is_none());
+}
+
 #[test]
 fn bad_profiles_are_refused() {
     let p = |rules| SeccompProfile {
@@ -325,6 +341,20 @@ fn getpriority(which: libc::c_long) -> Option<i32> {
     errno_of(unsafe { libc::syscall(libc::SYS_getpriority, which, 0) })
 }
 
+/// Runs `check` on a thread of its own with `no_new_privs` and `program`
+/// installed (both are per thread: they end with it).
+fn under(program: Program, check: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        // SAFETY: prctl with integer arguments, on this thread only.
+        let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        assert_eq!(nnp, 0);
+        install(&program).unwrap();
+        check();
+    })
+    .join()
+    .unwrap();
+}
+
 /// The filters for real, each on a thread of its own (seccomp and
 /// no_new_privs are per thread; the thread ends with its test): the guard
 /// alone (no profile) refuses AF_VSOCK and io_uring with EPERM while other
@@ -340,18 +370,12 @@ fn installed_filters_answer_as_compiled() {
     })
     .unwrap()
     .unwrap();
-    std::thread::spawn(move || {
-        // SAFETY: prctl with integer arguments, on this thread only.
-        let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-        assert_eq!(nnp, 0);
-        install(&guard_only).unwrap();
+    under(guard_only, || {
         assert_eq!(socket(libc::AF_VSOCK), Some(libc::EPERM));
         assert_eq!(io_uring_setup(), Some(libc::EPERM));
         assert_eq!(socket(libc::AF_UNIX), None);
         assert_eq!(socket(libc::AF_INET), None);
-    })
-    .join()
-    .unwrap();
+    });
 
     let profile = SeccompProfile {
         default_action: SeccompAction::Allow,
@@ -367,20 +391,14 @@ fn installed_filters_answer_as_compiled() {
     })
     .unwrap()
     .unwrap();
-    std::thread::spawn(move || {
-        // SAFETY: prctl with integer arguments, on this thread only.
-        let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-        assert_eq!(nnp, 0);
-        install(&program).unwrap();
+    under(program, || {
         assert_eq!(
             getpriority(libc::PRIO_PGRP as libc::c_long),
             Some(libc::EXDEV)
         );
         assert_eq!(getpriority(libc::PRIO_PROCESS as libc::c_long), None);
         assert_eq!(socket(libc::AF_VSOCK), Some(libc::EPERM));
-    })
-    .join()
-    .unwrap();
+    });
     // The test process itself is unfiltered.
     assert!(socket(libc::AF_VSOCK) != Some(libc::EPERM));
     assert_eq!(getpriority(libc::PRIO_PGRP as libc::c_long), None);

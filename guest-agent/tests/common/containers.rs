@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::args;
 use husk_agent_client::{ClientError, Process, Session};
@@ -11,13 +11,13 @@ use husk_proto::{ContainerSpec, ExitStatus, ImageConfig, ProcessSpec, Reply, Req
 
 pub const BUSYBOX: &str = "/usr/bin/busybox";
 
-/// A busybox root file system with a passwd database.
-pub fn rootfs() -> Option<PathBuf> {
+/// A busybox root file system with a passwd database, removed when dropped.
+pub fn rootfs() -> Option<super::Scratch> {
     if !Path::new(BUSYBOX).exists() {
         eprintln!("skipped: {BUSYBOX} (busybox-static) is not installed");
         return None;
     }
-    let dir = super::scratch("rootfs");
+    let dir = super::Scratch::new("rootfs");
     for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "home/app"] {
         fs::create_dir_all(dir.join(d)).unwrap();
     }
@@ -104,10 +104,22 @@ pub fn stdout_until_ready(p: &Process) -> String {
 
 /// Starts `argv` in running container `container`.
 pub fn exec_in(s: &Session, container: &str, argv: &[&str]) -> Result<Process, ClientError> {
+    exec_as(s, container, None, argv)
+}
+
+/// Starts `argv` in running container `container` as `user` (the image's
+/// user without one).
+pub fn exec_as(
+    s: &Session,
+    container: &str,
+    user: Option<&str>,
+    argv: &[&str],
+) -> Result<Process, ClientError> {
     s.start_process(Request::Exec {
         container: Some(container.into()),
         process: Box::new(ProcessSpec {
             args: args(argv),
+            user: user.map(str::to_owned),
             ..Default::default()
         }),
     })

@@ -39,6 +39,37 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// A [`scratch`] directory removed when dropped, also when a test fails
+/// half-way (declare it before the [`Server`], so the agent and its
+/// containers are gone first).
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        Scratch(scratch(name))
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The agent as a server process on a Unix socket.
 pub struct Server {
     pub child: Child,

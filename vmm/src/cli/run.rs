@@ -330,7 +330,6 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
             read_only,
         });
     }
-    let names = crate::pod::security::Names::FLAGS;
     let sec = &args.security;
     let security = crate::pod::security::parse(&crate::pod::security::Request {
         cap_add: &sec.cap_add,
@@ -339,10 +338,10 @@ fn run_request(args: &RunArgs) -> Result<PodRequest, PodError> {
         security_opt: &sec.security_opt,
         read_only: sec.read_only,
         tmpfs: &sec.tmpfs,
+        mounts: &mounts,
         base: std::path::Path::new("."),
-        names,
+        names: crate::pod::security::Names::FLAGS,
     })
-    .and_then(|s| s.check_mounts(&mounts, names).map(|()| s))
     .map_err(PodError::Usage)?;
     let app_name = {
         let b = base_name(&image);

@@ -273,10 +273,10 @@ fn into_request(file: File, base: &Path) -> Result<PodRequest, String> {
             security_opt: &a.security_opt,
             read_only: a.read_only,
             tmpfs: &a.tmpfs,
+            mounts: &a.mounts,
             base,
             names: Names::MANIFEST,
         })
-        .and_then(|s| s.check_mounts(&a.mounts, Names::MANIFEST).map(|()| s))
         .map_err(|e| format!("app {:?} {e}", a.name))?;
         apps.push(App {
             memory: a
@@ -460,20 +460,16 @@ mod tests {
 
     #[test]
     fn per_app_security() {
-        let dir = std::env::temp_dir().join(format!("husk-manifest-sec-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("p.json"),
-            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["uname"],"action":"SCMP_ACT_ERRNO"}]}"#,
-        )
-        .unwrap();
+        use crate::pod::security::tests::{ProfileDir, DENY_UNAME};
+        let files = ProfileDir::new("manifest-sec", &[("p.json", DENY_UNAME)]);
+        let dir = files.path();
         let t = parse(
             "[[volumes]]\nname = \"v\"\n\
              [[apps]]\nname = \"a\"\nimage = \"b\"\ncap_drop = [\"ALL\"]\ncap_add = [\"net_admin\"]\n\
              security_opt = [\"no-new-privileges\", \"seccomp=p.json\"]\nread_only = true\n\
              tmpfs = [\"/run:16m\"]\nmounts = [{ volume = \"v\", path = \"/data\" }]\n\
              [[apps]]\nname = \"b\"\nimage = \"b\"\nprivileged = true",
-            &dir,
+            dir,
         )
         .unwrap();
         let a = &t.apps[0].security;
@@ -486,7 +482,7 @@ mod tests {
         let bad = |app: &str, want: &str| {
             let text =
                 format!("[[volumes]]\nname = \"v\"\n[[apps]]\nname = \"a\"\nimage = \"b\"\n{app}");
-            let e = parse(&text, &dir).unwrap_err();
+            let e = parse(&text, dir).unwrap_err();
             assert!(e.starts_with(want), "{e:?} should start with {want:?}");
         };
         bad(
@@ -507,7 +503,6 @@ mod tests {
             "app \"a\" tmpfs /data: a volume is mounted there too",
         );
         bad("read_only = \"yes\"", "invalid type");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -152,6 +152,8 @@ pub struct Request<'a> {
     pub security_opt: &'a [String],
     pub read_only: bool,
     pub tmpfs: &'a [String],
+    /// The app's volume mounts (a tmpfs may not share a path with one).
+    pub mounts: &'a [AppMount],
     /// What a relative profile path is relative to.
     pub base: &'a Path,
     pub names: Names,
@@ -348,12 +350,13 @@ pub fn parse(req: &Request) -> Result<AppSecurity, String> {
     // profile too large for the kernel).
     sec.to_spec()
         .map_err(|e| format!("{} seccomp: {e}", req.names.security_opt))?;
+    sec.check_mounts(req.mounts, req.names)?;
     Ok(sec)
 }
 
 impl AppSecurity {
     /// Refuses a tmpfs at the same place as one of the app's volumes.
-    pub fn check_mounts(&self, mounts: &[AppMount], names: Names) -> Result<(), String> {
+    fn check_mounts(&self, mounts: &[AppMount], names: Names) -> Result<(), String> {
         for t in &self.tmpfs {
             if mounts.iter().any(|m| same_path(&m.path, &t.path)) {
                 return Err(format!(
@@ -444,4 +447,4 @@ impl AppSecurity {
 
 #[cfg(test)]
 #[path = "tests.rs"]
-mod tests;
+pub(crate) mod tests;
