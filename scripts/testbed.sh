@@ -391,7 +391,7 @@ timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
     -object "memory-backend-memfd,id=mem,size=${mem}M,share=on" -machine pc,memory-backend=mem \
     -nodefaults -no-user-config -display none -no-reboot \
     -kernel "$KDIR/vmlinuz" -initrd "$INITRD" \
-    -append "console=ttyS0 quiet loglevel=1 panic=-1 husk.tb.job=$T ${HUSK_TESTBED_APPEND:-}" \
+    -append "console=ttyS0 quiet loglevel=1 log_buf_len=2M panic=-1 husk.tb.job=$T ${HUSK_TESTBED_APPEND:-}" \
     -serial "file:$T/console.log" \
     -device virtio-serial-pci \
     -chardev "file,id=out,path=$T/out" -device virtserialport,chardev=out,name=out \
@@ -457,89 +457,12 @@ for f in out err status mon.out; do
 done
 for p in "${readers[@]}"; do wait "$p" 2>/dev/null || true; done
 
-OOPS_RE='BUG: |Oops: |general protection fault|kernel BUG at|stack guard page was hit'
-console_tail() {
-    {
-        tail -n 5 "$T/qemu.log" 2>/dev/null | grep -v 'TCG doesn.t support requested feature' || true
-        tail -n 15 "$T/console.log" 2>/dev/null || true
-    } | sed 's/^/  | /' >&2
-}
-# The watchdog's report (scripts/testbed/init); else what the rescue got: the vCPUs' registers
-# and the kernel's NMI panic (backtraces); else the end of the console.
-stuck_report() {
-    if grep -q '^testbed-watchdog: begin' "$T/console.log" 2>/dev/null; then
-        sed -n '/^testbed-watchdog: begin/,/^testbed-watchdog: end/p' "$T/console.log" |
-            head -n 400 | sed 's/^/  | /' >&2
-        return
-    fi
-    if grep -q '^RIP=' "$T/monitor.log" 2>/dev/null; then
-        echo "testbed: the testbed kernel did not report by itself; its vCPUs (QEMU 'info registers -a'):" >&2
-        grep -E '^(CPU#|RIP=|CS =|CR0=|EFER=)' "$T/monitor.log" | sed 's/^/  | /' >&2
-    fi
-    if grep -q 'Linux version' "$T/console.log" 2>/dev/null; then
-        echo "testbed: after an NMI, the testbed kernel's log (from its first report of trouble):" >&2
-        from=$(grep -n -m1 'Linux version' "$T/console.log" | cut -d: -f1)
-        at=$(tail -n +"$from" "$T/console.log" |
-            grep -n -m1 -E "$OOPS_RE|INFO: task|soft lockup|rcu_.*stall|NMI received|Kernel panic" | cut -d: -f1)
-        tail -n +$((from + ${at:-1} - 1)) "$T/console.log" | head -n 400 | sed 's/^/  | /' >&2
-    else
-        console_tail
-    fi
-}
+# What went wrong, if anything, and the status to exit with (scripts/testbed/verdict.sh).
+rc=0
+"$SCRIPT_DIR/testbed/verdict.sh" "$T" "$qrc" "$timeout" "${freeze_secs:-60}" || rc=$?
 exit_line=$(grep -m1 ' exit ' "$T/status.log" || true)
-fail_line=$(grep -m1 ' fail ' "$T/status.log" || true)
-start_line=$(grep -m1 ' start ' "$T/status.log" || true)
-watchdog_line=$(grep -m1 ' watchdog ' "$T/status.log" || true)
-if [ -z "$exit_line" ] && [ -n "$watchdog_line" ]; then
-    echo "testbed: timed out after ${timeout}s (the command ran past ${watchdog_line##* }s; what was stuck follows)" >&2
-    stuck_report
-    exit 124
-fi
-if [ -z "$exit_line" ] && [ -e "$T/froze" ]; then
-    echo "testbed: the testbed froze: no heartbeat for ${freeze_secs}s while the command ran (its kernel stopped scheduling)" >&2
-    stuck_report
-    exit 124
-fi
-if [ "$qrc" = 124 ] || [ "$qrc" = 137 ] || { [ -z "$exit_line" ] && [ -e "$T/rescued" ]; }; then
-    echo "testbed: timed out after ${timeout}s (command $([ -n "$start_line" ] && echo started || echo 'never started'))" >&2
-    stuck_report
-    exit 124
-fi
-if [ -n "$fail_line" ]; then
-    echo "testbed: setup failed: ${fail_line#* fail }" >&2
-    console_tail
-    exit 125
-fi
-# An oops panics the testbed (panic_on_oops) and the panic replays the whole kernel log, which
-# starts with "Linux version" (not printed at boot, under `quiet loglevel=1`): show the first oops
-# of the replay, where it is complete (live, only its KERN_EMERG lines reach the console).
-if [ -z "$exit_line" ] && grep -qE "$OOPS_RE" "$T/console.log" 2>/dev/null; then
-    from=$(grep -n -m1 'Linux version' "$T/console.log" | cut -d: -f1)
-    at=$(tail -n +"${from:-1}" "$T/console.log" | grep -n -m1 -E "$OOPS_RE" | cut -d: -f1)
-    [ -n "$at" ] && at=$((at + ${from:-1} - 1)) || at=$(grep -n -m1 -E "$OOPS_RE" "$T/console.log" | cut -d: -f1)
-    echo "testbed: testbed kernel oops: $(sed -n "${at}p" "$T/console.log" | sed 's/^\[ *[0-9.]*\] //')" >&2
-    sed -n "${at},\$p" "$T/console.log" | head -n 80 | sed 's/^/  | /' >&2
-    exit 125
-fi
-if [ -z "$exit_line" ]; then
-    panic=$(grep -m1 -o 'Kernel panic - .*' "$T/console.log" 2>/dev/null || true)
-    if [ -n "$panic" ]; then
-        echo "testbed: the testbed kernel panicked before the command finished: $panic" >&2
-    else
-        echo "testbed: the testbed stopped before the command finished (qemu exit status $qrc)" >&2
-    fi
-    console_tail
-    exit 125
-fi
-rc=${exit_line##* }
-# A command killed by a signal (a shell script dies silently): say which, with what the testbed
-# kernel logged last (the init put it on the console).
-if [ "$rc" -gt 128 ] 2>/dev/null; then
-    echo "testbed: the command was killed by signal $((rc - 128)) (SIG$(kill -l $((rc - 128)) 2>/dev/null)); the testbed kernel's last lines:" >&2
-    sed -n '/^testbed-exit: begin/,/^testbed-exit: end/p' "$T/console.log" 2>/dev/null |
-        grep -v '^testbed-exit: ' | tail -n 30 | sed 's/^/  | /' >&2
-fi
-if [ -n "${HUSK_TESTBED_TIMING:-}" ]; then
+if [ -n "${HUSK_TESTBED_TIMING:-}" ] && [ -n "$exit_line" ]; then
+    start_line=$(grep -m1 ' start ' "$T/status.log" || true)
     ts=${start_line%% *}
     up=${start_line##* }
     te=${exit_line%% *}
