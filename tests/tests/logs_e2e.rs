@@ -1,6 +1,6 @@
 //! End to end: a pod's logs on the host (issue 13, part 1), with the real
 //! CLI, VMM, guest kernel and agent on real KVM. One testbed session runs
-//! tests/guest/logs-e2e.sh: an app that floods 200 MB on stdout keeps its
+//! tests/guest/logs-e2e.sh: an app that floods 20 MB on stdout keeps its
 //! log within `--log-opt max-size` × `max-file`; `husk logs` sends stdout
 //! and stderr to separate streams and honours `--tail`, `--since`,
 //! `--until` and `--timestamps` across rotated files; `-f` follows 5 MB of
