@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use husk_tests::{
     artifact, in_testbed, tiny_elf_kernel, Outcome, Scratch, CODE_I8042_RESET, CODE_TRIPLE_FAULT,
+    TINY_KERNEL_BASE,
 };
 
 /// Exit statuses of `husk vm` (see vmm/src/cli).
@@ -259,6 +260,17 @@ fn triple_fault_ends_the_vm_with_its_own_status() {
         out.output.trim().lines().count(),
         1,
         "one line: {}",
+        out.output
+    );
+    // The line says where the vCPU was, read from KVM by the vCPU thread
+    // under its seccomp filter: the tiny kernel's ud2 (entry, past the ELF
+    // and program headers), which faulted with no IDT to handle it.
+    let ud2 = format!(":{:x}, RSP ", TINY_KERNEL_BASE + 64 + 56);
+    assert!(
+        out.output
+            .contains("husk: guest triple-faulted (vCPU 0 at ")
+            && out.output.contains(&ud2),
+        "the vCPU's state, at {ud2}: {}",
         out.output
     );
 }

@@ -19,8 +19,10 @@ pub enum ExitReason {
     /// The guest pulsed the reset line (i8042 0xFE, ACPI reset register):
     /// `reboot`, or a panic with `panic=-1`.
     Reset,
-    /// KVM_EXIT_SHUTDOWN: the guest triple-faulted.
-    TripleFault,
+    /// KVM_EXIT_SHUTDOWN: the guest triple-faulted. With the faulting
+    /// vCPU's state when it could be read (`vCPU 0 at 0010:ffffffff81000000,
+    /// ...`), for whoever debugs the guest: a triple fault says nothing else.
+    TripleFault(Option<String>),
     /// The VMM could not go on running the guest.
     Error(String),
 }
@@ -32,7 +34,7 @@ impl ExitReason {
         match self {
             ExitReason::PowerOff => 0,
             ExitReason::Reset => 3,
-            ExitReason::TripleFault => 4,
+            ExitReason::TripleFault(_) => 4,
             ExitReason::Error(_) => Failure::Runtime.exit_status(),
         }
     }
@@ -42,7 +44,8 @@ impl ExitReason {
         match self {
             ExitReason::PowerOff => "guest powered off".into(),
             ExitReason::Reset => "guest requested a reset".into(),
-            ExitReason::TripleFault => "guest triple-faulted".into(),
+            ExitReason::TripleFault(None) => "guest triple-faulted".into(),
+            ExitReason::TripleFault(Some(state)) => format!("guest triple-faulted ({state})"),
             ExitReason::Error(e) => e.clone(),
         }
     }
@@ -102,7 +105,7 @@ mod tests {
             "not readable before a request"
         );
         s.request(ExitReason::Reset);
-        s.request(ExitReason::TripleFault);
+        s.request(ExitReason::TripleFault(None));
         assert_eq!(s.reason(), Some(ExitReason::Reset));
         assert_eq!(s.event_fd().read().unwrap(), 2);
     }
@@ -112,7 +115,7 @@ mod tests {
         let codes = [
             ExitReason::PowerOff.exit_code(),
             ExitReason::Reset.exit_code(),
-            ExitReason::TripleFault.exit_code(),
+            ExitReason::TripleFault(None).exit_code(),
             ExitReason::Error("x".into()).exit_code(),
         ];
         assert_eq!(codes, [0, 3, 4, 125]);

@@ -22,8 +22,15 @@ use seccompiler::{Error, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, Secco
 /// System call number → the rules allowing it (empty: any arguments).
 pub type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 
-/// `KVM_RUN`, `_IO(KVMIO, 0x80)`: the one KVM request after start.
+/// `KVM_RUN`, `_IO(KVMIO, 0x80)`: the one KVM request that changes
+/// anything after start.
 pub const KVM_RUN: u64 = 0xae80;
+/// `KVM_GET_REGS`, `_IOR(KVMIO, 0x81, struct kvm_regs)` (144 bytes): reads
+/// the vCPU's registers for the report of a triple fault.
+pub const KVM_GET_REGS: u64 = 0x8090_ae81;
+/// `KVM_GET_SREGS`, `_IOR(KVMIO, 0x83, struct kvm_sregs)` (312 bytes): the
+/// segment and control registers, for the same report.
+pub const KVM_GET_SREGS: u64 = 0x8138_ae83;
 
 /// Allows each of `nrs` whatever its arguments.
 fn allow(rules: &mut Rules, nrs: &[i64]) {
@@ -93,9 +100,15 @@ pub fn vcpu() -> Result<Rules, Error> {
     let mut r = Rules::new();
     runtime(&mut r);
     thread_end(&mut r);
-    // Running the guest: KVM_RUN only; every other vCPU request is made
-    // before the thread starts.
-    allow_arg(&mut r, libc::SYS_ioctl, 1, &[KVM_RUN])?;
+    // Running the guest: KVM_RUN; every other vCPU request is made before
+    // the thread starts, but for two that only read the vCPU's own state,
+    // for the report of a triple fault (vstate::vcpu).
+    allow_arg(
+        &mut r,
+        libc::SYS_ioctl,
+        1,
+        &[KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS],
+    )?;
     // Virtio device status writes run on the vCPU that makes them: DRIVER_OK
     // hands the device copies of its queue eventfds (`fcntl` F_DUPFD_CLOEXEC);
     // a reset drains those eventfds (`read`) and drops the copies (`close`).

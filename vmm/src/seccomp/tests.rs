@@ -111,11 +111,28 @@ fn per_thread_counts_stay_small() {
 }
 
 #[test]
+fn the_register_reads_are_the_kernels_requests() {
+    // _IOR(KVMIO, nr, T): read (2) << 30 | sizeof(T) << 16 | 0xae << 8 | nr.
+    let ior = |nr: u64, size: usize| (2 << 30) | ((size as u64) << 16) | (0xae << 8) | nr;
+    let regs = std::mem::size_of::<kvm_bindings::kvm_regs>();
+    let sregs = std::mem::size_of::<kvm_bindings::kvm_sregs>();
+    assert_eq!(rules::KVM_GET_REGS, ior(0x81, regs));
+    assert_eq!(rules::KVM_GET_SREGS, ior(0x83, sregs));
+}
+
+#[test]
 fn vcpu_may_run_the_guest_but_not_open_a_socket() {
     let allowed = in_filtered_child(ThreadKind::Vcpu, || {
         // KVM_RUN on a non-KVM descriptor: allowed, fails with ENOTTY/EBADF.
         // SAFETY: ioctl with an integer request and no argument.
         unsafe { libc::ioctl(libc::STDERR_FILENO, rules::KVM_RUN as _, 0) };
+        // The register reads of a triple fault's report: allowed likewise.
+        for request in [rules::KVM_GET_REGS, rules::KVM_GET_SREGS] {
+            let mut buf = [0u8; 512];
+            // SAFETY: the buffer is larger than either struct the request
+            // names; on a non-KVM descriptor nothing is written anyway.
+            unsafe { libc::ioctl(libc::STDERR_FILENO, request as _, buf.as_mut_ptr()) };
+        }
         7
     });
     assert_eq!(allowed.exit_code(), Some(7), "status {:#x}", allowed.status);

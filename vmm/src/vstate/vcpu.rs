@@ -87,6 +87,9 @@ pub struct Vcpu {
 enum Next {
     Continue,
     Exit(ExitReason),
+    /// KVM_EXIT_SHUTDOWN: the loop reads the vCPU's state for the report
+    /// (the exit borrows the vCPU, so [`handle_exit`] cannot).
+    TripleFault,
 }
 
 fn handle_exit(exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus, id: u32) -> Next {
@@ -115,7 +118,7 @@ fn handle_exit(exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus, id: u32) -> Next {
         // With the in-kernel LAPIC, HLT is handled inside KVM; if it ever
         // reaches us there is nothing to do but enter again.
         VcpuExit::Hlt => Next::Continue,
-        VcpuExit::Shutdown => Next::Exit(ExitReason::TripleFault),
+        VcpuExit::Shutdown => Next::TripleFault,
         VcpuExit::SystemEvent(kind, _) => match kind {
             KVM_SYSTEM_EVENT_SHUTDOWN => Next::Exit(ExitReason::PowerOff),
             KVM_SYSTEM_EVENT_RESET => Next::Exit(ExitReason::Reset),
@@ -166,28 +169,54 @@ impl Vcpu {
             if self.stop.load(Ordering::Acquire) {
                 break None;
             }
-            match self.fd.run() {
-                Ok(exit) => match handle_exit(exit, &self.pio, &self.mmio, self.id) {
-                    Next::Continue => {}
-                    Next::Exit(r) => break Some(r),
-                },
+            let next = match self.fd.run() {
+                Ok(exit) => handle_exit(exit, &self.pio, &self.mmio, self.id),
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     // Kicked (or a spurious signal): clear immediate_exit so
                     // a spurious kick does not keep us out of the guest.
                     self.fd.set_kvm_immediate_exit(0);
+                    Next::Continue
                 }
-                Err(e) => {
-                    break Some(ExitReason::Error(format!(
-                        "vCPU {}: KVM_RUN failed: {e}",
-                        self.id
-                    )))
-                }
+                Err(e) => Next::Exit(ExitReason::Error(format!(
+                    "vCPU {}: KVM_RUN failed: {e}",
+                    self.id
+                ))),
+            };
+            match next {
+                Next::Continue => {}
+                Next::Exit(r) => break Some(r),
+                Next::TripleFault => break Some(ExitReason::TripleFault(self.fault_state())),
             }
         };
         KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
         if let Some(r) = reason {
             self.exit.request(r);
         }
+    }
+}
+
+impl Vcpu {
+    /// Where the vCPU was when it triple-faulted, in one line: the
+    /// instruction (CS:RIP), stack, flags and the control registers that
+    /// say which mode and page tables it ran with. None when KVM will not
+    /// say (the report then names the fault alone).
+    fn fault_state(&self) -> Option<String> {
+        let regs = self.fd.get_regs().ok()?;
+        let sregs = self.fd.get_sregs().ok()?;
+        Some(format!(
+            "vCPU {} at {:04x}:{:x}, RSP {:x}, RFLAGS {:x}, CR0 {:x}, CR2 {:x}, CR3 {:x}, \
+             CR4 {:x}, EFER {:x}",
+            self.id,
+            sregs.cs.selector,
+            regs.rip,
+            regs.rsp,
+            regs.rflags,
+            sregs.cr0,
+            sregs.cr2,
+            sregs.cr3,
+            sregs.cr4,
+            sregs.efer
+        ))
     }
 }
 
