@@ -1,6 +1,7 @@
 //! husk host side: CLI, pod lifecycle and the microVM monitor.
 pub mod boot;
 pub mod builder;
+pub mod check;
 pub mod cli;
 pub mod devices;
 pub mod event_loop;

@@ -69,6 +69,16 @@ impl Blobs {
         flock(&self.ingest_lock, libc::LOCK_EX)
     }
 
+    /// The directory of the blobs (`blobs/sha256`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The directory of blobs being written (`tmp/`).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Path of the blob `digest` (which must be well formed).
     pub fn path(&self, digest: &str) -> Result<PathBuf, ImageError> {
         Ok(self.dir.join(digest::hex_of(digest)?))

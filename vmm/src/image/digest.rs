@@ -30,6 +30,14 @@ pub fn of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 
+/// `sha256:<hex>` of the file at `path`, read in pieces (layers can be large).
+pub fn of_file(path: &std::path::Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(format!("sha256:{}", hex(&hasher.finalize())))
+}
+
 /// Lowercase hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -78,5 +86,14 @@ mod tests {
         assert!(matches!(err, ImageError::DigestMismatch { .. }));
         assert!(err.to_string().contains(&of(b"abc")));
         assert!(verify("layer", b"abc", &of(b"abc")).is_ok());
+    }
+
+    #[test]
+    fn file_digest_is_the_bytes_digest() {
+        let p = std::env::temp_dir().join(format!("husk-digest-{}", std::process::id()));
+        std::fs::write(&p, b"some layer").unwrap();
+        assert_eq!(of_file(&p).unwrap(), of(b"some layer"));
+        std::fs::remove_file(&p).unwrap();
+        assert!(of_file(&p).is_err());
     }
 }

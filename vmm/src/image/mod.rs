@@ -25,6 +25,7 @@
 pub mod aci;
 mod auth;
 mod blobs;
+mod check;
 pub(crate) mod digest;
 mod distribution;
 mod import;

@@ -20,6 +20,7 @@
 
 pub mod attach;
 pub mod cgroup;
+pub mod check;
 pub mod create;
 pub mod ids;
 pub mod logs;
