@@ -7,10 +7,12 @@
 //!   reset (reboot, or a panic with `panic=-1`), 4 the guest triple-faulted.
 //! - `husk run`, `husk exec`: the app's own status.
 //! - `husk doctor`: see [`doctor`].
+//! - `husk check`: 0 nothing is left damaged, 122 damage is left (see [`check`]).
 //!
 //! Every error is one line on stderr, prefixed `husk: `.
 
 pub mod attest;
+pub mod check;
 pub mod doctor;
 mod doctor_jail;
 pub mod escape;
@@ -53,6 +55,8 @@ pub enum Command {
     Trust(trust::TrustArgs),
     /// Show pods' measured launches, or verify the measurement log against the TPM.
     Attest(attest::AttestArgs),
+    /// Verify the image store and the pod directories (every blob against its digest); --repair fixes what it safely can.
+    Check(check::CheckArgs),
 }
 
 /// `err` and its causes as one line ([`crate::report::error_line`]), with
@@ -162,6 +166,7 @@ pub fn run<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::Pods(c) => pods::run(c),
         Command::Trust(a) => trust::run(a),
         Command::Attest(a) => attest::run(a),
+        Command::Check(a) => check::run(a),
     }
 }
 
