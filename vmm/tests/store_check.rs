@@ -4,6 +4,8 @@
 //! with the library (no VM needed): damage is reported with status 122
 //! and nothing changed, `--repair` repairs it and says so, a running pod is
 //! left alone, and afterwards `husk images`, `husk ps` and `husk gc` agree.
+//! And `husk import` killed with SIGKILL at random points: the store checks
+//! clean or is repaired, and a retried import completes.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -33,14 +35,19 @@ fn husk(root: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// mkimage.py OUT: the manifest digest it printed.
-fn mkimage(out: &Path) -> Option<String> {
+/// mkimage.py OUT [ARGS]: the manifest digest it printed.
+fn mkimage(out: &Path, args: &[&str]) -> Option<String> {
     if !Path::new("/bin/busybox").exists() {
         eprintln!("skipping: /bin/busybox is missing (scripts/deps.sh installs busybox-static)");
         return None;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/images/mkimage.py");
-    let o = Command::new("python3").arg(script).arg(out).output().ok()?;
+    let o = Command::new("python3")
+        .arg(script)
+        .arg(out)
+        .args(args)
+        .output()
+        .ok()?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     Some(
         String::from_utf8(o.stdout)
@@ -119,7 +126,7 @@ fn damage_is_reported_then_repaired_and_the_commands_agree() {
     let dir = scratch("flow");
     let root = dir.join("root");
     let layout = dir.join("layout");
-    let Some(manifest) = mkimage(&layout) else {
+    let Some(manifest) = mkimage(&layout, &[]) else {
         return;
     };
     let (rc, _, err) = husk(
@@ -276,4 +283,109 @@ fn bad_input_is_one_line_with_its_status() {
     // An empty store is clean.
     let (rc, out, _) = husk(&dir, &["check", "--quick"]);
     assert_eq!(rc, 0, "{out}");
+}
+
+/// A small pseudo-random generator (xorshift64*): the delays need no more,
+/// and the seed printed lets a failing run be repeated (`HUSK_KILL_SEED`).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// `husk import` killed with SIGKILL at random points, 50 times, into one
+/// store (emptied by `rmi` and `gc` first, so every import writes its blobs
+/// again), from an OCI layout and a docker archive in turn. After each
+/// kill: `husk check` finds at most debris (an interrupted write's temp
+/// files), never a damaged blob or image; `--repair` leaves it clean;
+/// `husk images` shows the image whole or not at all; a retried import
+/// completes and checks clean.
+#[test]
+fn import_killed_at_random_points_leaves_a_store_that_checks_clean() {
+    let dir = scratch("kill");
+    let root = dir.join("root");
+    let layout = dir.join("layout");
+    let archive = dir.join("img.tar");
+    if mkimage(&layout, &["--docker-archive", archive.to_str().unwrap()]).is_none() {
+        return;
+    }
+    let seed = std::env::var("HUSK_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("HUSK_KILL_SEED={seed}");
+    let mut rng = Rng(seed);
+    // How long an import takes here: the kills land within 1.5 times that.
+    let t = std::time::Instant::now();
+    let (rc, _, err) = husk(&dir.join("timing"), &["import", layout.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    let span = (t.elapsed().as_micros() as u64 * 3 / 2).max(1);
+    let (mut killed, mut debris) = (0, 0);
+    for i in 0..50 {
+        let source = if i % 2 == 0 { &layout } else { &archive };
+        let _ = husk(&root, &["rmi", "kill:1"]);
+        let (rc, _, err) = husk(&root, &["gc"]);
+        assert_eq!(rc, 0, "{err}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_husk"))
+            .args(["import", "--tag", "kill:1", source.to_str().unwrap()])
+            .env("HUSK_ROOT", &root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(rng.next() % span));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let (rc, out, err) = husk(&root, &["check"]);
+        assert!(rc == 0 || rc == 122, "iteration {i}: {rc} {err}");
+        for line in out.lines().filter(|l| l.starts_with("damaged: ")) {
+            assert!(
+                line.contains(": left by an interrupted ") && line.contains("(--repair will"),
+                "iteration {i} (seed {seed}): not debris: {line}"
+            );
+        }
+        if rc == 122 {
+            debris += 1;
+            let (rc, out, _) = husk(&root, &["check", "--repair"]);
+            assert_eq!(rc, 0, "iteration {i}: {out}");
+        }
+        let (rc, out, _) = husk(&root, &["check"]);
+        assert_eq!(rc, 0, "iteration {i}: {out}");
+        // The image is there whole (it checked clean) or not at all.
+        let (rc, json, _) = husk(&root, &["images", "--json"]);
+        assert_eq!(rc, 0);
+        let images: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+        assert!(images.len() <= 1, "{json}");
+
+        let (rc, _, err) = husk(
+            &root,
+            &["import", "--tag", "kill:1", source.to_str().unwrap()],
+        );
+        assert_eq!(rc, 0, "iteration {i}: the retried import: {err}");
+        let (rc, out, _) = husk(&root, &["check"]);
+        assert_eq!(rc, 0, "iteration {i}: {out}");
+        assert!(out.starts_with("checked 1 image(s), 3 blob(s)"), "{out}");
+    }
+    eprintln!(
+        "50 imports: {killed} killed while running, {debris} left debris that --repair removed"
+    );
+    assert!(
+        killed > 0,
+        "no import was killed while it ran: the delays are too long"
+    );
 }
