@@ -3,60 +3,12 @@
 //! python3 or busybox): names, output, exit statuses, one-line errors,
 //! nothing left behind, and concurrent imports into one store.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("husk-imgcli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn husk(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_husk"))
-        .args(args)
-        .env("HUSK_ROOT", root)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// mkimage.py OUT [args]: returns the manifest digest it printed.
-fn mkimage(out: &Path, args: &[&str]) -> Option<String> {
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("skipping: /bin/busybox is missing (scripts/deps.sh installs busybox-static)");
-        return None;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/images/mkimage.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .arg(out)
-        .args(args)
-        .output()
-        .ok()?;
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    Some(
-        String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .last()?
-            .trim()
-            .to_string(),
-    )
-}
-
-fn one_line_error(err: &str) {
-    assert_eq!(err.lines().count(), 1, "{err:?}");
-    assert!(
-        err.starts_with("husk: ") && !err.contains("panicked"),
-        "{err:?}"
-    );
-}
+#[path = "common/husk_cli.rs"]
+mod husk_cli;
+use husk_cli::{husk, mkimage, one_line_error, scratch};
 
 fn no_temp_files(root: &Path) {
     let n = std::fs::read_dir(root.join("images/tmp")).unwrap().count();

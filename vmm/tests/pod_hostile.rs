@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use husk_agent_client::testing::{accept_vsock, FakeAgent};
 use husk_proto::{Stream, MAX_DATA};
-use husk_vmm::pod::spec::PodConfig;
-use husk_vmm::pod::state::{PodDir, PodState, PodStatus, PodStore};
+use husk_vmm::pod::state::{PodDir, PodState};
+
+#[path = "common/pod_dir.rs"]
+mod pod_dir;
 
 /// A fresh `$HUSK_ROOT`.
 fn root(name: &str) -> PathBuf {
@@ -26,23 +28,7 @@ fn root(name: &str) -> PathBuf {
 
 /// A pod that looks running, supervised by this test process.
 fn running_pod(root: &Path) -> PodDir {
-    let pods = PodStore::open(root).unwrap();
-    let pod = pods.create(None, "hostile").unwrap();
-    let config: PodConfig = serde_json::from_value(serde_json::json!({
-        "id": pod.id, "name": pod.name, "memory": 1, "vcpus": 1,
-        "stop_grace_ms": 0, "created": 0,
-        "apps": [{
-            "name": "app", "rootfs_size": 1,
-            "image": {"reference": "x", "name": "x", "manifest_digest": "sha256:0",
-                      "config": {}, "layers": []},
-        }],
-    }))
-    .unwrap();
-    pod.write_config(&config).unwrap();
-    let mut status = PodStatus::created();
-    status.state = PodState::Running;
-    pod.write_status(&status).unwrap();
-    pod
+    pod_dir::make(root, None, PodState::Running)
 }
 
 /// Serves one connection on the pod's vsock socket: the VMM's `CONNECT`
