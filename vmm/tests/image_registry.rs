@@ -8,6 +8,12 @@
 
 #[path = "common/registry_process.rs"]
 mod registry_process;
+// Only `husk` is used here, by `kill`.
+#[allow(dead_code)]
+#[path = "common/husk_cli.rs"]
+mod husk_cli;
+#[path = "common/kill.rs"]
+mod kill;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -581,6 +587,28 @@ fn concurrent_pulls_share_one_store() {
     assert_eq!(imgs.len(), 2);
     assert!(imgs.iter().all(|i| i["manifest_digest"] == digest.as_str()));
     husk.assert_clean();
+}
+
+/// `husk pull` and its `husk-pull` helper killed with SIGKILL at 50 random
+/// points (the helper often mid-blob); after each, the checks of
+/// [`kill::Killer::round`].
+#[test]
+fn pull_killed_at_random_points_leaves_a_store_that_checks_clean() {
+    if !have_tools(&[]) {
+        return;
+    }
+    let dir = scratch("kill");
+    let (layout, _) = mkimage(&dir.join("img"), &[]);
+    let reg = Registry::start(&dir, None, None);
+    reg.push(&layout, "kill:1", None, false);
+    let name = format!("{}/kill:1", reg.host());
+    let args = ["pull", "-q", name.as_str()];
+    let root = dir.join("root");
+    let mut killer = kill::Killer::new(kill::Killer::time(&dir.join("timing"), &args));
+    for _ in 0..50 {
+        killer.round(&root, &name, &args, 3);
+    }
+    killer.finish(50, "pulls");
 }
 
 /// A bearer-token server for the registry's `auth: token` mode: grants

@@ -10,13 +10,13 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use husk_vmm::pod::state::{PodDir, PodState, PodStatus};
-use rand::{Rng, SeedableRng};
 
 #[path = "common/husk_cli.rs"]
 mod husk_cli;
+#[path = "common/kill.rs"]
+mod kill;
 #[path = "common/pod_dir.rs"]
 mod pod_dir;
 use husk_cli::{husk, mkimage, one_line_error, scratch};
@@ -224,12 +224,8 @@ fn bad_input_is_one_line_with_its_status() {
 }
 
 /// `husk import` killed with SIGKILL at random points, 50 times, into one
-/// store (emptied by `rmi` and `gc` first, so every import writes its blobs
-/// again), from an OCI layout and a docker archive in turn. After each
-/// kill: `husk check` finds at most debris (an interrupted write's temp
-/// files), never a damaged blob or image; `--repair` leaves it clean;
-/// `husk images` shows the image whole or not at all; a retried import
-/// completes and checks clean.
+/// store, from an OCI layout and a docker archive in turn; after each, the
+/// checks of [`kill::Killer::round`].
 #[test]
 fn import_killed_at_random_points_leaves_a_store_that_checks_clean() {
     let dir = scratch("kill");
@@ -239,77 +235,12 @@ fn import_killed_at_random_points_leaves_a_store_that_checks_clean() {
     if mkimage(&layout, &["--docker-archive", archive.to_str().unwrap()]).is_none() {
         return;
     }
-    let seed = std::env::var("HUSK_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("HUSK_KILL_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    // How long an import takes here: the kills land within 1.5 times that.
-    let t = std::time::Instant::now();
-    let (rc, _, err) = husk(&dir.join("timing"), &["import", layout.to_str().unwrap()]);
-    assert_eq!(rc, 0, "{err}");
-    let span = (t.elapsed().as_micros() as u64 * 3 / 2).max(1);
-    let (mut killed, mut debris) = (0, 0);
+    let timing = kill::Killer::time(&dir.join("timing"), &["import", layout.to_str().unwrap()]);
+    let mut killer = kill::Killer::new(timing);
     for i in 0..50 {
         let source = if i % 2 == 0 { &layout } else { &archive };
-        let _ = husk(&root, &["rmi", "kill:1"]);
-        let (rc, _, err) = husk(&root, &["gc"]);
-        assert_eq!(rc, 0, "{err}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_husk"))
-            .args(["import", "--tag", "kill:1", source.to_str().unwrap()])
-            .env("HUSK_ROOT", &root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_micros(rng.gen_range(0..span)));
-        if child.try_wait().unwrap().is_none() {
-            killed += 1;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-
-        let (rc, out, err) = husk(&root, &["check"]);
-        assert!(rc == 0 || rc == 122, "iteration {i}: {rc} {err}");
-        for line in out.lines().filter(|l| l.starts_with("damaged: ")) {
-            assert!(
-                line.contains(": left by an interrupted ") && line.contains("(--repair will"),
-                "iteration {i} (seed {seed}): not debris: {line}"
-            );
-        }
-        if rc == 122 {
-            debris += 1;
-            let (rc, out, _) = husk(&root, &["check", "--repair"]);
-            assert_eq!(rc, 0, "iteration {i}: {out}");
-        }
-        let (rc, out, _) = husk(&root, &["check"]);
-        assert_eq!(rc, 0, "iteration {i}: {out}");
-        // The image is there whole (it checked clean) or not at all.
-        let (rc, json, _) = husk(&root, &["images", "--json"]);
-        assert_eq!(rc, 0);
-        let images: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
-        assert!(images.len() <= 1, "{json}");
-
-        let (rc, _, err) = husk(
-            &root,
-            &["import", "--tag", "kill:1", source.to_str().unwrap()],
-        );
-        assert_eq!(rc, 0, "iteration {i}: the retried import: {err}");
-        let (rc, out, _) = husk(&root, &["check"]);
-        assert_eq!(rc, 0, "iteration {i}: {out}");
-        assert!(out.starts_with("checked 1 image(s), 3 blob(s)"), "{out}");
+        let args = ["import", "--tag", "kill:1", source.to_str().unwrap()];
+        killer.round(&root, "kill:1", &args, 3);
     }
-    eprintln!(
-        "50 imports: {killed} killed while running, {debris} left debris that --repair removed"
-    );
-    assert!(
-        killed > 0,
-        "no import was killed while it ran: the delays are too long"
-    );
+    killer.finish(50, "imports");
 }
