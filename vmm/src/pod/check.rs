@@ -8,7 +8,9 @@
 //! repaired. For the others, checked and what `--repair` does:
 //! - `status.json` that cannot be read (`husk ps` and `husk gc` fail on
 //!   it): replaced by a failed state that says so, so `husk ps -a` shows the
-//!   pod and `husk rm`/`husk gc` can remove it;
+//!   pod and `husk rm`/`husk gc` can remove it (the host cgroup and
+//!   network records the file held are lost with it: what a supervisor
+//!   that died left there must then be removed by hand);
 //! - `config.json` that cannot be read, or missing while `status.json` is
 //!   missing too (a `husk run` killed while it made the directory; one
 //!   younger than a minute may still be being made and is skipped): the pod
