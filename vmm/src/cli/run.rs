@@ -20,7 +20,7 @@ use crate::image::{PullOptions, Store};
 use crate::pod::attach::{self, Attach, RawTerminal};
 use crate::pod::create::{base_name, create, PullPolicy};
 use crate::pod::spec::*;
-use crate::pod::state::{AppStatus, PodDir, PodState, PodStatus, PodStore};
+use crate::pod::state::{AppStatus, PodDir, PodState, PodStore};
 use crate::pod::supervisor::{phase, supervise};
 use crate::pod::{cgroup, manifest, vm, PodError};
 use crate::vm_config::HostLimits;
@@ -541,12 +541,9 @@ fn start(request: PodRequest, how: &How) -> Result<i32, PodError> {
     }
     phase(&made.pod, "pod made (image resolved)");
     if detach {
-        // Until the detached supervisor records itself, this process is
-        // the pod's supervisor (so nobody mistakes the pod for dead).
-        let populated = made
-            .populate(&store)
-            .and_then(|()| made.pod.write_status(&PodStatus::created()));
-        if let Err(e) = populated {
+        // Until the detached supervisor records itself, this process stays
+        // the pod's supervisor, as PodStore::create recorded it.
+        if let Err(e) = made.populate(&store) {
             let _ = pods.remove(&made.pod);
             return Err(e);
         }

@@ -320,6 +320,8 @@ mod tests {
         let r = root("created");
         let pods = PodStore::open(&r).unwrap();
         let made = pods.create(Some("half"), "x").unwrap();
+        // A creator killed between the directory and its first status.
+        fs::remove_file(made.status_path()).unwrap();
         assert!(
             check(&pods, false).unwrap().0.is_empty(),
             "may still be being made"

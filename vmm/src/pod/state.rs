@@ -276,6 +276,15 @@ impl PodStore {
 
     /// Makes a new pod directory. `name` must be unused; without one the
     /// pod is named `<prefix>-<6 hex digits of its id>`.
+    ///
+    /// The directory appears with a `Created` status naming this process as
+    /// its supervisor, written under the store's lock: until the pod's own
+    /// supervisor records itself, its creator is what keeps it alive. A
+    /// directory without a status reads as a pod whose creator died, which
+    /// `husk gc` removes; a `gc` between the directory's creation and a
+    /// later first status (the image's blobs linked, volumes made, the
+    /// detached supervisor started) removed a pod `husk run` was still
+    /// making.
     pub fn create(&self, name: Option<&str>, prefix: &str) -> Result<PodDir, PodError> {
         if let Some(n) = name {
             if !valid_name(n) {
@@ -313,6 +322,7 @@ impl PodStore {
         let made = crate::private::create_dir(&vsock_dir)
             .map_err(|e| PodError::io(&vsock_dir, e))
             .and_then(|()| write_atomic(&pod.path.join("name"), pod.name.as_bytes()))
+            .and_then(|()| pod.write_status(&PodStatus::created()))
             .and_then(|()| allocate_ids(&pod, &existing));
         if let Err(e) = made {
             let _ = fs::remove_dir_all(&pod.path);
@@ -568,6 +578,20 @@ mod tests {
         assert!(matches!(store.find("nope"), Err(PodError::NoSuchPod(_))));
         store.remove(&a).unwrap();
         assert!(store.find("web").is_err());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_new_pod_is_its_creators_until_its_supervisor_records_itself() {
+        let root = scratch("created");
+        let store = PodStore::open(&root).unwrap();
+        let pod = store.create(None, "busybox").unwrap();
+        // What `husk gc` and `husk ps` read: a live pod, not one whose
+        // creator died, from the moment the directory exists.
+        let status = pod.read_status().unwrap();
+        assert_eq!(status.state, PodState::Created);
+        assert!(status.state.is_active());
+        assert_eq!(status.supervisor_pid, Some(std::process::id() as i32));
         fs::remove_dir_all(root).unwrap();
     }
 
