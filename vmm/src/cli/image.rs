@@ -115,7 +115,19 @@ fn execute(cmd: ImageCommand) -> Result<i32, ImageError> {
             out(&names);
         }
         ImageCommand::Images(a) => {
-            let images = store.list()?;
+            // A damaged image is named on stderr and left out; the rest
+            // are listed (`husk check --repair` untags it).
+            let mut images = Vec::new();
+            for (name, image) in store.list_each()? {
+                match image {
+                    Ok(image) => images.push(image),
+                    Err(e) => eprintln!(
+                        "husk: warning: image {} skipped: {} (husk check --repair untags it)",
+                        escape(&name),
+                        crate::report::error_line(&e)
+                    ),
+                }
+            }
             if a.json {
                 let text = serde_json::to_string_pretty(&images)
                     .map_err(|e| ImageError::Malformed(format!("cannot encode: {e}")))?;

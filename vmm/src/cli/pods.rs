@@ -247,7 +247,9 @@ fn ps(args: PsArgs) -> Result<i32, PodError> {
     let pods = pod_store()?;
     let mut rows = Vec::new();
     for pod in pods.list()? {
-        let status = pod.read_status()?;
+        let Some(status) = readable_status(&pod) else {
+            continue;
+        };
         if !args.all && !status.state.is_active() {
             continue;
         }
@@ -527,12 +529,34 @@ fn inspect(args: InspectArgs) -> Result<i32, PodError> {
     Ok(0)
 }
 
+/// The pod's status, or None with a warning when it cannot be read (a torn
+/// `status.json`): one damaged pod does not hide the others from `husk ps`
+/// or keep `husk gc` from the rest; `husk check --repair` mends it.
+fn readable_status(pod: &PodDir) -> Option<PodStatus> {
+    match pod.read_status() {
+        Ok(status) => Some(status),
+        Err(e) => {
+            eprintln!(
+                "husk: warning: pod {} ({}) skipped: {} (husk check --repair mends it)",
+                escape(&pod.name),
+                escape(&pod.id),
+                crate::report::error_line(&e)
+            );
+            None
+        }
+    }
+}
+
 fn gc() -> Result<i32, PodError> {
     let root = Store::default_root();
     let pods = PodStore::open(&root)?;
     let mut code = crate::failure::SUCCESS;
     for pod in pods.list()? {
-        let status = pod.read_status()?;
+        // Whether it runs is unknown: left alone, and gc says so.
+        let Some(status) = readable_status(&pod) else {
+            code = crate::failure::Failure::Integrity.exit_status();
+            continue;
+        };
         if status.state.is_active() {
             continue;
         }

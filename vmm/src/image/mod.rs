@@ -157,6 +157,10 @@ impl Image {
     }
 }
 
+/// One name of the index with its image, or why the image cannot be
+/// loaded ([`Store::list_each`]).
+pub type Listed = (String, Result<Image, ImageError>);
+
 /// The image store under one root directory.
 #[derive(Debug)]
 pub struct Store {
@@ -213,11 +217,25 @@ impl Store {
 
     /// Every stored image, by name.
     pub fn list(&self) -> Result<Vec<Image>, ImageError> {
-        let entries = self.index.read()?;
-        entries
-            .iter()
-            .map(|(name, e)| self.load_with(name, &e.digest, e.admission.clone()))
+        self.list_each()?
+            .into_iter()
+            .map(|(_, image)| image)
             .collect()
+    }
+
+    /// Every name in the index with its image, or why that image cannot be
+    /// loaded (a manifest or config gone or corrupt): a listing shows the
+    /// others and names the damaged one (`husk images`); only an
+    /// unreadable index fails the whole.
+    pub fn list_each(&self) -> Result<Vec<Listed>, ImageError> {
+        let entries = self.index.read()?;
+        Ok(entries
+            .iter()
+            .map(|(name, e)| {
+                let image = self.load_with(name, &e.digest, e.admission.clone());
+                (name.clone(), image)
+            })
+            .collect())
     }
 
     /// Removes the names `reference` resolves to (one name, or every name of
