@@ -248,3 +248,61 @@ fn image_store_is_private() {
     let m = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
     assert_eq!(m, 0o700);
 }
+
+/// The pid of a child of `parent` (from /proc), waiting up to 10 s for one.
+fn child_of(parent: u32) -> Option<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // Fields after the command name: state, ppid, ...
+            let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+            if rest.split(' ').nth(1) == Some(parent.to_string().as_str()) {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
+/// Whether `pid` is gone (or a zombie nobody reaped yet), within 5 s.
+fn ends(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => return true,
+            Ok(s) if s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')) => return true,
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    false
+}
+
+/// `husk pull` killed with SIGKILL takes its helper with it: the helper,
+/// here waiting on a registry that accepts and never answers, does not go
+/// on without anyone to answer to.
+#[test]
+fn the_pull_helper_dies_with_husk_pull() {
+    let dir = scratch("helper-dies");
+    // Connections queue in the backlog and are never answered.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = stalled.local_addr().unwrap().port();
+    let mut pull = Command::new(env!("CARGO_BIN_EXE_husk"))
+        .args(["pull", &format!("127.0.0.1:{port}/stalled:1")])
+        .env("HUSK_ROOT", dir.join("root"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let helper = child_of(pull.id()).expect("husk pull starts its helper");
+    pull.kill().unwrap();
+    pull.wait().unwrap();
+    assert!(ends(helper), "the helper {helper} outlived husk pull");
+    let _ = std::fs::remove_dir_all(&dir);
+}

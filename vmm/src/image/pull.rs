@@ -101,20 +101,44 @@ pub fn import_aci(
 }
 
 /// Runs the helper with `--root` and `args`; reads its answer.
+///
+/// The helper dies with its caller (`PR_SET_PDEATHSIG`): a `husk pull` or
+/// `husk run` that is killed stops its pull too, as a pull stops with the
+/// `docker pull` or `podman pull` that made it, instead of going on to
+/// store an image nobody waits for any more. The store needs no more than
+/// that: a pull killed at any point leaves only debris (`husk check`). The
+/// signal follows the thread that forked, which waits here for the helper.
 fn run_helper(store: &Store, args: Vec<OsString>) -> Result<Image, ImageError> {
+    use std::os::unix::process::CommandExt;
     let root = store.dir().parent().unwrap_or(store.dir());
     let helper = helper();
-    let out = Command::new(&helper)
-        .arg("--root")
+    // SAFETY: getpid() has no preconditions.
+    let caller = unsafe { libc::getpid() };
+    let mut cmd = Command::new(&helper);
+    cmd.arg("--root")
         .arg(root)
         .args(args)
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(ImageError::io(format!(
-            "cannot run the pull helper {}",
-            helper.display()
-        )))?;
+        .stderr(Stdio::inherit());
+    let die_with_caller = move || {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: getppid() has no preconditions.
+        if unsafe { libc::getppid() } != caller {
+            // The caller died before the signal was armed.
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the child between fork and exec and calls
+    // only prctl and getppid, which are async-signal-safe.
+    unsafe { cmd.pre_exec(die_with_caller) };
+    let out = cmd.output().map_err(ImageError::io(format!(
+        "cannot run the pull helper {}",
+        helper.display()
+    )))?;
     let text = String::from_utf8_lossy(&out.stdout);
     answer(store, text.lines().last().unwrap_or(""), &helper)
 }
