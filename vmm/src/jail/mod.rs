@@ -59,6 +59,10 @@
 //!    effective and permitted sets set to the kept ones; then `PR_SET_NO_NEW_PRIVS` and
 //!    `PR_SET_DUMPABLE` 0 (no other process of the same uid and capabilities, e.g. another
 //!    pod's VMM, may ptrace this one or read its memory).
+//! 7. **The parent-death signal** ([`privs::ParentDeath`]): the kernel clears
+//!    `PR_SET_PDEATHSIG` whenever the credentials change (steps 0, 5 and 6 do), so the one the
+//!    caller armed (a pod's VMM dies with its supervisor) is armed again, and sent at once if
+//!    the parent died meanwhile.
 //!
 //! Every step that fails is reported as one line naming the step and what the jail lacks
 //! ([`JailError`]); the caller ends the VMM before any guest code runs.
@@ -231,6 +235,8 @@ impl JailSpec {
     pub fn apply(&self) -> Result<(), JailError> {
         self.check()?;
         privs::ensure_able(self.rootless.is_some())?;
+        // The steps below change the process's credentials, which clears it.
+        let parent_death = privs::ParentDeath::save();
         if self.rootless.is_some() {
             userns::unshare_own()?;
         }
@@ -250,6 +256,6 @@ impl JailSpec {
             userns::enter(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })?;
         }
         privs::drop_privileges(&self.keep_caps)?;
-        Ok(())
+        parent_death.restore()
     }
 }

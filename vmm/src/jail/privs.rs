@@ -157,3 +157,46 @@ pub fn drop_privileges(keep: &[Capability]) -> Result<(), JailError> {
     }
     Ok(())
 }
+
+/// The parent-death signal the caller armed (`PR_SET_PDEATHSIG`) and its parent at the time.
+///
+/// The kernel clears that signal whenever the process's credentials change (a new user
+/// namespace, other ids, capabilities that are not a subset of the old ones), which the jail's
+/// steps do; a pod's VMM, which arms it to die with its supervisor, then outlived a supervisor
+/// killed with SIGKILL. [`ParentDeath::restore`] arms it again once the ids are final.
+#[derive(Debug, Clone, Copy)]
+pub struct ParentDeath {
+    signal: libc::c_int,
+    parent: libc::pid_t,
+}
+
+impl ParentDeath {
+    /// What is armed now (signal 0: nothing).
+    pub fn save() -> ParentDeath {
+        let mut signal: libc::c_int = 0;
+        // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer, which is valid.
+        unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut signal as *mut libc::c_int) };
+        // SAFETY: getppid() has no preconditions.
+        let parent = unsafe { libc::getppid() };
+        ParentDeath { signal, parent }
+    }
+
+    /// Arms the saved signal again; if the parent died meanwhile (while it was cleared), sends
+    /// it now, as the kernel would have.
+    pub fn restore(self) -> Result<(), JailError> {
+        if self.signal == 0 {
+            return Ok(());
+        }
+        let signal = self.signal as libc::c_ulong;
+        // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only; return checked.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) } != 0 {
+            return Err(JailError::last_os("arm the parent-death signal again"));
+        }
+        // SAFETY: getppid() has no preconditions.
+        if unsafe { libc::getppid() } != self.parent {
+            // SAFETY: raise() sends a signal to this thread; the caller asked for it.
+            unsafe { libc::raise(self.signal) };
+        }
+        Ok(())
+    }
+}

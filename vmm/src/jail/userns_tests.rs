@@ -81,7 +81,25 @@ fn a_jailed_child_is_root_only_of_its_own_user_namespace() {
     let ns = userns::create(r).unwrap();
     let s = spec(&bound, ns.as_raw_fd(), vec![]);
     let ok = in_child(|| {
+        // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGUSR2 as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
         s.apply().map_err(|e| crate::report::error_line(&e))?;
+        // The parent-death signal outlives the jail's new ids (which clear it): a pod's VMM
+        // still dies with its supervisor.
+        let mut armed: libc::c_int = 0;
+        // SAFETY: PR_GET_PDEATHSIG writes one int through a valid pointer.
+        unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut armed as *mut libc::c_int) };
+        if armed != libc::SIGUSR2 {
+            return Err(format!("parent-death signal {armed} after the jail"));
+        }
         let map = std::fs::read_to_string("/proc/self/uid_map").map_err(|e| e.to_string())?;
         let map: Vec<&str> = map.split_whitespace().collect();
         if map != ["0", &r.base.to_string(), "65536"] {
