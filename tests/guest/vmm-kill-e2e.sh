@@ -1,13 +1,19 @@
 #!/bin/sh
-# End to end: the VMM of a pod killed with SIGKILL, over and over (issue 17), on real KVM (the
-# testbed). Each iteration starts a detached pod, kills its VMM at one of three moments, then
-# starts another pod:
-#   boot  while the guest boots (as soon as the VMM's pid is recorded, plus 0 to 1 s);
-#   app   while the app runs;
-#   exec  while a `husk exec` into the pod runs (the exec must end, failing).
-# Checked every time: the killed pod reports why ("the VMM was killed by signal 9", from
-# `run -d` or in `ps -a` and `inspect`), the next pod starts and runs, and `husk gc` leaves nothing
-# behind: no pod directory, no mount under the store, no husk process. Every step runs under
+# End to end: a pod's processes killed with SIGKILL, over and over (issues 17 and 13 part 4), on
+# real KVM (the testbed). Each iteration starts a detached pod and kills one of its processes at
+# one of five moments, then starts another pod:
+#   boot        the VMM, while the guest boots (as soon as its pid is recorded, plus 0 to 1 s);
+#   app         the VMM, while the app runs;
+#   exec        the VMM, while a `husk exec` into the pod runs (the exec must end, failing);
+#   cli         `husk run -d` itself, 0 to 1.5 s in: before, while or after it starts the pod's
+#               supervisor (a supervisor already started brings the pod up by itself; it is then
+#               stopped);
+#   supervisor  the pod's supervisor, while the app runs: its VMM must die with it, and the pod
+#               read as failed ("the pod's supervisor ... died").
+# Checked every time: a pod whose VMM was killed reports why ("the VMM was killed by signal 9",
+# from `run -d` or in `ps -a` and `inspect`), the next pod starts and runs, `husk gc` leaves
+# nothing behind (no pod directory, no mount under the store, no husk process), and `husk check`
+# finds the store intact. Every step runs under
 # `lim` (tests/guest/lib.sh), so a step that hangs fails the run naming the step and what was
 # stuck. Prints `iter N MOMENT ok` or `iter N MOMENT FAILED: why` per iteration, then
 # `case vmm-kill-loop ok` (or FAILED) with the iterations run and the time taken. FIRST (default
@@ -17,11 +23,11 @@
 # whose supervisor and VMM are killed).
 # A guest that crashes by itself (a triple or double fault: the nested testbed's flaw, which the
 # other suites retry once) ends the loop with `case vmm-kill-loop guest-crashed (iteration N)`.
-# Usage: vmm-kill-e2e.sh HUSK SCRATCH_DIR [ITERATIONS [FIRST]]   (default 30, 1)
+# Usage: vmm-kill-e2e.sh HUSK SCRATCH_DIR [ITERATIONS [FIRST]]   (default 40, 1)
 set -u
 . "$(dirname "$0")/lib.sh"
 suite_init "$@"
-N=${3:-30}
+N=${3:-40}
 FIRST=${4:-1}
 REASON="VMM was killed by signal 9"
 HX=$(readlink -f "$H")
@@ -32,11 +38,18 @@ husk_procs() { # pids of running husk processes (the CLI, supervisors, VMMs)
     done
 }
 mounts_left() { grep -c " $HUSK_ROOT" /proc/self/mountinfo; }
-# The VMM's pid once the pod's status records it (the VMM is forked before the guest boots).
+supervisors() { # pids of running pod supervisors (`husk pod supervise DIR`)
+    for p in $(husk_procs); do
+        tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q ' pod supervise ' && echo "$p"
+    done
+}
+alive() { [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+# The VMM's pid (with a second argument `supervisor`, the supervisor's) once the pod's status
+# records it (the VMM is forked before the guest boots).
 vmm_of() {
     i=0
     while [ $i -lt 600 ]; do
-        v=$(lim $Q $H inspect "$1" 2>/dev/null | grep -o '"vmm_pid": [0-9]*' | grep -o '[0-9]*$')
+        v=$(lim $Q $H inspect "$1" 2>/dev/null | grep -o "\"${2:-vmm}_pid\": [0-9]*" | grep -o '[0-9]*$')
         [ -n "$v" ] && { echo "$v"; return 0; }
         sleep 0.05
         i=$((i + 1))
@@ -58,13 +71,13 @@ while [ $it -le "$N" ]; do
     ti=$(date +%s)
     name=killed$it
     why=
-    case $((it % 3)) in
+    case $((it % 5)) in
     1)
         moment=boot
         lim $V $H run -d --network none --name $name busybox sleep 1000 >"$D/run.out" 2>"$D/run.err" & rpid=$!
         if vmm=$(vmm_of $name); then
             # Spread the kill over the boot: 0, 0.25, ... 1 s after the VMM started.
-            sleep "$(( (it / 3) % 5 / 4 )).$(( (it / 3) % 5 % 4 * 25 ))"
+            sleep "$(( (it / 5) % 5 / 4 )).$(( (it / 5) % 5 % 4 * 25 ))"
             kill -9 "$vmm"
         else
             why="no VMM pid recorded for $name"
@@ -93,7 +106,7 @@ while [ $it -le "$N" ]; do
             reported=yes
         fi
         ;;
-    0)
+    3)
         moment=exec
         if lim $V $H run -d --network none --name $name busybox sleep 1000 >/dev/null 2>"$D/run.err"; then
             lim $Q $H exec $name sh -c 'echo in-exec; sleep 1000' >"$D/exec.out" 2>&1 & epid=$!
@@ -107,6 +120,43 @@ while [ $it -le "$N" ]; do
             why="run -d failed: $(cat "$D/run.err")"
             reported=yes
         fi
+        ;;
+    4)
+        # The spread: 0, 0.5, 1 and 1.5 s in.
+        delay="$(( (it / 5) % 4 / 2 )).$(( (it / 5) % 2 * 5 ))"
+        moment="cli ($delay s)"
+        $H run -d --network none --name $name busybox sleep 1000 >/dev/null 2>"$D/run.err" & rpid=$!
+        sleep "$delay"
+        kill -9 $rpid 2>/dev/null
+        wait $rpid
+        # A supervisor it had started brings the pod up (or fails it) by itself: wait for that,
+        # then stop the pod. A pod it left half made is gc's.
+        i=0
+        while [ -n "$(supervisors)" ] && ! lim $Q $H ps | grep -q " $name .*Up" && [ $i -lt 600 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        if lim $Q $H ps | grep -q " $name .*Up"; then
+            lim $V $H stop $name >"$D/stop.out" 2>&1 || why="$why stop: $(cat "$D/stop.out")"
+        fi
+        reported=yes
+        ;;
+    0)
+        moment=supervisor
+        if lim $V $H run -d --network none --name $name busybox sh -c 'echo up; sleep 1000' >/dev/null 2>"$D/run.err"; then
+            wait_log $name up
+            vmm=$(vmm_of $name)
+            if sup=$(vmm_of $name supervisor); then kill -9 "$sup"; else why="$why no supervisor pid"; fi
+            # Its VMM goes with it (PR_SET_PDEATHSIG), and the pod reads as failed.
+            i=0
+            while [ -n "$vmm" ] && alive "$vmm" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+            [ -n "$vmm" ] && alive "$vmm" && why="$why the VMM $vmm outlived its supervisor"
+            psa=$(lim $Q $H ps -a)
+            echo "$psa" | grep -q " $name .*Failed: .*supervisor .*died" || why="$why ps -a: $psa"
+        else
+            why="run -d failed: $(cat "$D/run.err")"
+        fi
+        reported=yes
         ;;
     esac
     if [ -z "$reported" ]; then
@@ -126,6 +176,7 @@ while [ $it -le "$N" ]; do
     lim $Q $H gc >"$D/gc.out" 2>&1 || why="$why gc: $(cat "$D/gc.out")"
     [ "$(pods_left)" -eq 0 ] || why="$why pods left: $(ls "$HUSK_ROOT/pods")"
     [ "$(mounts_left)" -eq 0 ] || why="$why mounts left: $(grep " $HUSK_ROOT" /proc/self/mountinfo)"
+    lim $Q $H check >"$D/check.out" 2>&1 || why="$why check: $(cat "$D/check.out")"
     procs=$(husk_procs)
     [ -z "$procs" ] || why="$why husk processes left: $(for p in $procs; do tr '\0' ' ' <"/proc/$p/cmdline"; echo; done)"
     why="$why$(lim_stuck)"

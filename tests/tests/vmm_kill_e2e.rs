@@ -1,17 +1,20 @@
-//! End to end: a pod's VMM killed with SIGKILL 30 times in a row (issue
-//! 17), at different moments (while the guest boots, while the app runs,
-//! during a `husk exec`), with a new pod started after each kill. Every
-//! start must succeed, every killed pod must report why ("the VMM was
-//! killed by signal 9"), and `husk gc` must leave no pod directory, mount
-//! or husk process behind (tests/guest/vmm-kill-e2e.sh). Every step there
-//! has a limit, so a hang fails the test with what was stuck instead of
-//! running into the testbed's timeout.
+//! End to end: a pod's processes killed with SIGKILL 40 times in a row
+//! (issues 17 and 13 part 4): its VMM at different moments (while the guest
+//! boots, while the app runs, during a `husk exec`), `husk run -d` itself
+//! while it makes the pod, and the pod's supervisor (whose VMM must die
+//! with it), with a new pod started after each kill. Every start must
+//! succeed, every pod whose VMM was killed must report why ("the VMM was
+//! killed by signal 9"), `husk gc` must leave no pod directory, mount or
+//! husk process behind, and `husk check` must find the store intact
+//! (tests/guest/vmm-kill-e2e.sh). Every step there has a limit, so a hang
+//! fails the test with what was stuck instead of running into the
+//! testbed's timeout.
 //!
 //! The loop runs in batches of [`BATCH`] iterations, each in a fresh testbed.
 //!
 //! The nested testbed's own kernel sometimes oopses or freezes while VMs
-//! start and die (README, Testing: "Known testbed flaw"); with 60 VM starts
-//! and 30 kills per run, this suite meets that more often than any other.
+//! start and die (README, Testing: "Known testbed flaw"); with about 80 VM
+//! starts and 40 kills per run, this suite meets that more often than any other.
 //! A run the testbed's flaw ended is therefore resumed in a fresh testbed
 //! at the iteration it was in (that iteration is redone from its start),
 //! up to [`MAX_TESTBED_FLAWS`] times, and each resumption is printed. A
@@ -21,7 +24,7 @@
 
 use husk_tests::{run_guest_script_once, testbed_flaw};
 
-const ITERATIONS: u32 = 30;
+const ITERATIONS: u32 = 40;
 /// Iterations per testbed session: an iteration takes about 9 s in an idle
 /// testbed and over 20 s on a busy host, so the loop runs in batches, each
 /// well inside its session's limit whatever the host is doing.
