@@ -262,15 +262,16 @@ fn triple_fault_ends_the_vm_with_its_own_status() {
         "one line: {}",
         out.output
     );
-    // The line says where the vCPU was, read from KVM by the vCPU thread
-    // under its seccomp filter: the tiny kernel's ud2 (entry, past the ELF
-    // and program headers), which faulted with no IDT to handle it.
+    // Where KVM keeps the vCPU's state (Intel), the line says where it was,
+    // read by the vCPU thread under its seccomp filter: the tiny kernel's
+    // ud2 (entry, past the ELF and program headers), which faulted with no
+    // IDT to handle it. AMD's KVM (the testbed's) resets the vCPU on a
+    // shutdown, and the line names the fault alone.
+    let line = out.output.trim();
     let ud2 = format!(":{:x}, RSP ", TINY_KERNEL_BASE + 64 + 56);
     assert!(
-        out.output
-            .contains("husk: guest triple-faulted (vCPU 0 at ")
-            && out.output.contains(&ud2),
-        "the vCPU's state, at {ud2}: {}",
-        out.output
+        line == "husk: guest triple-faulted"
+            || (line.starts_with("husk: guest triple-faulted (vCPU 0 at ") && line.contains(&ud2)),
+        "the fault, and the vCPU at {ud2} if KVM kept its state: {line}"
     );
 }

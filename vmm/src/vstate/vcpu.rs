@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use kvm_bindings::{
-    kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+    kvm_regs, kvm_run, kvm_sregs, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
@@ -196,28 +197,39 @@ impl Vcpu {
 }
 
 impl Vcpu {
-    /// Where the vCPU was when it triple-faulted, in one line: the
-    /// instruction (CS:RIP), stack, flags and the control registers that
-    /// say which mode and page tables it ran with. None when KVM will not
-    /// say (the report then names the fault alone).
+    /// Where the vCPU was when it triple-faulted ([`fault_state`]); None
+    /// when KVM will not say.
     fn fault_state(&self) -> Option<String> {
         let regs = self.fd.get_regs().ok()?;
         let sregs = self.fd.get_sregs().ok()?;
-        Some(format!(
-            "vCPU {} at {:04x}:{:x}, RSP {:x}, RFLAGS {:x}, CR0 {:x}, CR2 {:x}, CR3 {:x}, \
-             CR4 {:x}, EFER {:x}",
-            self.id,
-            sregs.cs.selector,
-            regs.rip,
-            regs.rsp,
-            regs.rflags,
-            sregs.cr0,
-            sregs.cr2,
-            sregs.cr3,
-            sregs.cr4,
-            sregs.efer
-        ))
+        fault_state(self.id, &regs, &sregs)
     }
+}
+
+/// The state of vCPU `id` after a triple fault, in one line: the
+/// instruction (CS:RIP), stack, flags and the control registers that say
+/// which mode and page tables it ran with. None for the architectural reset
+/// state (CS 0xf000, RIP 0xfff0): on AMD, KVM reinitialises the vCPU on a
+/// shutdown intercept (the VMCB is undefined after one), so what it reads
+/// back there is not where the guest was, and the report names the fault
+/// alone. Intel keeps the state.
+fn fault_state(id: u32, regs: &kvm_regs, sregs: &kvm_sregs) -> Option<String> {
+    if sregs.cs.selector == 0xf000 && regs.rip == 0xfff0 {
+        return None;
+    }
+    Some(format!(
+        "vCPU {id} at {:04x}:{:x}, RSP {:x}, RFLAGS {:x}, CR0 {:x}, CR2 {:x}, CR3 {:x}, \
+         CR4 {:x}, EFER {:x}",
+        sregs.cs.selector,
+        regs.rip,
+        regs.rsp,
+        regs.rflags,
+        sregs.cr0,
+        sregs.cr2,
+        sregs.cr3,
+        sregs.cr4,
+        sregs.efer
+    ))
 }
 
 /// Stops all vCPU threads and waits for them.
@@ -229,5 +241,39 @@ pub fn stop_all(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
     }
     for t in threads {
         let _ = t.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_state_names_where_the_vcpu_was_unless_kvm_reset_it() {
+        let mut regs = kvm_regs {
+            rip: 0x100_0078,
+            rsp: 0x8ff0,
+            rflags: 0x10002,
+            ..Default::default()
+        };
+        let mut sregs = kvm_sregs {
+            cr0: 0xe000_0011,
+            cr3: 0x9000,
+            cr4: 0x20,
+            efer: 0x500,
+            ..Default::default()
+        };
+        sregs.cs.selector = 0x10;
+        assert_eq!(
+            fault_state(0, &regs, &sregs).as_deref(),
+            Some(
+                "vCPU 0 at 0010:1000078, RSP 8ff0, RFLAGS 10002, CR0 e0000011, CR2 0, CR3 9000, \
+                 CR4 20, EFER 500"
+            )
+        );
+        // What AMD's KVM reads back after a shutdown intercept: the reset state.
+        regs.rip = 0xfff0;
+        sregs.cs.selector = 0xf000;
+        assert_eq!(fault_state(0, &regs, &sregs), None);
     }
 }
