@@ -120,15 +120,20 @@ lim $Q $H rm flood >/dev/null
 # a bucket of 2 KiB refilled at 256 bytes/s).
 id=$(lim $V $H run -d --network none --name noisy --log-opt console-rate=256 busybox sleep 1000); rc=$?
 P="$HUSK_ROOT/pods/$id"
+# The agent drops a connection as soon as its first frame header is wrong, which may be before
+# the rest of the garbage is written: a reset or broken pipe then is the agent doing its job.
 cat > "$D/knock.py" <<'PY'
 import socket, sys
 for i in range(int(sys.argv[2])):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)
     s.connect(sys.argv[1])
-    s.sendall(b"CONNECT 1024\n")
-    s.recv(64)
-    s.sendall(b"not the agent protocol\n" * 4)
+    try:
+        s.sendall(b"CONNECT 1024\n")
+        s.recv(64)
+        s.sendall(b"not the agent protocol\n" * 4)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
     s.close()
 PY
 lim $V python3 "$D/knock.py" "$P/vsock/vsock.sock" 200; krc=$?
