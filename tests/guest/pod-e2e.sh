@@ -225,12 +225,13 @@ check_err volume-limit-unenforceable 125 setpriv --bounding-set -sys_admin $H po
 
 # 14. (F11) root in a container may make device nodes (docker's CAP_MKNOD) but none of them opens:
 # /dev (with the guest's nodes bound in), /tmp and its root are nodev; so it cannot write the guest's
-# console (console.log) through one
+# console (console.log) through one. Its stdout and stderr go to files of their own: the two streams
+# reach the host apart, so in one file a line of one could be cut by the other.
 $H run --name devs busybox sh -c 'mknod /dev/kmsg c 1 11 && echo "<1>FORGED-KMSG" > /dev/kmsg;
     mknod /dev/ttyS0 c 4 64 && echo FORGED-TTY > /dev/ttyS0; mknod /kmsg c 1 11 && echo "<1>FORGED-ROOT" > /kmsg;
     mknod /tmp/n c 1 3 && { echo x > /tmp/n || echo mknod-refused; };
     echo x > /dev/null && echo null-ok; head -c 8 /dev/urandom | wc -c; grep " /dev tmpfs " /proc/mounts' \
-    > "$D/devs.out" 2>&1; rc=$?
+    > "$D/devs.out" 2> "$D/devs.err"; rc=$?
 pod_dir=$($H inspect devs | grep -o '"path": "[^"]*"' | head -1 | cut -d'"' -f4)
 forged=$(grep -c FORGED "$pod_dir/console.log" 2>&1)
 $H rm devs >/dev/null
@@ -238,7 +239,7 @@ if [ $rc -eq 0 ] && [ "$forged" = 0 ] && grep -q '^mknod-refused$' "$D/devs.out"
    && grep -q '^ *8$' "$D/devs.out" && grep ' /dev tmpfs ' "$D/devs.out" | grep -q nodev; then
     ok container-no-device-nodes
 else
-    bad container-no-device-nodes "rc=$rc forged=$forged $(cat "$D/devs.out")"
+    bad container-no-device-nodes "rc=$rc forged=$forged $(cat "$D/devs.out") stderr: $(cat "$D/devs.err")"
 fi
 
 # 15. (F11) an app cannot open AF_VSOCK sockets to the host, nor io_uring rings (seccomp: EPERM);
