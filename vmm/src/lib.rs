@@ -14,6 +14,7 @@ pub mod measure;
 pub mod net;
 pub mod pod;
 pub mod private;
+pub mod process;
 pub mod report;
 pub mod seccomp;
 pub mod trace;

@@ -120,21 +120,9 @@ fn run_helper(store: &Store, args: Vec<OsString>) -> Result<Image, ImageError> {
         .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
-    let die_with_caller = move || {
-        // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
-        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: getppid() has no preconditions.
-        if unsafe { libc::getppid() } != caller {
-            // The caller died before the signal was armed.
-            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        Ok(())
-    };
     // SAFETY: the hook runs in the child between fork and exec and calls
     // only prctl and getppid, which are async-signal-safe.
-    unsafe { cmd.pre_exec(die_with_caller) };
+    unsafe { cmd.pre_exec(move || crate::process::die_with_parent(libc::SIGKILL, caller)) };
     let out = cmd.output().map_err(ImageError::io(format!(
         "cannot run the pull helper {}",
         helper.display()

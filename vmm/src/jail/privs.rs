@@ -187,16 +187,17 @@ impl ParentDeath {
         if self.signal == 0 {
             return Ok(());
         }
-        let signal = self.signal as libc::c_ulong;
-        // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only; return checked.
-        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) } != 0 {
-            return Err(JailError::last_os("arm the parent-death signal again"));
+        match crate::process::die_with_parent(self.signal, self.parent) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                // SAFETY: raise() sends a signal to this thread; the caller asked for it.
+                unsafe { libc::raise(self.signal) };
+                Ok(())
+            }
+            Err(source) => Err(JailError::Step {
+                step: "arm the parent-death signal again".into(),
+                source,
+            }),
+            Ok(()) => Ok(()),
         }
-        // SAFETY: getppid() has no preconditions.
-        if unsafe { libc::getppid() } != self.parent {
-            // SAFETY: raise() sends a signal to this thread; the caller asked for it.
-            unsafe { libc::raise(self.signal) };
-        }
-        Ok(())
     }
 }

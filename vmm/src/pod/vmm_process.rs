@@ -139,10 +139,7 @@ fn child(
             unsafe { libc::_exit(crate::failure::Failure::Runtime.exit_status()) };
         }
     }
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    // SAFETY: getppid() has no preconditions.
-    if unsafe { libc::getppid() } != parent {
+    if crate::process::die_with_parent(libc::SIGKILL, parent).is_err() {
         // The supervisor died before PDEATHSIG was armed.
         // SAFETY: _exit ends the process without running anything of ours.
         unsafe { libc::_exit(1) };
