@@ -16,7 +16,8 @@
 //! - each image in `index.json`: its manifest must be present, intact and
 //!   parse, and its config and layers be present, intact, of the sizes the
 //!   manifest gives, the config parse. An image that fails is untagged
-//!   (every name of it): it could never run, and `husk images` fails on it;
+//!   (every name of it): it could never run, and `husk images` leaves it
+//!   out with a warning;
 //!   its good blobs stay until `husk gc`, and a pull or import brings it
 //!   back whole.
 //!
@@ -28,7 +29,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::Path;
 
-use super::{digest, manifest, ImageError, Store};
+use super::{digest, ImageError, Store};
 use crate::check::{Action, Finding, Totals};
 use crate::private::FileLock;
 
@@ -42,11 +43,7 @@ impl Store {
     /// Removes every name of the image with manifest `digest`; returns them.
     pub fn untag_digest(&self, digest: &str) -> Result<Vec<String>, ImageError> {
         self.index.update(|entries| {
-            let names: Vec<String> = entries
-                .iter()
-                .filter(|(_, e)| e.digest == digest)
-                .map(|(n, _)| n.clone())
-                .collect();
+            let names = super::index::names_of(entries, digest);
             for n in &names {
                 entries.remove(n);
             }
@@ -196,9 +193,7 @@ impl Store {
             };
         }
         problem.or_else(|| {
-            self.blobs
-                .read_json(&m.config.digest)
-                .and_then(|b| manifest::ConfigFile::parse(&b, &m.config.digest))
+            self.read_config(&m)
                 .err()
                 .map(|e| crate::report::error_line(&e))
         })

@@ -169,6 +169,15 @@ pub fn lookup(entries: &Entries, reference: &str) -> Result<(String, String), Im
     }
 }
 
+/// Every name of the image with manifest `digest`.
+pub fn names_of(entries: &Entries, digest: &str) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|(_, e)| e.digest == digest)
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
 /// Whether `reference` named `name` itself (rather than a digest or id).
 pub fn is_name_lookup(entries: &Entries, reference: &str, name: &str) -> bool {
     !reference.starts_with("sha256:")

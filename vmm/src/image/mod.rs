@@ -243,14 +243,10 @@ impl Store {
     pub fn remove(&self, reference: &str) -> Result<Vec<String>, ImageError> {
         self.index.update(|entries| {
             let (name, digest) = index::lookup(entries, reference)?;
-            let names: Vec<String> = if index::is_name_lookup(entries, reference, &name) {
+            let names = if index::is_name_lookup(entries, reference, &name) {
                 vec![name]
             } else {
-                entries
-                    .iter()
-                    .filter(|(_, e)| e.digest == digest)
-                    .map(|(n, _)| n.clone())
-                    .collect()
+                index::names_of(entries, &digest)
             };
             for n in &names {
                 entries.remove(n);
@@ -328,6 +324,15 @@ impl Store {
         manifest::Manifest::parse(&bytes, digest)
     }
 
+    /// The image config manifest `m` names, parsed.
+    pub(crate) fn read_config(
+        &self,
+        m: &manifest::Manifest,
+    ) -> Result<manifest::ConfigFile, ImageError> {
+        let bytes = self.blobs.read_json(&m.config.digest)?;
+        manifest::ConfigFile::parse(&bytes, &m.config.digest)
+    }
+
     /// The stored image `name` (which must map to `digest`), with its
     /// admission record.
     pub(crate) fn load(&self, name: &str, digest: &str) -> Result<Image, ImageError> {
@@ -348,8 +353,7 @@ impl Store {
         admission: Option<crate::trust::Admission>,
     ) -> Result<Image, ImageError> {
         let m = self.read_manifest(digest)?;
-        let config_bytes = self.blobs.read_json(&m.config.digest)?;
-        let config = manifest::ConfigFile::parse(&config_bytes, &m.config.digest)?;
+        let config = self.read_config(&m)?;
         let layers: Vec<LayerSpec> = m
             .layers
             .iter()

@@ -6,8 +6,8 @@
 //! `husk gc` apply), or, when that file cannot be read, when something
 //! answers on its vsock socket (its VMM). Its findings are reported, never
 //! repaired. For the others, checked and what `--repair` does:
-//! - `status.json` that cannot be read (`husk ps` and `husk gc` fail on
-//!   it): replaced by a failed state that says so, so `husk ps -a` shows the
+//! - `status.json` that cannot be read (`husk ps` and `husk gc` skip the
+//!   pod with a warning): replaced by a failed state that says so, so `husk ps -a` shows the
 //!   pod and `husk rm`/`husk gc` can remove it (the host cgroup and
 //!   network records the file held are lost with it: what a supervisor
 //!   that died left there must then be removed by hand);
