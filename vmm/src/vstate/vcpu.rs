@@ -194,9 +194,7 @@ impl Vcpu {
             self.exit.request(r);
         }
     }
-}
 
-impl Vcpu {
     /// Where the vCPU was when it triple-faulted ([`fault_state`]); None
     /// when KVM will not say.
     fn fault_state(&self) -> Option<String> {
