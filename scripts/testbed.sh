@@ -391,7 +391,7 @@ timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
     -object "memory-backend-memfd,id=mem,size=${mem}M,share=on" -machine pc,memory-backend=mem \
     -nodefaults -no-user-config -display none -no-reboot \
     -kernel "$KDIR/vmlinuz" -initrd "$INITRD" \
-    -append "console=ttyS0 quiet loglevel=1 log_buf_len=2M panic=-1 husk.tb.job=$T ${HUSK_TESTBED_APPEND:-}" \
+    -append "console=ttyS0 quiet loglevel=1 panic=-1 husk.tb.job=$T ${HUSK_TESTBED_APPEND:-}" \
     -serial "file:$T/console.log" \
     -device virtio-serial-pci \
     -chardev "file,id=out,path=$T/out" -device virtserialport,chardev=out,name=out \
