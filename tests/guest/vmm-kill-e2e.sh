@@ -44,12 +44,12 @@ supervisors() { # pids of running pod supervisors (`husk pod supervise DIR`)
     done
 }
 alive() { [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
-# The VMM's pid (with a second argument `supervisor`, the supervisor's) once the pod's status
-# records it (the VMM is forked before the guest boots).
-vmm_of() {
+# pid_of NAME vmm|supervisor: that process's pid once the pod's status records it (the VMM is
+# forked before the guest boots).
+pid_of() {
     i=0
     while [ $i -lt 600 ]; do
-        v=$(lim $Q $H inspect "$1" 2>/dev/null | grep -o "\"${2:-vmm}_pid\": [0-9]*" | grep -o '[0-9]*$')
+        v=$(lim $Q $H inspect "$1" 2>/dev/null | grep -o "\"$2_pid\": [0-9]*" | grep -o '[0-9]*$')
         [ -n "$v" ] && { echo "$v"; return 0; }
         sleep 0.05
         i=$((i + 1))
@@ -75,7 +75,7 @@ while [ $it -le "$N" ]; do
     1)
         moment=boot
         lim $V $H run -d --network none --name $name busybox sleep 1000 >"$D/run.out" 2>"$D/run.err" & rpid=$!
-        if vmm=$(vmm_of $name); then
+        if vmm=$(pid_of $name vmm); then
             # Spread the kill over the boot: 0, 0.25, ... 1 s after the VMM started.
             sleep "$(( (it / 5) % 5 / 4 )).$(( (it / 5) % 5 % 4 * 25 ))"
             kill -9 "$vmm"
@@ -98,7 +98,7 @@ while [ $it -le "$N" ]; do
         moment=app
         if lim $V $H run -d --network none --name $name busybox sh -c 'echo up; sleep 1000' >/dev/null 2>"$D/run.err"; then
             wait_log $name up
-            vmm=$(vmm_of $name) && kill -9 "$vmm" || why="$why no VMM pid"
+            vmm=$(pid_of $name vmm) && kill -9 "$vmm" || why="$why no VMM pid"
             reported=
         else
             # Nothing to kill (and no VMM pid to wait for): the iteration has failed already.
@@ -111,7 +111,7 @@ while [ $it -le "$N" ]; do
         if lim $V $H run -d --network none --name $name busybox sleep 1000 >/dev/null 2>"$D/run.err"; then
             lim $Q $H exec $name sh -c 'echo in-exec; sleep 1000' >"$D/exec.out" 2>&1 & epid=$!
             wait_for in-exec "$D/exec.out"
-            vmm=$(vmm_of $name) && kill -9 "$vmm" || why="$why no VMM pid"
+            vmm=$(pid_of $name vmm) && kill -9 "$vmm" || why="$why no VMM pid"
             wait $epid; erc=$?
             # The exec ends by itself (the VM is gone) and fails; lim's SIGKILL would be 137.
             [ $erc -ne 0 ] && [ $erc -ne 137 ] || why="$why exec rc=$erc: $(cat "$D/exec.out")"
@@ -145,8 +145,8 @@ while [ $it -le "$N" ]; do
         moment=supervisor
         if lim $V $H run -d --network none --name $name busybox sh -c 'echo up; sleep 1000' >/dev/null 2>"$D/run.err"; then
             wait_log $name up
-            vmm=$(vmm_of $name)
-            if sup=$(vmm_of $name supervisor); then kill -9 "$sup"; else why="$why no supervisor pid"; fi
+            vmm=$(pid_of $name vmm)
+            if sup=$(pid_of $name supervisor); then kill -9 "$sup"; else why="$why no supervisor pid"; fi
             # Its VMM goes with it (PR_SET_PDEATHSIG), and the pod reads as failed.
             i=0
             while [ -n "$vmm" ] && alive "$vmm" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
